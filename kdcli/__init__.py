@@ -1,0 +1,3 @@
+"""kdcli: knowledge distillation from the command line."""
+
+__version__ = "0.1.0"

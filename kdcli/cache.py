@@ -1,0 +1,150 @@
+"""The artifact cache: teachers and soft labels named by a fingerprint of what determines them.
+
+An entry is a directory `<cache_dir>/<kind>/<name>-<fingerprint>/` holding the artifact's
+files and a `manifest.json` with each file's SHA-256. It is built in a temporary directory
+and renamed into place, so a reader never sees half an entry. An entry whose files do not
+match its manifest is treated as absent and rebuilt.
+
+Parallel jobs that want the same entry take an exclusive `flock` on `<entry>.lock`: one
+builds, the others wait and then reuse it. The kernel releases the lock when its holder
+dies, so a killed job never blocks the rest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the layout or contents of entries change
+MANIFEST = "manifest.json"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (configs as plain containers)."""
+    text = json.dumps([CACHE_FORMAT, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Entry:
+    """A complete, verified cache entry."""
+
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def read_verified(path: Path) -> dict[str, Any] | None:
+    """The manifest of a complete entry whose files match their checksums, else None."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = manifest["files"]
+        for name, digest in files.items():
+            if file_sha256(path / name) != digest:
+                log.warning("cache entry %s: %s fails its checksum; rebuilding it", path, name)
+                return None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("cache entry %s is unreadable (%s); rebuilding it", path, error)
+        return None
+    return manifest
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path`, released when the block ends or the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class ArtifactCache:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def entry_path(self, kind: str, name: str, key: str) -> Path:
+        return self.root / kind / f"{name}-{key}"
+
+    def get_or_make(
+        self,
+        kind: str,
+        name: str,
+        key: str,
+        make: Callable[[Path], dict[str, Any]],
+    ) -> Entry:
+        """Return the entry for `key`, building it with `make(tmp_dir)` if absent or corrupt.
+
+        `make` writes its files into `tmp_dir` and returns extra manifest fields.
+        """
+        path = self.entry_path(kind, name, key)
+        manifest = read_verified(path)
+        if manifest is not None:
+            return Entry(path, manifest, reused=True)
+        with file_lock(path.with_name(path.name + ".lock")):
+            manifest = read_verified(path)  # another job may have built it while we waited
+            if manifest is not None:
+                return Entry(path, manifest, reused=True)
+            manifest = self._build(path, key, make)
+        return Entry(path, manifest, reused=False)
+
+    def _build(self, path: Path, key: str, make: Callable[[Path], dict[str, Any]]) -> dict:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            extra = make(tmp)
+            files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.name != MANIFEST}
+            manifest = {"fingerprint": key, "format": CACHE_FORMAT, **extra, "files": files}
+            write_json_atomic(tmp / MANIFEST, manifest)
+            if path.exists():  # a corrupt entry: move it aside, then drop it
+                stale = path.with_name(f".{path.name}.stale-{os.getpid()}")
+                path.rename(stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return manifest

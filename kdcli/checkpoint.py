@@ -1,0 +1,86 @@
+"""Model checkpoints: a dict of plain values and tensors, loaded with `weights_only=True`.
+
+A kdcli checkpoint holds `state_dict` plus the model config and dataset facts it was built
+with. A plain state_dict (what `torch.save(model.state_dict(), f)` writes) loads too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdcli.errors import UserError
+
+FORMAT = "kdcli-model/1"
+
+
+def save_model(path: Path, model: nn.Module, **metadata: Any) -> None:
+    """Write the model's weights (on CPU) and metadata atomically to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"format": FORMAT, **metadata, "state_dict": state}, tmp)
+    tmp.replace(path)
+
+
+def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
+    """The state_dict in `path` (a kdcli checkpoint or a plain state_dict).
+
+    `key` is the config key that named the file, used in error messages.
+    """
+    if not path.is_file():
+        raise UserError(f"{key}={path}: no such file. Give the path of a checkpoint file.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for unreadable files
+        raise UserError(
+            f"{key}={path} could not be read as a PyTorch checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}). Give a file written by kdcli or by "
+            "torch.save(model.state_dict(), path)."
+        ) from None
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(
+        isinstance(v, torch.Tensor) for v in payload.values()
+    ):
+        raise UserError(f"{key}={path} holds no state_dict (a dict of tensors).")
+    return payload
+
+
+def check_compatible(
+    state_dict: dict[str, torch.Tensor], model: nn.Module, key: str, path: Path, described: str
+) -> None:
+    """Raise a UserError naming the differences when `state_dict` does not fit `model`."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{name} is {list(state_dict[name].shape)} in the file but {list(t.shape)} in the model"
+        for name, t in expected.items()
+        if name in state_dict and tuple(state_dict[name].shape) != tuple(t.shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    details = []
+    if mismatched:
+        details.append("; ".join(mismatched[:3]))
+    if missing:
+        details.append(f"{len(missing)} weight(s) missing, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected weight(s), e.g. {', '.join(unexpected[:3])}")
+    raise UserError(
+        f"{key}={path} does not match {described}: {'. '.join(details)}. Choose the model "
+        "config and dataset the checkpoint was trained with."
+    )
+
+
+def load_model(model: nn.Module, path: Path, key: str, described: str) -> nn.Module:
+    """Load the checkpoint at `path` into `model` after checking that it fits."""
+    state_dict = read_state_dict(path, key)
+    check_compatible(state_dict, model, key, path, described)
+    model.load_state_dict(state_dict)
+    return model

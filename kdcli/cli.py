@@ -1,0 +1,117 @@
+"""The `kd` command. argparse picks the subcommand; `kd train`'s arguments go to Hydra untouched.
+
+Exit codes: 0 done, 2 bad input (config, files, data), 1 failure while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from kdcli import __version__
+from kdcli.errors import RunError, UserError
+from kdcli.paths import config_dir
+
+DEBUG_FLAG = "--debug"
+
+
+def _debugging() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("KD_DEBUG") == "1"
+
+
+def report_error(error: UserError | RunError) -> int:
+    """Print one short paragraph on stderr (a traceback only when debugging); return the code."""
+    if _debugging():
+        raise error
+    kind = "error" if isinstance(error, UserError) else "failed"
+    print(f"kd: {kind}: {error}", file=sys.stderr)
+    return error.exit_code
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _train_job(cfg: DictConfig) -> float:
+    """One Hydra job (one point of a sweep). Returns the student's top-1 for sweepers."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    from kdcli import pipeline
+
+    try:
+        report = pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (UserError, RunError) as error:
+        sys.exit(report_error(error))
+    except torch.OutOfMemoryError:
+        sys.exit(
+            report_error(
+                RunError(
+                    "out of memory; lower teacher.batch_size / student.batch_size "
+                    "or use a smaller model."
+                )
+            )
+        )
+    return report["student"]["top1"]
+
+
+def train(args: list[str]) -> int:
+    """`kd train [overrides] [hydra flags]`: check every job's config, then hand over to Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    from kdcli.validate import check_overrides
+
+    if DEBUG_FLAG in args:
+        os.environ["KD_DEBUG"] = "1"
+        args = [a for a in args if a != DEBUG_FLAG]
+    parsed = get_args_parser().parse_args(args)
+    informational = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
+    if not informational:
+        try:
+            check_overrides(parsed.overrides, multirun=parsed.multirun)
+        except UserError as error:
+            return report_error(error)
+    sys.argv = ["kd train", *args]
+    try:
+        _train_job()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kd",
+        description="Knowledge distillation: train (or load) a teacher, store its soft labels, "
+        "distill a student, and compare them.",
+        epilog="`kd train --help` lists train's config groups and keys; "
+        "`kd train --cfg job` prints the composed config.",
+    )
+    parser.add_argument("--version", action="version", version=f"kdcli {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "train",
+        add_help=False,
+        help="teacher -> soft labels -> student -> report (Hydra overrides: key=value, -m)",
+    )
+    listing = commands.add_parser("list", help="the options of every config group, or of one")
+    listing.add_argument("group", nargs="?", help="a config group, e.g. teacher")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":
+        return train(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        from kdcli.listing import show
+
+        try:
+            return show(args.group)
+        except UserError as error:
+            return report_error(error)
+    build_parser().print_help()
+    return 0

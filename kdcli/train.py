@@ -1,0 +1,179 @@
+"""The one training loop. It trains the teacher, the baseline and the distilled student.
+
+The loss decides what teacher knowledge it needs: when `loss.needs_teacher`, the loop asks
+`teacher(epoch, batch)` for the teacher's logits of that batch (stored soft labels, looked up
+by sample index). After each epoch the loop can save its whole state (model, optimizer,
+scheduler, epoch, RNG), and it resumes from that file when it finds one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from kdcli.data import Batch, EpochLoader
+from kdcli.errors import RunError
+from kdcli.losses import DistillationLoss
+from kdcli.progress import stage_progress
+
+log = logging.getLogger(__name__)
+
+TeacherKnowledge = Callable[[int, Batch], torch.Tensor]
+"""(epoch, batch) -> the teacher's logits for that batch, [B, num_classes]."""
+
+
+@dataclass
+class FitResult:
+    seconds: float
+    images_per_s: float
+    epochs: int
+    final_loss: float
+    final_train_top1: float
+
+
+class StoredLogits:
+    """Teacher knowledge from soft labels stored per training sample: a lookup by index."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+    def __call__(self, epoch: int, batch: Batch) -> torch.Tensor:
+        return self.logits[batch.index].float()
+
+
+def build_optimizer(stage: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """`stage.optimizer` is a partial `_target_` config; the model's parameters complete it."""
+    return instantiate(stage.optimizer)(model.parameters())
+
+
+def build_scheduler(stage: DictConfig, optimizer: torch.optim.Optimizer):
+    """`stage.scheduler` is a partial `_target_` config stepped once per epoch."""
+    return instantiate(stage.scheduler)(optimizer)
+
+
+def fit(
+    model: nn.Module,
+    loader: EpochLoader,
+    loss_fn: DistillationLoss,
+    stage: DictConfig,
+    *,
+    device: torch.device,
+    label: str,
+    teacher: TeacherKnowledge | None = None,
+    amp: bool = False,
+    state_path: Path | None = None,
+    log_every: int = 10,
+) -> FitResult:
+    """Train `model` for `stage.epochs` epochs on `loader` with `loss_fn`."""
+    if loss_fn.needs_teacher and teacher is None:
+        raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
+    model.to(device)
+    optimizer = build_optimizer(stage, model)
+    scheduler = build_scheduler(stage, optimizer)
+    epochs = int(stage.epochs)
+    start_epoch = _resume(state_path, model, optimizer, scheduler, device)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if amp and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    images = 0
+    epoch_loss = top1 = float("nan")
+    started = time.perf_counter()
+    with stage_progress() as progress:
+        task = progress.add_task(
+            label,
+            total=(epochs - start_epoch) * len(loader),
+            epoch="-",
+            loss="-",
+            acc="-",
+            speed="-",
+        )
+        for epoch in range(start_epoch, epochs):
+            loss_fn.start_epoch(epoch, epochs)
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for step, batch in enumerate(loader.epoch(epoch)):
+                with autocast:
+                    logits = model(batch.x)
+                    teacher_logits = teacher(epoch, batch) if loss_fn.needs_teacher else None
+                    loss = loss_fn(logits, teacher_logits, batch.y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                size = batch.y.shape[0]
+                loss_sum += loss.detach().float() * size
+                correct += (logits.detach().argmax(1) == batch.y).sum()
+                seen += size
+                images += size
+                if (step + 1) % log_every == 0 or step + 1 == len(loader):
+                    epoch_loss, top1 = _check_finite(loss_sum, correct, seen, label, epoch)
+                    rate = images / max(time.perf_counter() - started, 1e-9)
+                    progress.update(
+                        task,
+                        completed=(epoch - start_epoch) * len(loader) + step + 1,
+                        epoch=f"{epoch + 1}/{epochs}",
+                        loss=f"{epoch_loss:.4f}",
+                        acc=f"{top1:.3f}",
+                        speed=f"{rate:,.0f}",
+                    )
+            scheduler.step()
+            if state_path is not None:
+                _save_state(state_path, model, optimizer, scheduler, epoch)
+    seconds = time.perf_counter() - started
+    if state_path is not None:  # the stage's artifact now holds the result
+        state_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            state_path.parent.rmdir()  # only when empty
+    return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, top1)
+
+
+def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
+    """One host sync: the running epoch loss and accuracy, failing fast on NaN or inf."""
+    epoch_loss = loss_sum.item() / seen
+    if not math.isfinite(epoch_loss):
+        raise RunError(
+            f"the {label} loss became {epoch_loss} in epoch {epoch + 1}; lower the learning "
+            f"rate (e.g. {label}.optimizer.lr) or check the loss settings."
+        )
+    return epoch_loss, correct.item() / seen
+
+
+def _save_state(path: Path, model, optimizer, scheduler, epoch: int) -> None:
+    """Everything needed to continue after `epoch`, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _resume(path: Path | None, model, optimizer, scheduler, device) -> int:
+    """The epoch to start from: 0, or the one after the state saved at `path`."""
+    if path is None or not path.is_file():
+        return 0
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    log.info("resuming from %s after epoch %d", path, state["epoch"] + 1)
+    return int(state["epoch"]) + 1
