@@ -19,6 +19,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 from torch import nn
 
 from kdcli import __version__
@@ -37,7 +38,6 @@ from kdcli.evaluate import (
 )
 from kdcli.losses import CrossEntropy, DistillationLoss
 from kdcli.models import build_model
-from kdcli.progress import console
 from kdcli.train import StoredLogits, fit
 
 log = logging.getLogger(__name__)
@@ -363,7 +363,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     stages["evaluate"] = Stage(time.perf_counter() - started, None, reused=False)
 
     report = build_report(cfg, data.info, device, results, soft_report, stages, run_dir)
-    report_io.write(report, run_dir, console)
+    report_io.write(report, run_dir, Console())  # the table goes to stdout
     return report
 
 

@@ -1,0 +1,113 @@
+"""The artifact cache: fingerprints, atomic entries, checksums, and one builder at a time."""
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from kdcli.cache import ArtifactCache, file_lock, fingerprint
+
+
+def write_file(content: bytes):
+    def make(tmp: Path) -> dict:
+        (tmp / "data.bin").write_bytes(content)
+        return {"note": "test"}
+
+    return make
+
+
+def test_fingerprint_is_stable_and_order_independent():
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_entry_is_built_once_then_reused(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    first = cache.get_or_make("things", "x", "k1", write_file(b"abc"))
+    second = cache.get_or_make("things", "x", "k1", write_file(b"other"))
+    assert (first.reused, second.reused) == (False, True)
+    assert second.file("data.bin").read_bytes() == b"abc"
+    assert second.manifest["note"] == "test" and "data.bin" in second.manifest["files"]
+
+
+def test_a_failed_build_leaves_no_entry(tmp_path):
+    cache = ArtifactCache(tmp_path)
+
+    def broken(tmp: Path) -> dict:
+        (tmp / "data.bin").write_bytes(b"half")
+        raise RuntimeError("killed mid-way")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_make("things", "x", "k", broken)
+    assert list((tmp_path / "things").glob("x-k")) == []
+    assert [p for p in (tmp_path / "things").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_corrupted_entry_is_rebuilt_not_trusted(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    entry = cache.get_or_make("things", "x", "k", write_file(b"good"))
+    entry.file("data.bin").write_bytes(b"go")  # truncated
+    again = cache.get_or_make("things", "x", "k", write_file(b"good"))
+    assert again.reused is False
+    assert again.file("data.bin").read_bytes() == b"good"
+
+
+def test_an_entry_without_manifest_is_rebuilt(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    entry = cache.get_or_make("things", "x", "k", write_file(b"good"))
+    (entry.path / "manifest.json").unlink()
+    assert cache.get_or_make("things", "x", "k", write_file(b"good")).reused is False
+
+
+def _build_slowly(root: str, counter: str) -> None:
+    def make(tmp: Path) -> dict:
+        with open(counter, "a") as handle:
+            handle.write("built\n")
+        time.sleep(0.5)
+        (tmp / "data.bin").write_bytes(b"x")
+        return {}
+
+    ArtifactCache(root).get_or_make("things", "x", "k", make)
+
+
+def test_parallel_processes_build_an_entry_exactly_once(tmp_path):
+    counter = tmp_path / "count.txt"
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_build_slowly, args=(str(tmp_path / "cache"), str(counter)))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert counter.read_text().count("built") == 1
+
+
+def _hold_lock_forever(path: str, ready: str) -> None:
+    with file_lock(Path(path)):
+        Path(ready).touch()
+        time.sleep(600)
+
+
+def test_a_killed_lock_holder_does_not_block_the_others(tmp_path):
+    lock = tmp_path / "entry.lock"
+    ready = tmp_path / "ready"
+    holder = multiprocessing.get_context("spawn").Process(
+        target=_hold_lock_forever, args=(str(lock), str(ready))
+    )
+    holder.start()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the holder never took the lock"
+        time.sleep(0.05)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(10)
+    started = time.monotonic()
+    with file_lock(lock):
+        pass
+    assert time.monotonic() - started < 5

@@ -1,0 +1,59 @@
+"""The `kd` command itself: subcommands, help, listing, exit codes."""
+
+from kdcli.cli import build_parser
+
+
+def test_kd_help_lists_the_subcommands(kd):
+    result = kd("--help")
+    assert result.returncode == 0
+    assert "train" in result.stdout and "list" in result.stdout
+
+
+def test_kd_without_a_command_prints_usage(kd):
+    result = kd()
+    assert result.returncode == 0
+    assert "usage: kd" in result.stdout
+
+
+def test_train_help_shows_config_groups(kd):
+    result = kd("train", "--help")
+    assert result.returncode == 0
+    assert "== Config groups ==" in result.stdout
+    assert "teacher:" in result.stdout and "resnet50" in result.stdout
+
+
+def test_train_cfg_job_prints_the_composed_config_and_runs_nothing(kd, tmp_path):
+    result = kd("train", "teacher=resnet50", "loss.alpha=0.3", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "arch: resnet50" in result.stdout
+    assert "alpha: 0.3" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_list_shows_every_group_with_defaults_marked(kd):
+    result = kd("list")
+    assert result.returncode == 0
+    for group in ("teacher", "student", "dataset", "loss", "device", "optimizer", "scheduler"):
+        assert group in result.stdout
+    assert "resnet18 (default)" in result.stdout
+    assert "smallcnn (default)" in result.stdout
+
+
+def test_list_one_group(kd):
+    result = kd("list", "loss")
+    assert result.returncode == 0
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
+    assert {line.split()[1] for line in rows} == {"loss", "│"}  # continuation lines start "│ │"
+    assert "hard" in result.stdout
+
+
+def test_list_unknown_group_exits_2_with_a_suggestion(kd):
+    result = kd("list", "teachr")
+    assert result.returncode == 2
+    assert "Did you mean teacher" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_parser_knows_train_and_list():
+    parser = build_parser()
+    assert parser.parse_args(["list", "teacher"]).group == "teacher"

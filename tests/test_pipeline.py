@@ -1,0 +1,138 @@
+"""`kd train` end to end through the real command, on the embedded digits dataset."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from conftest import TINY
+
+
+def test_train_writes_the_report_the_readme_documents(kd):
+    result = kd("train", *TINY)
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    for role in ("teacher", "student", "baseline"):
+        assert 0.0 <= report[role]["top1"] <= 1.0
+        assert report[role]["params"] > 0
+        assert report[role]["flops"] > 0
+        assert report[role]["latency_ms"] > 0
+        assert report[role]["checkpoint_bytes"] > 0
+    assert report["teacher"]["name"] == "smallcnn" and report["student"]["name"] == "mlp"
+    assert report["teacher"]["reused"] is False
+    assert report["soft_labels"]["reused"] is False
+    assert report["soft_labels"]["mode"] == "static"
+    for stage in ("teacher", "soft_labels", "distill", "baseline"):
+        assert report["stages"][stage]["seconds"] > 0
+        assert report["stages"][stage]["images_per_s"] > 0
+    assert report["kd_gain"] == report["student"]["top1"] - report["baseline"]["top1"]
+    assert 0.0 <= report["student"]["agreement"] <= 1.0
+    assert report["loss"] == {"name": "kd", "alpha": 0.9, "temperature": 4.0}
+
+    run_dir = result.runs()[0]
+    assert (run_dir / "report.md").read_text().count("| top-1 accuracy |") == 1
+    assert (run_dir / "student.pt").is_file()
+    assert (run_dir / "config.yaml").is_file()
+    assert not (run_dir / "checkpoints").exists(), "per-epoch state is removed after a stage"
+    assert "top-1 accuracy" in result.stdout, "the table goes to stdout"
+
+
+def test_student_checkpoint_loads_with_weights_only(kd):
+    result = kd("train", *TINY, "baseline=false")
+    assert result.returncode == 0, result.stderr
+    payload = torch.load(result.runs()[0] / "student.pt", weights_only=True)
+    assert payload["model_config"]["_target_"] == "kdcli.models.mlp.MLP"
+    assert "fc.weight" in payload["state_dict"]
+
+
+def test_soft_labels_are_a_plain_array_with_a_manifest(kd, tmp_path):
+    assert kd("train", *TINY, "baseline=false").returncode == 0
+    [entry] = (tmp_path / "outputs/cache/soft_labels").glob("*-*[!k]")  # not the .lock file
+    manifest = json.loads((entry / "manifest.json").read_text())
+    logits = np.load(entry / "logits.npy", allow_pickle=False)
+    assert logits.dtype == np.float16
+    assert list(logits.shape) == manifest["shape"] == [1437, 10]
+    assert set(manifest["files"]) == {"logits.npy"}
+
+
+def test_second_run_reuses_teacher_and_soft_labels(kd):
+    first = kd("train", *TINY, "baseline=false")
+    second = kd("train", *TINY, "baseline=false", "loss.alpha=0.5")
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    reports = [json.loads((run / "report.json").read_text()) for run in second.runs()]
+    assert [r["teacher"]["reused"] for r in reports] == [False, True]
+    assert [r["soft_labels"]["reused"] for r in reports] == [False, True]
+    assert reports[0]["teacher"]["top1"] == reports[1]["teacher"]["top1"]
+
+
+def test_other_teacher_settings_train_a_new_teacher(kd):
+    assert kd("train", *TINY, "baseline=false").returncode == 0
+    result = kd("train", *TINY, "baseline=false", "seed=1")
+    assert result.returncode == 0
+    report = json.loads((result.runs()[-1] / "report.json").read_text())
+    assert report["teacher"]["reused"] is False
+
+
+def test_same_command_and_seed_give_the_same_accuracies(kd, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    reports = []
+    for where in ("a", "b"):
+        result = kd("train", *TINY, cwd=tmp_path / where)
+        assert result.returncode == 0, result.stderr
+        reports.append(result.report())
+    for role in ("teacher", "student", "baseline"):
+        assert reports[0][role]["top1"] == reports[1][role]["top1"]
+        assert reports[0][role]["nll"] == reports[1][role]["nll"]
+
+
+def test_hard_distillation_runs(kd):
+    result = kd("train", *TINY, "loss=hard", "baseline=false")
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["loss"]["name"] == "hard"
+    assert "baseline" not in report and "kd_gain" not in report
+
+
+def test_ce_needs_no_soft_labels(kd, tmp_path):
+    result = kd("train", *TINY, "loss=ce", "baseline=false")
+    assert result.returncode == 0, result.stderr
+    assert result.report()["soft_labels"] == {"mode": "none", "reused": False}
+    assert not (tmp_path / "outputs/cache/soft_labels").exists()
+
+
+def test_teacher_checkpoint_is_loaded_not_trained(kd, tmp_path):
+    from kdcli.models.smallcnn import SmallCNN
+
+    torch.manual_seed(0)
+    torch.save(SmallCNN(10, 1, 8, width=8).state_dict(), tmp_path / "teacher.pt")
+    result = kd("train", *TINY, "baseline=false", "teacher.checkpoint=teacher.pt")
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["teacher"]["source"] == "checkpoint"
+    assert report["teacher"]["reused"] is True
+    assert report["stages"]["teacher"]["images_per_s"] is None, "nothing was trained"
+    assert not (tmp_path / "outputs/cache/teachers").exists()
+
+
+def test_multirun_trains_one_teacher_for_three_jobs(kd, tmp_path):
+    result = kd("train", "-m", *TINY, "loss.alpha=0.1,0.5,0.9")
+    assert result.returncode == 0, result.stderr
+    runs = result.runs()
+    assert len(runs) == 3
+    reports = [json.loads((run / "report.json").read_text()) for run in runs]
+    assert sorted(r["loss"]["alpha"] for r in reports) == [0.1, 0.5, 0.9]
+    assert sum(not r["teacher"]["reused"] for r in reports) == 1
+    assert sum(not r["soft_labels"]["reused"] for r in reports) == 1
+    assert sum(not r["baseline"]["reused"] for r in reports) == 1
+    assert len(list((tmp_path / "outputs/cache/teachers").glob("*-*[!k]"))) == 1
+
+
+def test_the_kd_script_is_the_same_as_python_dash_m(kd):
+    kd_script = Path(sys.executable).parent / "kd"
+    assert kd_script.is_file(), "the kd console script is installed beside the interpreter"
+    done = subprocess.run([kd_script, "list", "loss"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout == kd("list", "loss").stdout

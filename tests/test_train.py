@@ -1,0 +1,130 @@
+"""The one training loop: it learns, fails fast on NaN, and resumes from its per-epoch state."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from kdcli.data.digits import Digits
+from kdcli.errors import RunError
+from kdcli.losses import CrossEntropy, SoftTargetKD
+from kdcli.models.mlp import MLP
+from kdcli.train import StoredLogits, fit
+
+CPU = torch.device("cpu")
+
+
+def stage(epochs: int, lr: float = 0.05):
+    return OmegaConf.create(
+        {
+            "epochs": epochs,
+            "batch_size": 64,
+            "optimizer": {
+                "_target_": "torch.optim.SGD",
+                "_partial_": True,
+                "lr": lr,
+                "momentum": 0.9,
+            },
+            "scheduler": {
+                "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                "_partial_": True,
+                "T_max": epochs,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return Digits().load()
+
+
+def test_fit_learns_digits(digits):
+    torch.manual_seed(0)
+    model = MLP(10, 1, 8, hidden=[64])
+    result = fit(
+        model, digits.train_loader(64, 0), CrossEntropy(), stage(3, lr=0.1), device=CPU, label="t"
+    )
+    assert result.final_train_top1 > 0.5, "chance is 0.1"
+    assert result.final_loss < 1.5, "the loss starts near ln(10) = 2.3"
+    assert result.images_per_s > 0 and result.epochs == 3
+
+
+def test_a_nan_loss_is_a_run_error_naming_the_learning_rate(digits):
+    model = MLP(10, 1, 8, hidden=[64])
+    with pytest.raises(RunError, match=r"student.optimizer.lr"):
+        fit(
+            model,
+            digits.train_loader(64, 0),
+            CrossEntropy(),
+            stage(1, lr=1e30),
+            device=CPU,
+            label="student",
+        )
+
+
+def test_a_distillation_loss_without_teacher_knowledge_is_refused(digits):
+    with pytest.raises(ValueError, match="needs teacher knowledge"):
+        fit(
+            MLP(10, 1, 8),
+            digits.train_loader(64, 0),
+            SoftTargetKD(),
+            stage(1),
+            device=CPU,
+            label="student",
+        )
+
+
+def test_stored_logits_are_looked_up_by_sample_index(digits):
+    logits = torch.randn(len(digits.train), 10)
+    knowledge = StoredLogits(logits.half())
+    batch = next(iter(digits.train_loader(64, 0).epoch(0)))
+    assert torch.allclose(knowledge(0, batch), logits[batch.index].half().float())
+
+
+class InterruptedAt(CrossEntropy):
+    """Cross-entropy that raises KeyboardInterrupt (a Ctrl-C) when `epoch` starts."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_training_resumes_from_its_saved_state_with_the_same_result(digits, tmp_path):
+    """Three epochs straight equal one epoch, a Ctrl-C, and a resume for the other two."""
+    torch.manual_seed(0)
+    straight = MLP(10, 1, 8, hidden=[32], dropout=0.0)
+    fit(straight, digits.train_loader(64, 0), CrossEntropy(), stage(3), device=CPU, label="a")
+
+    state = tmp_path / "state.pt"
+    torch.manual_seed(0)
+    interrupted = MLP(10, 1, 8, hidden=[32], dropout=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            interrupted,
+            digits.train_loader(64, 0),
+            InterruptedAt(1),
+            stage(3),
+            device=CPU,
+            label="b",
+            state_path=state,
+        )
+    assert torch.load(state, weights_only=True)["epoch"] == 0
+
+    torch.manual_seed(1)  # a fresh process: different init, overwritten by the saved state
+    resumed = MLP(10, 1, 8, hidden=[32], dropout=0.0)
+    fit(
+        resumed,
+        digits.train_loader(64, 0),
+        CrossEntropy(),
+        stage(3),
+        device=CPU,
+        label="b",
+        state_path=state,
+    )
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not state.exists()

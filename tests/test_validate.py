@@ -1,0 +1,93 @@
+"""Bad input: one short message naming the key or file, exit 2, nothing written."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdcli.errors import UserError
+from kdcli.validate import check_overrides
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["teacher=resnet5O"], "Did you mean resnet50"),
+        (["loss.alpah=0.5"], "Did you mean loss.alpha"),
+        (["loss.alpha=1.5"], "loss.alpha=1.5 must lie in [0, 1]"),
+        (["loss.alpha=-0.1"], "loss.alpha=-0.1 must lie in [0, 1]"),
+        (["loss.temperature=0"], "loss.temperature=0 must be > 0"),
+        (["loss.temperature=-2"], "loss.temperature=-2 must be > 0"),
+        (["teacher.epochs=0"], "teacher.epochs=0 must be a whole number >= 1"),
+        (["student.epochs=0"], "student.epochs=0 must be a whole number >= 1"),
+        (["teacher.checkpoint=missing.pt"], "teacher.checkpoint=missing.pt: no such file"),
+        (["loss.alpha=0.1,0.5"], "add -m"),
+        (["-m", "loss.alpha=0.5,1.5"], "loss.alpha=1.5 must lie in [0, 1]"),
+        (["loss=kdd"], "Did you mean kd"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(kd, tmp_path, args, expected):
+    result = kd("train", *args)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists(), "a rejected run must write nothing"
+
+
+def test_cuda_without_a_gpu_is_bad_input(kd):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    result = kd("train", "device=cuda")
+    assert result.returncode == 2
+    assert "device=cuda" in result.stderr
+
+
+def _save_teacher_checkpoint(path: Path, width: int) -> None:
+    from kdcli.models.smallcnn import SmallCNN
+
+    torch.save(SmallCNN(10, 1, 8, width=width).state_dict(), path)
+
+
+def test_checkpoint_of_another_architecture_is_bad_input(kd, tmp_path):
+    _save_teacher_checkpoint(tmp_path / "teacher.pt", width=8)
+    result = kd("train", "teacher=resnet18", "teacher.checkpoint=teacher.pt")
+    assert result.returncode == 2
+    assert "teacher.checkpoint=teacher.pt does not match resnet18" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_checkpoint_with_another_class_count_is_bad_input(tmp_path):
+    from kdcli.models.smallcnn import SmallCNN
+
+    torch.save(SmallCNN(100, 1, 8, width=8).state_dict(), tmp_path / "t.pt")
+    with pytest.raises(UserError, match=r"fc.weight is \[100, 16\] in the file but \[10, 16\]"):
+        check_overrides(
+            ["teacher=smallcnn", "teacher.model.width=8", f"teacher.checkpoint={tmp_path}/t.pt"]
+        )
+
+
+def test_unreadable_checkpoint_is_bad_input(tmp_path):
+    (tmp_path / "t.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="could not be read as a PyTorch checkpoint"):
+        check_overrides(["teacher=smallcnn", f"teacher.checkpoint={tmp_path}/t.pt"])
+
+
+def test_a_sweep_expands_into_one_config_per_point():
+    configs = check_overrides(["loss.alpha=0.1,0.5", "seed=0,1"], multirun=True)
+    assert sorted((c.loss.alpha, c.seed) for c in configs) == [
+        (0.1, 0),
+        (0.1, 1),
+        (0.5, 0),
+        (0.5, 1),
+    ]
+
+
+def test_non_numeric_alpha_is_bad_input():
+    with pytest.raises(UserError, match="loss.alpha='abc' must be a number"):
+        check_overrides(["loss.alpha=abc"])
+
+
+def test_a_bad_model_argument_names_the_key():
+    with pytest.raises(UserError, match="student.model could not be built"):
+        check_overrides(["student.model.width=wide"])
