@@ -127,7 +127,7 @@ def _train_into_cache(
             device=device,
             label=label,
             amp=cfg.device.amp,
-            state_path=_state_path(cfg, run_dir, label),
+            state_path=_state_path(cfg, run_dir, label, key),
         )
         save_model(
             tmp / "model.pt", model, model_config=plain(stage_cfg.model), dataset=asdict(data.info)
@@ -242,7 +242,7 @@ def student_stage(
         label="student",
         teacher=knowledge,
         amp=cfg.device.amp,
-        state_path=_state_path(cfg, run_dir, "student"),
+        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, soft_labels)),
     )
     path = run_dir / "student.pt"
     save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
@@ -284,9 +284,30 @@ def baseline_stage(
     return Model(cfg.student.name, model, entry.file("model.pt"), key, source), stage
 
 
-def _state_path(cfg: DictConfig, run_dir: Path, label: str) -> Path | None:
-    """Where a training stage keeps its per-epoch state (None when switched off)."""
-    return run_dir / "checkpoints" / f"{label}_state.pt" if cfg.epoch_checkpoints else None
+def _state_path(cfg: DictConfig, run_dir: Path, label: str, key: str) -> Path | None:
+    """Where a training stage keeps its per-epoch state (None when switched off).
+
+    The name holds the stage's fingerprint, so a rerun in the same directory with other
+    settings starts afresh instead of resuming someone else's state.
+    """
+    if not cfg.epoch_checkpoints:
+        return None
+    return run_dir / "checkpoints" / f"{label}-{key}.pt"
+
+
+def _student_key(cfg: DictConfig, soft_labels: torch.Tensor | None) -> str:
+    """What determines the distilled student, for naming its per-epoch state."""
+    teacher_part = None if soft_labels is None else list(soft_labels.shape)
+    return fingerprint(
+        "student",
+        plain(cfg.student.model),
+        training_settings(cfg.student),
+        plain(cfg.loss),
+        plain(cfg.dataset),
+        cfg.seed,
+        plain(cfg.teacher),
+        teacher_part,
+    )
 
 
 def _log_stage(name: str, entry: Entry, stage: Stage) -> None:
