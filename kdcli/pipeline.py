@@ -102,19 +102,24 @@ def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:
     return {k: plain(stage_cfg[k]) for k in ("epochs", "batch_size", "optimizer", "scheduler")}
 
 
-def _train_into_cache(
+def train_or_reuse(
     cfg: DictConfig,
     role: str,
     label: str,
     data: InMemoryDataset,
     cache: ArtifactCache,
-    kind: str,
-    key: str,
     device: torch.device,
     run_dir: Path,
-) -> tuple[nn.Module, Entry]:
-    """Train `cfg[role]` with plain cross-entropy, or reuse the cached model for `key`."""
+) -> tuple[Model, Stage]:
+    """Train `cfg[role]` with plain cross-entropy, or reuse the cached model (teacher, baseline).
+
+    The cache entry lives under `<label>s/`, keyed by model, training settings, data and seed.
+    """
+    started = time.perf_counter()
     stage_cfg = cfg[role]
+    key = fingerprint(
+        label, plain(stage_cfg.model), training_settings(stage_cfg), plain(cfg.dataset), cfg.seed
+    )
     seed_everything(cfg.seed)
     model = build_model(stage_cfg.model, data.info)
 
@@ -139,15 +144,14 @@ def _train_into_cache(
             "train_top1": result.final_train_top1,
         }
 
-    entry = cache.get_or_make(kind, stage_cfg.name, key, make)
+    entry = cache.get_or_make(f"{label}s", stage_cfg.name, key, make)
     if entry.reused:
-        load_model(
-            model,
-            entry.file("model.pt"),
-            f"cache entry {kind}",
-            describe_model(stage_cfg, data.info),
-        )
-    return model.to(device), entry
+        described = describe_model(stage_cfg, data.info)
+        load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
+    stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
+    _log_stage(label, entry, stage)
+    source = "cache" if entry.reused else "trained"
+    return Model(stage_cfg.name, model.to(device), entry.file("model.pt"), key, source), stage
 
 
 def teacher_stage(
@@ -167,20 +171,7 @@ def teacher_stage(
         stage = Stage(time.perf_counter() - started, None, reused=True)
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
         return Model(cfg.teacher.name, model.to(device), path, key, "checkpoint"), stage
-    key = fingerprint(
-        "teacher",
-        plain(cfg.teacher.model),
-        training_settings(cfg.teacher),
-        plain(cfg.dataset),
-        cfg.seed,
-    )
-    model, entry = _train_into_cache(
-        cfg, "teacher", "teacher", data, cache, "teachers", key, device, run_dir
-    )
-    stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
-    _log_stage("teacher", entry, stage)
-    source = "cache" if entry.reused else "trained"
-    return Model(cfg.teacher.name, model, entry.file("model.pt"), key, source), stage
+    return train_or_reuse(cfg, "teacher", "teacher", data, cache, device, run_dir)
 
 
 def soft_label_stage(
@@ -267,21 +258,7 @@ def baseline_stage(
     run_dir: Path,
 ) -> tuple[Model, Stage]:
     """The same student trained with plain cross-entropy, same settings and seed (cached)."""
-    started = time.perf_counter()
-    key = fingerprint(
-        "baseline",
-        plain(cfg.student.model),
-        training_settings(cfg.student),
-        plain(cfg.dataset),
-        cfg.seed,
-    )
-    model, entry = _train_into_cache(
-        cfg, "student", "baseline", data, cache, "baselines", key, device, run_dir
-    )
-    stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
-    _log_stage("baseline", entry, stage)
-    source = "cache" if entry.reused else "trained"
-    return Model(cfg.student.name, model, entry.file("model.pt"), key, source), stage
+    return train_or_reuse(cfg, "student", "baseline", data, cache, device, run_dir)
 
 
 def _state_path(cfg: DictConfig, run_dir: Path, label: str, key: str) -> Path | None:
