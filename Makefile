@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdcli-installed
 # pip's notes about local package indexes that lack a package are noise here
-QUIET_PIP := grep -v "^WARNING: Location" || true
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
 .PHONY: help setup run test lint format bench clean
 
@@ -30,12 +30,12 @@ test: setup ## run the whole test suite
 	$(PY) -m pytest -q
 
 lint: setup ## ruff check and format check
-	$(VENV)/bin/ruff check kdcli tests scripts
-	$(VENV)/bin/ruff format --check kdcli tests scripts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: setup ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix kdcli tests scripts
-	$(VENV)/bin/ruff format kdcli tests scripts
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: setup ## the benchmarks in scripts/ (they print ratios measured in one run)
 	for script in scripts/bench_*.py; do $(PY) $$script; done
