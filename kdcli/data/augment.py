@@ -20,9 +20,18 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return generator
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """One seed per (seed, epoch, sample), for augmentations drawn one sample at a time."""
+    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729 + 1) % (2**63)
+
+
 @dataclass(frozen=True)
 class ShiftFlip:
-    """Random translation by up to `max_shift` pixels (zero padding) and optional h-flip."""
+    """Random translation by up to `max_shift` pixels (zero padding) and optional h-flip.
+
+    With `max_shift=4` this is CIFAR's "pad 4 pixels, random 32x32 crop": the crop window's
+    offset in the padded image is the shift.
+    """
 
     max_shift: int = 0
     flip: bool = False
