@@ -9,8 +9,9 @@ from kdcli.errors import UserError
 
 def check_fraction(key: str, value: float, *, allow_zero: bool) -> None:
     """A split fraction must leave data on both sides (0 allowed where it means 'no split')."""
-    low_ok = value >= 0.0 if allow_zero else value > 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_ok or value >= 1:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    low_ok = is_number and (value >= 0.0 if allow_zero else value > 0.0)
+    if not low_ok or value >= 1:
         bound = "[0, 1)" if allow_zero else "(0, 1)"
         raise UserError(f"{key}={value!r} must lie in {bound} (e.g. {key}=0.1).")
 
