@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdcli.data import DatasetInfo, EpochLoader
+from kdcli.data import DatasetInfo, Loader
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: EpochLoader, device: torch.device) -> torch.Tensor:
+def predict(model: nn.Module, loader: Loader, device: torch.device) -> torch.Tensor:
     """Logits for every sample of the loader's split, in split order, as float32 on `device`."""
     model.to(device).eval()
     return torch.cat([model(batch.x).float() for batch in loader.epoch(0)])

@@ -26,7 +26,7 @@ from kdcli import __version__
 from kdcli import report as report_io
 from kdcli.cache import ArtifactCache, Entry, file_sha256, fingerprint
 from kdcli.checkpoint import load_model, save_model
-from kdcli.data import DatasetInfo, InMemoryDataset
+from kdcli.data import Dataset, DatasetInfo
 from kdcli.errors import UserError
 from kdcli.evaluate import (
     accuracy,
@@ -106,7 +106,7 @@ def train_or_reuse(
     cfg: DictConfig,
     role: str,
     label: str,
-    data: InMemoryDataset,
+    data: Dataset,
     cache: ArtifactCache,
     device: torch.device,
     run_dir: Path,
@@ -156,7 +156,7 @@ def train_or_reuse(
 
 def teacher_stage(
     cfg: DictConfig,
-    data: InMemoryDataset,
+    data: Dataset,
     cache: ArtifactCache,
     device: torch.device,
     run_dir: Path,
@@ -176,7 +176,7 @@ def teacher_stage(
 
 def soft_label_stage(
     cfg: DictConfig,
-    data: InMemoryDataset,
+    data: Dataset,
     teacher: Model,
     cache: ArtifactCache,
     device: torch.device,
@@ -202,10 +202,10 @@ def soft_label_stage(
 
     entry = cache.get_or_make("soft_labels", teacher.name, key, make)
     logits = torch.from_numpy(np.load(entry.file("logits.npy"), allow_pickle=False)).to(device)
-    if logits.shape != (len(data.train), data.info.num_classes):
+    if logits.shape != (data.num_train, data.info.num_classes):
         raise UserError(
             f"soft labels at {entry.path} have shape {tuple(logits.shape)}, expected "
-            f"{(len(data.train), data.info.num_classes)}; delete that directory."
+            f"{(data.num_train, data.info.num_classes)}; delete that directory."
         )
     stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
     _log_stage("soft labels", entry, stage)
@@ -214,7 +214,7 @@ def soft_label_stage(
 
 def student_stage(
     cfg: DictConfig,
-    data: InMemoryDataset,
+    data: Dataset,
     loss_fn: DistillationLoss,
     soft_labels: torch.Tensor | None,
     device: torch.device,
@@ -252,7 +252,7 @@ def student_stage(
 
 def baseline_stage(
     cfg: DictConfig,
-    data: InMemoryDataset,
+    data: Dataset,
     cache: ArtifactCache,
     device: torch.device,
     run_dir: Path,
@@ -293,10 +293,10 @@ def _log_stage(name: str, entry: Entry, stage: Stage) -> None:
 
 
 def measure(
-    model: Model, data: InMemoryDataset, test_logits: torch.Tensor, cfg: DictConfig
+    model: Model, data: Dataset, test_logits: torch.Tensor, cfg: DictConfig
 ) -> dict[str, Any]:
     """The report's figures for one model."""
-    acc = accuracy(test_logits, data.test.labels)
+    acc = accuracy(test_logits, data.labels("test"))
     return {
         "name": model.name,
         "top1": acc.top1,
@@ -312,12 +312,21 @@ def measure(
 
 
 def evaluate_stage(
-    cfg: DictConfig, data: InMemoryDataset, models: dict[str, Model], device: torch.device
+    cfg: DictConfig, data: Dataset, models: dict[str, Model], device: torch.device
 ) -> dict[str, dict[str, Any]]:
-    """Stage 4: every model's figures on the test split, with agreement against the teacher."""
+    """Stage 4: every model's figures on the test split, with agreement against the teacher.
+
+    With a validation split (`dataset.val_fraction > 0`) each model's `val_top1` is reported
+    too, so sweeps can be compared on validation accuracy and the test split kept for the end.
+    """
     loader = data.eval_loader("test", cfg.eval.batch_size)
     logits = {role: predict(m.module, loader, device) for role, m in models.items()}
     results = {role: measure(m, data, logits[role], cfg) for role, m in models.items()}
+    if "val" in data.splits:
+        val_loader = data.eval_loader("val", cfg.eval.batch_size)
+        for role, m in models.items():
+            val_logits = predict(m.module, val_loader, device)
+            results[role]["val_top1"] = accuracy(val_logits, data.labels("val")).top1
     for role in results:
         if role != "teacher":
             results[role]["agreement"] = agreement(logits[role], logits["teacher"])

@@ -16,6 +16,7 @@ COLUMNS = (("teacher", "teacher"), ("student", "student (KD)"), ("baseline", "ba
 # (label, report key, formatter); a missing value shows as "-"
 ROWS = (
     ("top-1 accuracy", "top1", lambda v: f"{100 * v:.2f}%"),
+    ("validation top-1", "val_top1", lambda v: f"{100 * v:.2f}%"),
     ("NLL", "nll", lambda v: f"{v:.4f}"),
     ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
     ("parameters", "params", lambda v: f"{v / 1e6:.3f} M"),
@@ -32,6 +33,8 @@ def _cells(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for label, field, fmt in ROWS:
         values = [report[key].get(field) for key, _ in present]
+        if all(v is None for v in values):  # e.g. validation top-1 without a validation split
+            continue
         rows.append([label, *("-" if v is None else fmt(v) for v in values)])
     return header, rows
 

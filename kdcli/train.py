@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from kdcli.data import Batch, EpochLoader
+from kdcli.data import Batch, Loader
 from kdcli.errors import RunError
 from kdcli.losses import DistillationLoss
 from kdcli.progress import stage_progress
@@ -63,7 +63,7 @@ def build_scheduler(stage: DictConfig, optimizer: torch.optim.Optimizer):
 
 def fit(
     model: nn.Module,
-    loader: EpochLoader,
+    loader: Loader,
     loss_fn: DistillationLoss,
     stage: DictConfig,
     *,

@@ -19,6 +19,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.paths import config_dir
 
@@ -121,13 +122,14 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> list[DictCo
     check_group_choices(parsed)
     points = sweep_points(parsed, multirun)
     configs = []
+    datasets: dict[str, DatasetInfo] = {}  # a sweep's points mostly share one dataset
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="train"):
         for point in points[:MAX_CHECKED_POINTS]:
             try:
                 cfg = compose("train", overrides=point)
             except HydraException as error:
                 raise _unknown_key_error(point, error) from None
-            check_config(cfg)
+            check_config(cfg, datasets)
             configs.append(cfg)
     return configs
 
@@ -150,8 +152,8 @@ def _integer_at_least(cfg: DictConfig, key: str, minimum: int) -> None:
         )
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Range and file checks on one composed config."""
+def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None) -> None:
+    """Range and file checks on one composed config (`datasets`: those already checked)."""
     if "alpha" in cfg.loss and not 0.0 <= _number(cfg, "loss.alpha") <= 1.0:
         raise UserError(f"loss.alpha={cfg.loss.alpha} must lie in [0, 1] (e.g. loss.alpha=0.9).")
     if "temperature" in cfg.loss and _number(cfg, "loss.temperature") <= 0:
@@ -172,7 +174,7 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"soft_labels.mode={cfg.soft_labels.mode!r}: only 'static' is available.")
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
-    _check_buildable(cfg)
+    _check_buildable(cfg, {} if datasets is None else datasets)
 
 
 def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -188,15 +190,27 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise UserError(f"{key} could not be built: {_first_line(cause)}") from None
 
 
-def _check_buildable(cfg: DictConfig) -> None:
+def _dataset_info(node: DictConfig, checked: dict[str, DatasetInfo]) -> DatasetInfo:
+    """Build the dataset source and run its file checks, once per distinct dataset config."""
+    missing = sorted(k for k in node if OmegaConf.is_missing(node, k))
+    if missing:
+        keys = " ".join(f"dataset.{k}=..." for k in missing)
+        raise UserError(f"this dataset needs {keys} on the command line (`kd train {keys}`).")
+    key = OmegaConf.to_yaml(node, resolve=True)
+    if key not in checked:
+        source = _instantiate(node, "dataset")
+        if hasattr(source, "check"):
+            source.check()
+        checked[key] = source.info
+    return checked[key]
+
+
+def _check_buildable(cfg: DictConfig, datasets: dict[str, DatasetInfo]) -> None:
     """The dataset, loss and models build, and a teacher checkpoint fits its model."""
     from kdcli.checkpoint import check_compatible, read_state_dict
     from kdcli.pipeline import describe_model
 
-    source = _instantiate(cfg.dataset, "dataset")
-    if hasattr(source, "check"):
-        source.check()
-    info = source.info
+    info = _dataset_info(cfg.dataset, datasets)
     _instantiate(cfg.loss, "loss")
     with torch.device("meta"):
         models = {

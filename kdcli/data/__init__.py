@@ -1,5 +1,6 @@
 """Datasets: each config in `configs/dataset/` instantiates a source with `.info` and `.load()`."""
 
-from kdcli.data.memory import Batch, DatasetInfo, EpochLoader, InMemoryDataset, Split
+from kdcli.data.base import Batch, Dataset, DatasetInfo, Loader
+from kdcli.data.memory import EpochLoader, InMemoryDataset, Split
 
-__all__ = ["Batch", "DatasetInfo", "EpochLoader", "InMemoryDataset", "Split"]
+__all__ = ["Batch", "Dataset", "DatasetInfo", "EpochLoader", "InMemoryDataset", "Loader", "Split"]

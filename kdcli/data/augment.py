@@ -20,9 +20,18 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return generator
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """One seed per (seed, epoch, sample), for augmentations drawn one sample at a time."""
+    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729 + 1) % (2**63)
+
+
 @dataclass(frozen=True)
 class ShiftFlip:
-    """Random translation by up to `max_shift` pixels (zero padding) and optional h-flip."""
+    """Random translation by up to `max_shift` pixels (zero padding) and optional h-flip.
+
+    With `max_shift=4` this is CIFAR's "pad 4 pixels, random 32x32 crop": the crop window's
+    offset in the padded image is the shift.
+    """
 
     max_shift: int = 0
     flip: bool = False
@@ -36,21 +45,24 @@ class ShiftFlip:
 
     def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Augment a uint8 batch [B, C, H, W] with its rows of `sample`'s parameters."""
+        if self.max_shift == 0 and not self.flip:
+            return images
         params = params.to(images.device)
-        if self.max_shift > 0:
-            images = _shift(images, params[:, 0], params[:, 1], self.max_shift)
-        if self.flip:
-            flip = params[:, 2].bool().view(-1, 1, 1, 1)
-            images = torch.where(flip, images.flip(-1), images)
-        return images
+        flip = params[:, 2].bool() if self.flip else torch.zeros_like(params[:, 2], dtype=bool)
+        return _shift_flip(images, params[:, 0], params[:, 1], flip, self.max_shift)
 
 
-def _shift(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:
-    """Crop an HxW window at offset (dy, dx) out of each zero-padded image, all at once."""
-    batch, _, height, width = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    rows = dy.view(-1, 1) + torch.arange(height, device=images.device)  # [B, H]
-    cols = dx.view(-1, 1) + torch.arange(width, device=images.device)  # [B, W]
-    index = torch.arange(batch, device=images.device).view(-1, 1, 1)
-    cropped = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]  # [B,H,W,C]
-    return cropped.permute(0, 3, 1, 2).contiguous()
+def _shift_flip(
+    images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int
+) -> torch.Tensor:
+    """Crop an HxW window at offset (dy, dx) out of each zero-padded image, mirrored where
+    `flip`, all in one `gather` over each image's flattened pixels."""
+    batch, channels, height, width = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad)).flatten(2)  # [B, C, (H+2p)*(W+2p)]
+    arange_w = torch.arange(width, device=images.device)
+    columns = torch.where(flip.view(-1, 1), arange_w.flip(0), arange_w)  # [B, W]
+    rows = dy.view(-1, 1, 1) + torch.arange(height, device=images.device).view(1, -1, 1)
+    cols = (dx.view(-1, 1) + columns).view(batch, 1, width)
+    flat = (rows * (width + 2 * pad) + cols).view(batch, 1, height * width)
+    cropped = padded.gather(2, flat.expand(batch, channels, height * width))
+    return cropped.view(batch, channels, height, width)

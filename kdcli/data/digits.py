@@ -10,12 +10,14 @@ import numpy as np
 import torch
 
 from kdcli.data.augment import ShiftFlip
-from kdcli.data.memory import DatasetInfo, InMemoryDataset, Split
-from kdcli.errors import UserError
+from kdcli.data.base import DatasetInfo
+from kdcli.data.memory import InMemoryDataset, Split, with_validation
+from kdcli.data.split import check_fraction
 
 
 class Digits:
-    """`dataset=digits`. `test_fraction` of each class is held out with `split_seed`."""
+    """`dataset=digits`. `test_fraction` of each class is held out with `split_seed`, and
+    `val_fraction` of the remaining training samples of each class for validation."""
 
     def __init__(
         self,
@@ -23,16 +25,15 @@ class Digits:
         split_seed: int = 0,
         augment: bool = True,
         max_shift: int = 1,
+        val_fraction: float = 0.0,
     ) -> None:
-        if not 0.0 < test_fraction < 1.0:
-            raise UserError(
-                f"dataset.test_fraction={test_fraction} must lie strictly between 0 and 1 "
-                "(e.g. dataset.test_fraction=0.2)."
-            )
+        check_fraction("dataset.test_fraction", test_fraction, allow_zero=False)
+        check_fraction("dataset.val_fraction", val_fraction, allow_zero=True)
         self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.augment = augment
         self.max_shift = max_shift
+        self.val_fraction = val_fraction
         self.info = DatasetInfo(
             name="digits", num_classes=10, channels=1, image_size=8, mean=(0.305,), std=(0.376,)
         )
@@ -52,9 +53,11 @@ class Digits:
             stratify=labels,
         )
         augmentation = ShiftFlip(max_shift=self.max_shift) if self.augment else None
-        return InMemoryDataset(
+        return with_validation(
             self.info,
             Split(torch.from_numpy(train_x), torch.from_numpy(train_y)),
             Split(torch.from_numpy(test_x), torch.from_numpy(test_y)),
             augmentation,
+            self.val_fraction,
+            self.split_seed,
         )

@@ -13,26 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from kdcli.data.augment import ShiftFlip, epoch_generator
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """The facts about a dataset that model construction and normalisation need."""
-
-    name: str
-    num_classes: int
-    channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def model_kwargs(self) -> dict[str, int]:
-        """The keyword arguments every model config receives from the dataset."""
-        return {
-            "num_classes": self.num_classes,
-            "in_channels": self.channels,
-            "image_size": self.image_size,
-        }
+from kdcli.data.base import Batch, DatasetInfo, normaliser
+from kdcli.data.split import check_fraction, stratified_split
 
 
 @dataclass
@@ -48,12 +30,8 @@ class Split:
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
-
-@dataclass
-class Batch:
-    x: torch.Tensor  # float, normalised, [B, C, H, W]
-    y: torch.Tensor  # int64 [B]
-    index: torch.Tensor  # int64 [B], positions in the split
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
 
 
 class EpochLoader:
@@ -79,9 +57,7 @@ class EpochLoader:
         self.train = train
         self.seed = seed
         self.augmentation = augmentation if train else None
-        device = split.images.device
-        self._mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
-        self._std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
+        self.normalise = normaliser(info, split.images.device)
 
     @property
     def num_samples(self) -> int:
@@ -98,37 +74,55 @@ class EpochLoader:
             order = torch.randperm(self.num_samples, generator=epoch_generator(self.seed, epoch, 0))
         else:
             order = torch.arange(self.num_samples)
+        order = order.to(device)
         params = None
         if self.augmentation is not None:
-            params = self.augmentation.sample(self.num_samples, self.seed, epoch)
+            params = self.augmentation.sample(self.num_samples, self.seed, epoch).to(device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             if index.numel() == 0:
                 break
-            index_dev = index.to(device)
-            images = self.split.images[index_dev]
+            images = self.split.images[index]
             if params is not None:
                 images = self.augmentation.apply(images, params[index])
-            yield Batch(self.normalise(images), self.split.labels[index_dev], index_dev)
-
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255.0 - self._mean) / self._std
+            yield Batch(self.normalise(images), self.split.labels[index], index)
 
 
 class InMemoryDataset:
-    """Train and test splits held as uint8 tensors, plus the dataset's training augmentation."""
+    """Train, test and (optionally) validation splits held as uint8 tensors.
+
+    `augmentation` applies to the training split only; validation and test are never augmented.
+    """
 
     def __init__(
-        self, info: DatasetInfo, train: Split, test: Split, augmentation: ShiftFlip | None
+        self,
+        info: DatasetInfo,
+        train: Split,
+        test: Split,
+        augmentation: ShiftFlip | None,
+        val: Split | None = None,
     ) -> None:
         self.info = info
         self.train = train
         self.test = test
+        self.val = val
         self.augmentation = augmentation
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.val is not None else ("train", "test")
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    def labels(self, split: str) -> torch.Tensor:
+        return self._split(split).labels
+
     def to(self, device: torch.device) -> InMemoryDataset:
+        val = self.val.to(device) if self.val is not None else None
         return InMemoryDataset(
-            self.info, self.train.to(device), self.test.to(device), self.augmentation
+            self.info, self.train.to(device), self.test.to(device), self.augmentation, val
         )
 
     def train_loader(self, batch_size: int, seed: int) -> EpochLoader:
@@ -138,5 +132,26 @@ class InMemoryDataset:
         )
 
     def eval_loader(self, split: str, batch_size: int) -> EpochLoader:
-        """Batches of `split` ('train' or 'test') in order, un-augmented."""
-        return EpochLoader(getattr(self, split), self.info, batch_size, train=False)
+        """Batches of `split` ('train', 'val' or 'test') in order, un-augmented."""
+        return EpochLoader(self._split(split), self.info, batch_size, train=False)
+
+    def _split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise ValueError(f"no {name!r} split; this dataset has {', '.join(self.splits)}")
+        return getattr(self, name)
+
+
+def with_validation(
+    info: DatasetInfo,
+    train: Split,
+    test: Split,
+    augmentation: ShiftFlip | None,
+    val_fraction: float,
+    split_seed: int,
+) -> InMemoryDataset:
+    """An `InMemoryDataset`, with `val_fraction` of each training class held out as `val`."""
+    check_fraction("dataset.val_fraction", val_fraction, allow_zero=True)
+    if val_fraction == 0:
+        return InMemoryDataset(info, train, test, augmentation)
+    kept, held = stratified_split(train.labels, val_fraction, split_seed)
+    return InMemoryDataset(info, train.subset(kept), test, augmentation, train.subset(held))

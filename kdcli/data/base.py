@@ -1,0 +1,85 @@
+"""What the pipeline needs from any dataset, in memory (`memory.py`) or on disk (`imagefolder.py`).
+
+A dataset config's `_target_` is a cheap *source*: `.info` and `.check()` run before any work
+(in `kdcli/validate.py`), `.load()` decodes the data and returns a `Dataset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+SPLITS = ("train", "val", "test")
+"""`val` exists only with `dataset.val_fraction > 0`; `test` is for the final evaluation only."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The facts about a dataset that model construction and normalisation need."""
+
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def model_kwargs(self) -> dict[str, int]:
+        """The keyword arguments every model config receives from the dataset."""
+        return {
+            "num_classes": self.num_classes,
+            "in_channels": self.channels,
+            "image_size": self.image_size,
+        }
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # float, normalised, [B, C, H, W]
+    y: torch.Tensor  # int64 [B]
+    index: torch.Tensor  # int64 [B], positions in the split
+
+
+class Loader(Protocol):
+    """Batches of one split; the training loop and `predict` consume nothing else."""
+
+    @property
+    def num_samples(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[Batch]: ...
+
+
+class Dataset(Protocol):
+    """A loaded dataset: its facts, its splits' labels and loaders over them."""
+
+    info: DatasetInfo
+
+    @property
+    def splits(self) -> tuple[str, ...]: ...
+
+    @property
+    def num_train(self) -> int: ...
+
+    def labels(self, split: str) -> torch.Tensor: ...
+
+    def train_loader(self, batch_size: int, seed: int) -> Loader: ...
+
+    def eval_loader(self, split: str, batch_size: int) -> Loader: ...
+
+    def to(self, device: torch.device) -> Dataset: ...
+
+
+def normaliser(info: DatasetInfo, device: torch.device):
+    """uint8 [B, C, H, W] -> normalised float, computed in place on one float buffer."""
+    shift = torch.tensor(info.mean, device=device).view(1, -1, 1, 1) * 255.0
+    scale = torch.tensor(info.std, device=device).view(1, -1, 1, 1) * 255.0
+
+    def normalise(images: torch.Tensor) -> torch.Tensor:
+        return images.float().sub_(shift).div_(scale)
+
+    return normalise

@@ -1,0 +1,456 @@
+"""Any ImageFolder tree: one sub-folder of images per class, decoded by DataLoader workers.
+
+Layouts under `dataset.root`:
+
+    train/<class>/*.jpg  and  val/<class>/ (or test/)   those two splits
+    <class>/*.jpg  (or only train/<class>/)             `test_fraction` of each class held out
+                                                         by `split_seed` as the test split
+
+Checked before any work (exit 2, naming the file or folder):
+- a class folder without images; train/ and val/ with different class sets;
+- a file with an image extension that cannot be opened (all such files are counted, the
+  first few named). A file whose header opens but whose pixels do not decode is reported,
+  by name, when a loader reaches it;
+- grayscale and colour images mixed under `channels: auto`. `channels: 3` (or 1) converts
+  every image to RGB (or grayscale) instead.
+
+Training views: RandomResizedCrop to `image_size` plus horizontal flip, drawn from a
+generator seeded by (seed, epoch, sample index), so a view is reproducible. Evaluation:
+resize the short side to image_size / eval_crop, centre crop `image_size`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Sampler
+from torchvision import transforms
+
+from kdcli.data.augment import epoch_generator, sample_seed
+from kdcli.data.base import Batch, DatasetInfo, normaliser
+from kdcli.data.split import check_fraction, stratified_split
+from kdcli.errors import UserError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+MAX_NAMED = 5  # files named in a message about many files
+
+
+@dataclass
+class Files:
+    """The image files of one split and their class indices."""
+
+    paths: list[Path]
+    labels: torch.Tensor  # int64 [N]
+
+    def subset(self, index: torch.Tensor) -> Files:
+        return Files([self.paths[i] for i in index.tolist()], self.labels[index])
+
+
+@dataclass
+class Tree:
+    """What a scan of the root found: the classes, the splits' files, the channel count."""
+
+    classes: list[str]
+    train: Files
+    test: Files
+    channels: int
+
+
+# ---- scanning the tree ----------------------------------------------------------------------
+
+
+def class_folders(tree: Path) -> list[str]:
+    return sorted(p.name for p in tree.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_files(tree: Path, classes: Sequence[str]) -> Files:
+    """Every image file under each class folder (recursively), in a stable order."""
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        images = sorted(p for p in (tree / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise UserError(
+                f"class folder {tree / name} holds no images "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder."
+            )
+        paths += images
+        labels += [label] * len(images)
+    return Files(paths, torch.tensor(labels, dtype=torch.int64))
+
+
+def image_modes(paths: Sequence[Path]) -> list[str]:
+    """Each file's PIL mode, read from its header; unreadable files are a `UserError`."""
+    modes, unreadable = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                modes.append(image.mode)
+        except (OSError, ValueError, SyntaxError):
+            unreadable.append(path)
+    if unreadable:
+        named = ", ".join(str(p) for p in unreadable[:MAX_NAMED])
+        raise UserError(
+            f"{len(unreadable)} file(s) could not be opened as images: {named}"
+            f"{' ...' if len(unreadable) > MAX_NAMED else ''}; remove or replace them."
+        )
+    return modes
+
+
+def channel_count(paths: Sequence[Path], modes: Sequence[str], channels: int | str) -> int:
+    """1 or 3: `channels` when given, else what every image has (a mix is a `UserError`)."""
+    if channels != "auto":
+        if channels not in (1, 3):
+            raise UserError(f"dataset.channels={channels!r} must be auto, 1 or 3.")
+        return int(channels)
+    gray = [p for p, m in zip(paths, modes, strict=True) if m in GRAYSCALE_MODES]
+    colour = [p for p, m in zip(paths, modes, strict=True) if m not in GRAYSCALE_MODES]
+    if gray and colour:
+        raise UserError(
+            f"the tree mixes {len(gray)} grayscale image(s) (e.g. {gray[0]}) with {len(colour)} "
+            f"colour image(s) (e.g. {colour[0]}); set dataset.channels=3 to convert all to RGB "
+            "(or dataset.channels=1 to grayscale)."
+        )
+    return 1 if gray else 3
+
+
+def scan(root: Path, channels: int | str, test_fraction: float, split_seed: int) -> Tree:
+    """Find the layout, the classes and the files, and open every image's header once."""
+    if not root.is_dir():
+        raise UserError(
+            f"dataset.root={root} is not a folder; point it at an ImageFolder tree "
+            "(train/ and val/ class folders, or class folders directly)."
+        )
+    train_dir, eval_dir = root, None
+    if (root / "train").is_dir():
+        train_dir = root / "train"
+        eval_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    classes = class_folders(train_dir)
+    if not classes:
+        raise UserError(f"{train_dir} has no class folders; expected {train_dir}/<class>/*.jpg.")
+    train = list_files(train_dir, classes)
+    if eval_dir is not None:
+        eval_classes = class_folders(eval_dir)
+        if eval_classes != classes:
+            only_train = sorted(set(classes) - set(eval_classes)) or "none"
+            only_eval = sorted(set(eval_classes) - set(classes)) or "none"
+            raise UserError(
+                f"{train_dir} and {eval_dir} have different class folders (only in "
+                f"{train_dir.name}/: {only_train}; only in {eval_dir.name}/: {only_eval}); "
+                "give both the same classes."
+            )
+        test = list_files(eval_dir, classes)
+    else:
+        kept, held = stratified_split(train.labels, test_fraction, split_seed)
+        train, test = train.subset(kept), train.subset(held)
+    paths = train.paths + test.paths
+    count = channel_count(paths, image_modes(paths), channels)
+    return Tree(classes, train, test, count)
+
+
+# ---- reading images ---------------------------------------------------------------------------
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decodes one image per key (epoch, index) into uint8 [C, H, W].
+
+    With `augment`, the random transform runs under a generator seeded by (seed, epoch,
+    index). A file that fails to decode comes back as label -1, so the loader (in the main
+    process) can name it.
+    """
+
+    def __init__(
+        self, files: Files, transform, channels: int, image_size: int, augment: bool, seed: int
+    ) -> None:
+        self.files = files
+        self.transform = transform
+        self.mode = "L" if channels == 1 else "RGB"
+        self.shape = (channels, image_size, image_size)
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.files.paths)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        epoch, index = key
+        try:
+            with Image.open(self.files.paths[index]) as image:
+                image = image.convert(self.mode)
+            if self.augment:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(sample_seed(self.seed, epoch, index))
+                    pixels = self.transform(image)
+            else:
+                pixels = self.transform(image)
+        except (OSError, ValueError, SyntaxError):
+            return torch.zeros(self.shape, dtype=torch.uint8), -1, index
+        return pixels, int(self.files.labels[index]), index
+
+
+class EpochBatches(Sampler):
+    """Batches of (epoch, index) keys: shuffled per (seed, epoch) and last partial batch dropped
+    when `shuffle`, else in order and all kept. The loader sets `epoch` before each pass."""
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            return max(1, self.num_samples // self.batch_size)
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.shuffle:
+            generator = epoch_generator(self.seed, self.epoch, 0)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            if chunk:
+                yield [(self.epoch, i) for i in chunk]
+
+
+class FolderLoader:
+    """Batches of one split from a DataLoader with workers, normalised on the training device."""
+
+    def __init__(
+        self,
+        images: ImageFiles,
+        info: DatasetInfo,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int,
+        workers: int,
+        device: torch.device,
+    ) -> None:
+        self.images = images
+        self.device = device
+        self.batches = EpochBatches(len(images), batch_size, shuffle=train, seed=seed)
+        self.loader = DataLoader(
+            images,
+            batch_sampler=self.batches,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
+        self.normalise = normaliser(info, device)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        self.batches.epoch = epoch
+        for pixels, labels, index in self.loader:
+            failed = index[labels < 0].tolist()
+            if failed:
+                named = ", ".join(str(self.images.files.paths[i]) for i in failed[:MAX_NAMED])
+                raise UserError(f"could not decode {named}; remove or replace the file(s).")
+            yield Batch(
+                self.normalise(pixels.to(self.device, non_blocking=True)),
+                labels.to(self.device, non_blocking=True),
+                index.to(self.device, non_blocking=True),
+            )
+
+
+# ---- the dataset ------------------------------------------------------------------------------
+
+
+class FolderDataset:
+    """A loaded ImageFolder: file lists per split, transforms, and loaders over them."""
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        files: dict[str, Files],
+        train_transform,
+        eval_transform,
+        workers: int,
+        device: torch.device | None = None,
+    ) -> None:
+        self.info = info
+        self.files = files
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.workers = workers
+        self.device = device or torch.device("cpu")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(s for s in ("train", "val", "test") if s in self.files)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.files["train"].paths)
+
+    def labels(self, split: str) -> torch.Tensor:
+        return self.files[split].labels.to(self.device)
+
+    def to(self, device: torch.device) -> FolderDataset:
+        return FolderDataset(
+            self.info,
+            self.files,
+            self.train_transform,
+            self.eval_transform,
+            self.workers,
+            torch.device(device),
+        )
+
+    def train_loader(self, batch_size: int, seed: int) -> FolderLoader:
+        """Shuffled batches of augmented training views (un-augmented when augment=false)."""
+        augment = self.train_transform is not None
+        transform = self.train_transform if augment else self.eval_transform
+        return self._loader("train", transform, augment, batch_size, seed, train=True)
+
+    def eval_loader(self, split: str, batch_size: int) -> FolderLoader:
+        """Batches of `split` in order: resized and centre-cropped, never augmented."""
+        return self._loader(split, self.eval_transform, False, batch_size, 0, train=False)
+
+    def _loader(self, split, transform, augment, batch_size, seed, *, train) -> FolderLoader:
+        images = ImageFiles(
+            self.files[split],
+            transform,
+            self.info.channels,
+            self.info.image_size,
+            augment,
+            seed,
+        )
+        return FolderLoader(
+            images,
+            self.info,
+            batch_size,
+            train=train,
+            seed=seed,
+            workers=self.workers,
+            device=self.device,
+        )
+
+
+class ImageFolder:
+    """`dataset=imagefolder dataset.root=DIR`: a source that scans the tree once, lazily."""
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 64,
+        channels: int | str = "auto",
+        augment: bool = True,
+        crop_scale: Sequence[float] = (0.08, 1.0),
+        flip: bool = True,
+        eval_crop: float = 0.875,
+        test_fraction: float = 0.2,
+        val_fraction: float = 0.0,
+        split_seed: int = 0,
+        workers: int = 4,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        stats_images: int = 256,
+    ) -> None:
+        if root is None or str(root) == "":
+            raise UserError("dataset=imagefolder needs dataset.root=DIR (the tree's top folder).")
+        check_fraction("dataset.test_fraction", test_fraction, allow_zero=False)
+        check_fraction("dataset.val_fraction", val_fraction, allow_zero=True)
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+            raise UserError(f"dataset.image_size={image_size!r} must be a whole number >= 8.")
+        if not 0.0 < eval_crop <= 1.0:
+            raise UserError(f"dataset.eval_crop={eval_crop!r} must lie in (0, 1] (e.g. 0.875).")
+        self.root = Path(str(root)).expanduser()
+        self.image_size = image_size
+        self.channels = channels
+        self.augment = augment
+        self.crop_scale = tuple(crop_scale)
+        self.flip = flip
+        self.eval_crop = eval_crop
+        self.test_fraction = test_fraction
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.workers = workers
+        self.mean, self.std = mean, std
+        self.stats_images = stats_images
+
+    @cached_property
+    def tree(self) -> Tree:
+        return scan(self.root, self.channels, self.test_fraction, self.split_seed)
+
+    def check(self) -> None:
+        """Scan the tree (layout, classes, every image's header); bad input is a `UserError`."""
+        self.tree  # noqa: B018 (the scan raises on bad input)
+
+    @cached_property
+    def info(self) -> DatasetInfo:
+        """Classes from the folders, size from the config, statistics from the images."""
+        mean, std = self.mean, self.std
+        if mean is None or std is None:
+            mean, std = self._estimate_stats()
+        elif not len(mean) == len(std) == self.tree.channels:
+            raise UserError(
+                f"dataset.mean={list(mean)} and dataset.std={list(std)} need one value per "
+                f"channel ({self.tree.channels}); or set both to null to estimate them."
+            )
+        return DatasetInfo(
+            name=self.root.name,
+            num_classes=len(self.tree.classes),
+            channels=self.tree.channels,
+            image_size=self.image_size,
+            mean=tuple(float(m) for m in mean),
+            std=tuple(float(s) for s in std),
+        )
+
+    def train_transform(self):
+        steps = [
+            transforms.RandomResizedCrop(self.image_size, scale=self.crop_scale, antialias=True)
+        ]
+        if self.flip:
+            steps.append(transforms.RandomHorizontalFlip())
+        return transforms.Compose([*steps, transforms.PILToTensor()])
+
+    def eval_transform(self):
+        return transforms.Compose(
+            [
+                transforms.Resize(round(self.image_size / self.eval_crop), antialias=True),
+                transforms.CenterCrop(self.image_size),
+                transforms.PILToTensor(),
+            ]
+        )
+
+    def load(self) -> FolderDataset:
+        files = {"train": self.tree.train, "test": self.tree.test}
+        if self.val_fraction > 0:
+            kept, held = stratified_split(files["train"].labels, self.val_fraction, self.split_seed)
+            files["val"] = files["train"].subset(held)
+            files["train"] = files["train"].subset(kept)
+        train_transform = self.train_transform() if self.augment else None
+        return FolderDataset(self.info, files, train_transform, self.eval_transform(), self.workers)
+
+    def _estimate_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std over up to `stats_images` seeded training images."""
+        train = self.tree.train
+        generator = torch.Generator().manual_seed(self.split_seed)
+        chosen = torch.randperm(len(train.paths), generator=generator)[: self.stats_images]
+        images = ImageFiles(
+            train, self.eval_transform(), self.tree.channels, self.image_size, False, 0
+        )
+        pixels = []
+        for index in chosen.tolist():
+            image, label, _ = images[(0, index)]
+            if label < 0:
+                raise UserError(f"could not decode {train.paths[index]}; remove or replace it.")
+            pixels.append(image.flatten(1).float() / 255.0)
+        stacked = torch.cat(pixels, dim=1)  # [C, pixels]
+        std = stacked.std(dim=1).clamp_min(1e-3)
+        return stacked.mean(dim=1).tolist(), std.tolist()
