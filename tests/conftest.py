@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-# Small enough to finish in seconds on two CPU cores.
-TINY = [
+# Small enough to finish in seconds on two CPU cores (the `tiny` fixture).
+TINY_OVERRIDES = [
     "teacher=smallcnn",
     "teacher.model.width=8",
     "student=mlp",
@@ -38,6 +38,12 @@ class Result:
         runs = self.runs()
         assert len(runs) == 1, f"expected one run, found {runs}\n{self.stderr}"
         return json.loads((runs[0] / "report.json").read_text())
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    """Overrides for a `kd train` that finishes in seconds: tiny models, one epoch each."""
+    return list(TINY_OVERRIDES)
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import TINY
 
 
-def test_train_writes_the_report_the_readme_documents(kd):
-    result = kd("train", *TINY)
+def test_train_writes_the_report_the_readme_documents(kd, tiny):
+    result = kd("train", *tiny)
     assert result.returncode == 0, result.stderr
     report = result.report()
     for role in ("teacher", "student", "baseline"):
@@ -39,16 +38,16 @@ def test_train_writes_the_report_the_readme_documents(kd):
     assert "top-1 accuracy" in result.stdout, "the table goes to stdout"
 
 
-def test_student_checkpoint_loads_with_weights_only(kd):
-    result = kd("train", *TINY, "baseline=false")
+def test_student_checkpoint_loads_with_weights_only(kd, tiny):
+    result = kd("train", *tiny, "baseline=false")
     assert result.returncode == 0, result.stderr
     payload = torch.load(result.runs()[0] / "student.pt", weights_only=True)
     assert payload["model_config"]["_target_"] == "kdcli.models.mlp.MLP"
     assert "fc.weight" in payload["state_dict"]
 
 
-def test_soft_labels_are_a_plain_array_with_a_manifest(kd, tmp_path):
-    assert kd("train", *TINY, "baseline=false").returncode == 0
+def test_soft_labels_are_a_plain_array_with_a_manifest(kd, tiny, tmp_path):
+    assert kd("train", *tiny, "baseline=false").returncode == 0
     [entry] = (tmp_path / "outputs/cache/soft_labels").glob("*-*[!k]")  # not the .lock file
     manifest = json.loads((entry / "manifest.json").read_text())
     logits = np.load(entry / "logits.npy", allow_pickle=False)
@@ -57,9 +56,9 @@ def test_soft_labels_are_a_plain_array_with_a_manifest(kd, tmp_path):
     assert set(manifest["files"]) == {"logits.npy"}
 
 
-def test_second_run_reuses_teacher_and_soft_labels(kd):
-    first = kd("train", *TINY, "baseline=false")
-    second = kd("train", *TINY, "baseline=false", "loss.alpha=0.5")
+def test_second_run_reuses_teacher_and_soft_labels(kd, tiny):
+    first = kd("train", *tiny, "baseline=false")
+    second = kd("train", *tiny, "baseline=false", "loss.alpha=0.5")
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     reports = [json.loads((run / "report.json").read_text()) for run in second.runs()]
     assert [r["teacher"]["reused"] for r in reports] == [False, True]
@@ -67,20 +66,20 @@ def test_second_run_reuses_teacher_and_soft_labels(kd):
     assert reports[0]["teacher"]["top1"] == reports[1]["teacher"]["top1"]
 
 
-def test_other_teacher_settings_train_a_new_teacher(kd):
-    assert kd("train", *TINY, "baseline=false").returncode == 0
-    result = kd("train", *TINY, "baseline=false", "seed=1")
+def test_other_teacher_settings_train_a_new_teacher(kd, tiny):
+    assert kd("train", *tiny, "baseline=false").returncode == 0
+    result = kd("train", *tiny, "baseline=false", "seed=1")
     assert result.returncode == 0
     report = json.loads((result.runs()[-1] / "report.json").read_text())
     assert report["teacher"]["reused"] is False
 
 
-def test_same_command_and_seed_give_the_same_accuracies(kd, tmp_path):
+def test_same_command_and_seed_give_the_same_accuracies(kd, tiny, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     reports = []
     for where in ("a", "b"):
-        result = kd("train", *TINY, cwd=tmp_path / where)
+        result = kd("train", *tiny, cwd=tmp_path / where)
         assert result.returncode == 0, result.stderr
         reports.append(result.report())
     for role in ("teacher", "student", "baseline"):
@@ -88,27 +87,27 @@ def test_same_command_and_seed_give_the_same_accuracies(kd, tmp_path):
         assert reports[0][role]["nll"] == reports[1][role]["nll"]
 
 
-def test_hard_distillation_runs(kd):
-    result = kd("train", *TINY, "loss=hard", "baseline=false")
+def test_hard_distillation_runs(kd, tiny):
+    result = kd("train", *tiny, "loss=hard", "baseline=false")
     assert result.returncode == 0, result.stderr
     report = result.report()
     assert report["loss"]["name"] == "hard"
     assert "baseline" not in report and "kd_gain" not in report
 
 
-def test_ce_needs_no_soft_labels(kd, tmp_path):
-    result = kd("train", *TINY, "loss=ce", "baseline=false")
+def test_ce_needs_no_soft_labels(kd, tiny, tmp_path):
+    result = kd("train", *tiny, "loss=ce", "baseline=false")
     assert result.returncode == 0, result.stderr
     assert result.report()["soft_labels"] == {"mode": "none", "reused": False}
     assert not (tmp_path / "outputs/cache/soft_labels").exists()
 
 
-def test_teacher_checkpoint_is_loaded_not_trained(kd, tmp_path):
+def test_teacher_checkpoint_is_loaded_not_trained(kd, tiny, tmp_path):
     from kdcli.models.smallcnn import SmallCNN
 
     torch.manual_seed(0)
     torch.save(SmallCNN(10, 1, 8, width=8).state_dict(), tmp_path / "teacher.pt")
-    result = kd("train", *TINY, "baseline=false", "teacher.checkpoint=teacher.pt")
+    result = kd("train", *tiny, "baseline=false", "teacher.checkpoint=teacher.pt")
     assert result.returncode == 0, result.stderr
     report = result.report()
     assert report["teacher"]["source"] == "checkpoint"
@@ -117,8 +116,8 @@ def test_teacher_checkpoint_is_loaded_not_trained(kd, tmp_path):
     assert not (tmp_path / "outputs/cache/teachers").exists()
 
 
-def test_multirun_trains_one_teacher_for_three_jobs(kd, tmp_path):
-    result = kd("train", "-m", *TINY, "loss.alpha=0.1,0.5,0.9")
+def test_multirun_trains_one_teacher_for_three_jobs(kd, tiny, tmp_path):
+    result = kd("train", "-m", *tiny, "loss.alpha=0.1,0.5,0.9")
     assert result.returncode == 0, result.stderr
     runs = result.runs()
     assert len(runs) == 3
