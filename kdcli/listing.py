@@ -18,9 +18,9 @@ def groups() -> list[str]:
 
 
 def description(group: str, option: str) -> str:
-    """The first comment line of the option's YAML file."""
+    """The first comment line of the option's YAML file (Hydra's `# @package` line skipped)."""
     for line in (config_dir() / group / f"{option}.yaml").read_text().splitlines():
-        if line.startswith("#"):
+        if line.startswith("#") and not line.startswith("# @package"):
             return line.lstrip("# ").strip()
     return ""
 

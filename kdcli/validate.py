@@ -172,7 +172,24 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"soft_labels.mode={cfg.soft_labels.mode!r}: only 'static' is available.")
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
+    for role in ("teacher", "student"):
+        _check_model_choice(cfg, role)
     _check_buildable(cfg)
+
+
+def _check_model_choice(cfg: DictConfig, role: str) -> None:
+    """A model picked by name has its name, and `pretrained` is asked only where it exists."""
+    if OmegaConf.is_missing(cfg[role], "name"):
+        raise UserError(
+            f"{role}.name is not set: {role}=torchvision needs a torchvision classifier, "
+            f"e.g. {role}.name=efficientnet_b0."
+        )
+    if cfg[role].get("pretrained") and "pretrained" not in cfg[role].model:
+        raise UserError(
+            f"{role}.pretrained=true: {role}={cfg[role].name} has no pretrained weights; "
+            f"torchvision models do (e.g. {role}=resnet18, or {role}=torchvision "
+            f"{role}.name=efficientnet_b0)."
+        )
 
 
 def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -188,6 +205,15 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise UserError(f"{key} could not be built: {_first_line(cause)}") from None
 
 
+def _build_on_meta(cfg: DictConfig, role: str, dataset_kwargs: dict[str, int]) -> torch.nn.Module:
+    """Build `cfg[role].model` without allocating weights; errors name the role and model."""
+    try:
+        with torch.device("meta"):
+            return _instantiate(cfg[role].model, f"{role}.model", **dataset_kwargs)
+    except UserError as error:
+        raise UserError(f"{role}={cfg[role].name}: {error}") from None
+
+
 def _check_buildable(cfg: DictConfig) -> None:
     """The dataset, loss and models build, and a teacher checkpoint fits its model."""
     from kdcli.checkpoint import check_compatible, read_state_dict
@@ -198,11 +224,9 @@ def _check_buildable(cfg: DictConfig) -> None:
         source.check()
     info = source.info
     _instantiate(cfg.loss, "loss")
-    with torch.device("meta"):
-        models = {
-            role: _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
-            for role in ("teacher", "student")
-        }
+    models = {
+        role: _build_on_meta(cfg, role, info.model_kwargs()) for role in ("teacher", "student")
+    }
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         state_dict = read_state_dict(path, "teacher.checkpoint")
