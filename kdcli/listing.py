@@ -102,16 +102,16 @@ def _build(cfg: DictConfig, role: str, info: DatasetInfo) -> torch.nn.Module:
         raise UserError(f"{role}={cfg[role].name}: {error}") from None
 
 
-def _models(
+def _model_configs(
     group: str, options: list[str], overrides: list[str]
-) -> tuple[DictConfig, DatasetInfo, list[tuple[str, torch.nn.Module]]]:
-    """The composed config, the dataset's facts and (option, model) for the options (all of
-    the group's if none).
+) -> tuple[DictConfig, DatasetInfo, list[tuple[str, DictConfig]]]:
+    """The composed config, the dataset's facts and (option, composed config) for the options
+    (all of the group's if none).
 
     Options that need more settings to build (`torchvision` needs `teacher.name`) are left
     out when the whole group is listed.
     """
-    role = "student" if group == "student" else "teacher"
+    role = _role(group)
     chosen = options or group_options(group)
     unknown = [o for o in chosen if o not in group_options(group)]
     if unknown:
@@ -119,35 +119,44 @@ def _models(
             f"no model {', '.join(unknown)} in config group '{group}' (`kd list {group}`)."
         )
     check_group_choices(OverridesParser.create().parse_overrides(overrides))
-    models = []
+    configs = []
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="list"):
         base = _compose(overrides)
         info = instantiate(base.dataset).info
         for option in chosen:
             cfg = _compose([*overrides, f"{role}={option}"])
-            if OmegaConf.is_missing(cfg[role], "name") and not options:
-                continue
-            models.append((option, _build(cfg, role, info)))
-    return base, info, models
+            if OmegaConf.is_missing(cfg[role], "name"):
+                if not options:
+                    continue
+                raise UserError(f"{role}={option} needs {role}.name=..., e.g. efficientnet_b0.")
+            configs.append((option, cfg))
+    return base, info, configs
+
+
+def _role(group: str) -> str:
+    """The train.yaml key whose config a model group's option is composed into."""
+    return "student" if group == "student" else "teacher"
 
 
 def model_details(group: str, options: list[str], overrides: list[str]) -> list[dict[str, Any]]:
     """Parameters, FLOPs per image and median CPU latency (ms, batch 1) of each model."""
     from kdcli.evaluate import count_params, cpu_latency_ms, flops_per_image
 
-    cfg, info, models = _models(group, options, overrides)
-    runs = int(cfg.eval.latency_runs)
-    return [
-        {
-            "name": name,
-            "params": count_params(model),
-            "flops": flops_per_image(model, info),
-            "latency_ms": round(cpu_latency_ms(model, info, runs=runs), 3),
-            "dataset": info.name,
-            "input": [info.channels, info.image_size, info.image_size],
-        }
-        for name, model in models
-    ]
+    base, info, configs = _model_configs(group, options, overrides)
+    rows = []
+    for option, cfg in configs:  # one model in memory at a time
+        model = _build(cfg, _role(group), info)
+        rows.append(
+            {
+                "name": option,
+                "params": count_params(model),
+                "flops": flops_per_image(model, info),
+                "latency_ms": round(cpu_latency_ms(model, info, runs=base.eval.latency_runs), 3),
+                "dataset": info.name,
+                "input": [info.channels, info.image_size, info.image_size],
+            }
+        )
+    return rows
 
 
 def model_layers(group: str, option: str, overrides: list[str]) -> list[dict[str, Any]]:
@@ -158,7 +167,8 @@ def model_layers(group: str, option: str, overrides: list[str]) -> list[dict[str
     """
     from kdcli.models.features import layer_shapes
 
-    _, info, [(_, model)] = _models(group, [option], overrides)
+    _, info, [(_, cfg)] = _model_configs(group, [option], overrides)
+    model = _build(cfg, _role(group), info)
     example = torch.zeros(1, info.channels, info.image_size, info.image_size)
     shapes = dict(layer_shapes(model, example))
     modules = dict(model.named_modules())

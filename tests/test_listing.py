@@ -65,6 +65,7 @@ def test_experiments_are_listed_with_descriptions(capsys):
         (["loss", "--details"], "measure models"),
         (["teacher", "--layers", "resnet8", "dataset=digitz"], "Did you mean digits"),
         (["teacher", "resnet8"], "go with --details"),
+        (["teacher", "--layers", "torchvision"], "teacher.name"),
     ],
 )
 def test_bad_requests(argv, message):
