@@ -70,7 +70,7 @@ def train(args: list[str]) -> int:
     informational = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
     if not informational:
         try:
-            check_overrides(parsed.overrides, multirun=parsed.multirun)
+            check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
         except UserError as error:
             return report_error(error)
     sys.argv = ["kd train", *args]
@@ -96,8 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="teacher -> soft labels -> student -> report (Hydra overrides: key=value, -m)",
     )
-    listing = commands.add_parser("list", help="the options of every config group, or of one")
-    listing.add_argument("group", nargs="?", help="a config group, e.g. teacher")
+    commands.add_parser(
+        "list",
+        add_help=False,
+        help="the options of every config group, or of one; --details / --layers for models "
+        "(`kd list --help`)",
+    )
     return parser
 
 
@@ -105,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "train":
         return train(argv[1:])
-    args = build_parser().parse_args(argv)
-    if args.command == "list":
-        from kdcli.listing import show
+    if argv and argv[0] == "list":
+        from kdcli import listing
 
         try:
-            return show(args.group)
+            return listing.main(argv[1:])
         except UserError as error:
             return report_error(error)
+    build_parser().parse_args(argv)
     build_parser().print_help()
     return 0

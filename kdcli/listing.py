@@ -1,16 +1,37 @@
-"""`kd list [group]`: what each config group offers, with the default marked."""
+"""`kd list [group]`: what each config group offers, with the default marked.
+
+For the model groups (teacher, student, model) it also measures the models at a dataset's size:
+
+    kd list teacher --details [--json] [OPTION ...] [dataset=NAME] [key=value ...]
+    kd list teacher --layers resnet32x4 [dataset=NAME]
+
+`--details` gives every model's parameters, FLOPs per image and CPU latency (batch 1);
+`--layers` the module paths a feature loss can tap, with their output shapes.
+"""
 
 from __future__ import annotations
 
+import argparse
 import difflib
+import json
+from typing import Any
 
+import torch
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.paths import config_dir
-from kdcli.validate import group_options, is_group
+from kdcli.validate import check_group_choices, group_options, is_group
+
+MODEL_GROUPS = ("teacher", "student", "model")
 
 
 def groups() -> list[str]:
@@ -18,9 +39,9 @@ def groups() -> list[str]:
 
 
 def description(group: str, option: str) -> str:
-    """The first comment line of the option's YAML file."""
+    """The first comment line of the option's YAML file (Hydra's `# @package` line skipped)."""
     for line in (config_dir() / group / f"{option}.yaml").read_text().splitlines():
-        if line.startswith("#"):
+        if line.startswith("#") and not line.startswith("# @package"):
             return line.lstrip("# ").strip()
     return ""
 
@@ -35,12 +56,19 @@ def defaults() -> dict[str, list[str]]:
     return picked
 
 
-def show(group: str | None = None) -> int:
+def _check_group(group: str) -> None:
     known = groups()
-    if group is not None and group not in known:
+    if group not in known:
         close = difflib.get_close_matches(group, known, n=3)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise UserError(f"no config group '{group}'.{hint} Groups: {', '.join(known)}.")
+
+
+def show(group: str | None = None) -> int:
+    """The options of every config group, or of one, with descriptions."""
+    known = groups()
+    if group is not None:
+        _check_group(group)
     chosen = defaults()
     table = Table(title="kd train config groups (pick one with group=option)")
     for column in ("group", "option", "description"):
@@ -51,4 +79,180 @@ def show(group: str | None = None) -> int:
             table.add_row(name, option + mark, description(name, option))
         table.add_section()
     Console().print(table)
+    return 0
+
+
+# ---- models measured at a dataset's size ----------------------------------------------------
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    try:
+        return compose("train", overrides=overrides)
+    except HydraException as error:
+        raise UserError(f"{' '.join(overrides)}: {str(error).strip().splitlines()[0]}") from None
+
+
+def _build(cfg: DictConfig, role: str, info: DatasetInfo) -> torch.nn.Module:
+    """The model of `cfg[role]` on the CPU; build errors name the option."""
+    from kdcli.validate import _instantiate
+
+    try:
+        return _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
+    except UserError as error:
+        raise UserError(f"{role}={cfg[role].name}: {error}") from None
+
+
+def _model_configs(
+    group: str, options: list[str], overrides: list[str]
+) -> tuple[DictConfig, DatasetInfo, list[tuple[str, DictConfig]]]:
+    """The composed config, the dataset's facts and (option, composed config) for the options
+    (all of the group's if none).
+
+    Options that need more settings to build (`torchvision` needs `teacher.name`) are left
+    out when the whole group is listed.
+    """
+    role = _role(group)
+    chosen = options or group_options(group)
+    unknown = [o for o in chosen if o not in group_options(group)]
+    if unknown:
+        raise UserError(
+            f"no model {', '.join(unknown)} in config group '{group}' (`kd list {group}`)."
+        )
+    check_group_choices(OverridesParser.create().parse_overrides(overrides))
+    configs = []
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="list"):
+        base = _compose(overrides)
+        info = instantiate(base.dataset).info
+        for option in chosen:
+            cfg = _compose([*overrides, f"{role}={option}"])
+            if OmegaConf.is_missing(cfg[role], "name"):
+                if not options:
+                    continue
+                raise UserError(f"{role}={option} needs {role}.name=..., e.g. efficientnet_b0.")
+            configs.append((option, cfg))
+    return base, info, configs
+
+
+def _role(group: str) -> str:
+    """The train.yaml key whose config a model group's option is composed into."""
+    return "student" if group == "student" else "teacher"
+
+
+def model_details(group: str, options: list[str], overrides: list[str]) -> list[dict[str, Any]]:
+    """Parameters, FLOPs per image and median CPU latency (ms, batch 1) of each model."""
+    from kdcli.evaluate import count_params, cpu_latency_ms, flops_per_image
+
+    base, info, configs = _model_configs(group, options, overrides)
+    rows = []
+    for option, cfg in configs:  # one model in memory at a time
+        model = _build(cfg, _role(group), info)
+        rows.append(
+            {
+                "name": option,
+                "params": count_params(model),
+                "flops": flops_per_image(model, info),
+                "latency_ms": round(cpu_latency_ms(model, info, runs=base.eval.latency_runs), 3),
+                "dataset": info.name,
+                "input": [info.channels, info.image_size, info.image_size],
+            }
+        )
+    return rows
+
+
+def model_layers(group: str, option: str, overrides: list[str]) -> list[dict[str, Any]]:
+    """Every module path of one model with its type and output shape (batch 1), in call order.
+
+    A module called more than once (a shared ReLU) shows its last output, the one a
+    feature tap would hold.
+    """
+    from kdcli.models.features import layer_shapes
+
+    _, info, [(_, cfg)] = _model_configs(group, [option], overrides)
+    model = _build(cfg, _role(group), info)
+    example = torch.zeros(1, info.channels, info.image_size, info.image_size)
+    shapes = dict(layer_shapes(model, example))
+    modules = dict(model.named_modules())
+    return [
+        {"path": path, "type": type(modules[path]).__name__, "shape": list(shape)}
+        for path, shape in shapes.items()
+    ]
+
+
+def _print_details(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    first = rows[0]
+    size = "x".join(str(n) for n in first["input"])
+    table = Table(title=f"models at {first['dataset']} size ({size}), CPU latency at batch 1")
+    for column in ("model", "params (M)", "FLOPs/image (M)", "CPU latency (ms)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            f"{row['params'] / 1e6:.2f}",
+            f"{row['flops'] / 1e6:,.1f}",
+            f"{row['latency_ms']:.2f}",
+        )
+    Console().print(table)
+
+
+def _print_layers(option: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{option}: module paths a feature loss can tap (output at batch 1)")
+    for column in ("path", "module", "output shape"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["path"], row["type"], str(tuple(row["shape"])))
+    Console().print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kd list",
+        description="What each config group offers. For the model groups (teacher, student, "
+        "model): --details measures the models, --layers shows one model's tappable layers, "
+        "at the dataset's size (dataset=NAME, default: train.yaml's).",
+    )
+    parser.add_argument(
+        "items",
+        nargs="*",
+        metavar="GROUP [OPTION ...] [key=value ...]",
+        help="a config group; with --details, options to limit it to; overrides such as "
+        "dataset=cifar100",
+    )
+    parser.add_argument("--layers", metavar="OPTION", help="module paths and output shapes")
+    parser.add_argument(
+        "--details", action="store_true", help="params, FLOPs per image, CPU latency"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """`kd list ...`; returns the exit code."""
+    args = build_parser().parse_intermixed_args(argv)
+    overrides = [item for item in args.items if "=" in item]
+    names = [item for item in args.items if "=" not in item]
+    group = names[0] if names else None
+    options = names[1:]
+    if not (args.details or args.layers):
+        if options or overrides:
+            raise UserError(
+                f"{' '.join(options + overrides)}: options and key=value go with --details "
+                "or --layers."
+            )
+        return show(group)
+    group = group or "teacher"
+    _check_group(group)
+    if group not in MODEL_GROUPS:
+        raise UserError(f"--details and --layers measure models: use {', '.join(MODEL_GROUPS)}.")
+    if args.layers:
+        rows = model_layers(group, args.layers, overrides)
+    else:
+        rows = model_details(group, options, overrides)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif args.layers:
+        _print_layers(args.layers, rows)
+    else:
+        _print_details(rows)
     return 0

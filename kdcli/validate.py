@@ -113,8 +113,14 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def check_overrides(overrides: list[str], multirun: bool = False) -> list[DictConfig]:
-    """Compose and check the config of every job the command line asks for."""
+def check_overrides(
+    overrides: list[str], multirun: bool = False, values: bool = True
+) -> list[DictConfig]:
+    """Compose and check the config of every job the command line asks for.
+
+    `values=False` checks only that the configs compose (group options and keys exist), for
+    commands that print a config instead of running it (`kd train --cfg job`).
+    """
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as error:
@@ -129,7 +135,8 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> list[DictCo
                 cfg = compose("train", overrides=point)
             except HydraException as error:
                 raise _unknown_key_error(point, error) from None
-            check_config(cfg, datasets)
+            if values:
+                check_config(cfg, datasets)
             configs.append(cfg)
     return configs
 
@@ -174,7 +181,24 @@ def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None
         raise UserError(f"soft_labels.mode={cfg.soft_labels.mode!r}: only 'static' is available.")
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
+    for role in ("teacher", "student"):
+        _check_model_choice(cfg, role)
     _check_buildable(cfg, {} if datasets is None else datasets)
+
+
+def _check_model_choice(cfg: DictConfig, role: str) -> None:
+    """A model picked by name has its name, and `pretrained` is asked only where it exists."""
+    if OmegaConf.is_missing(cfg[role], "name"):
+        raise UserError(
+            f"{role}.name is not set: {role}=torchvision needs a torchvision classifier, "
+            f"e.g. {role}.name=efficientnet_b0."
+        )
+    if cfg[role].get("pretrained") and "pretrained" not in cfg[role].model:
+        raise UserError(
+            f"{role}.pretrained=true: {role}={cfg[role].name} has no pretrained weights; "
+            f"torchvision models do (e.g. {role}=resnet18, or {role}=torchvision "
+            f"{role}.name=efficientnet_b0)."
+        )
 
 
 def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -205,6 +229,15 @@ def _dataset_info(node: DictConfig, checked: dict[str, DatasetInfo]) -> DatasetI
     return checked[key]
 
 
+def _build_on_meta(cfg: DictConfig, role: str, dataset_kwargs: dict[str, int]) -> torch.nn.Module:
+    """Build `cfg[role].model` without allocating weights; errors name the role and model."""
+    try:
+        with torch.device("meta"):
+            return _instantiate(cfg[role].model, f"{role}.model", **dataset_kwargs)
+    except UserError as error:
+        raise UserError(f"{role}={cfg[role].name}: {error}") from None
+
+
 def _check_buildable(cfg: DictConfig, datasets: dict[str, DatasetInfo]) -> None:
     """The dataset, loss and models build, and a teacher checkpoint fits its model."""
     from kdcli.checkpoint import check_compatible, read_state_dict
@@ -212,11 +245,9 @@ def _check_buildable(cfg: DictConfig, datasets: dict[str, DatasetInfo]) -> None:
 
     info = _dataset_info(cfg.dataset, datasets)
     _instantiate(cfg.loss, "loss")
-    with torch.device("meta"):
-        models = {
-            role: _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
-            for role in ("teacher", "student")
-        }
+    models = {
+        role: _build_on_meta(cfg, role, info.model_kwargs()) for role in ("teacher", "student")
+    }
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         state_dict = read_state_dict(path, "teacher.checkpoint")

@@ -1,0 +1,160 @@
+"""Any torchvision classifier by name, sized for the dataset, optionally ImageNet-pretrained.
+
+`torchvision_classifier(arch="efficientnet_b0", ...)` builds `torchvision.models.<arch>` with
+`num_classes` outputs. Two adaptations make ImageNet architectures fit small images:
+
+- `small_input=True` replaces the stem's first convolution by a 3x3 stride-1 one and drops
+  a max-pool that follows it (ResNets), so a 32x32 image is not shrunk 4x (or 32x) at once;
+- a dataset with other than 3 channels gets a first convolution with that many inputs.
+
+`pretrained=True` loads torchvision's ImageNet weights (its DEFAULT set) from the torch hub
+cache (`$TORCH_HOME/hub/checkpoints/`, downloading them there when online), then puts a new,
+randomly initialised head (the last `nn.Linear`) of `num_classes` outputs on top. A replaced
+first convolution starts from random weights too; everything else keeps ImageNet's.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from kdcli.errors import UserError
+
+
+def classifier_names() -> list[str]:
+    """The classification models torchvision offers (not detection, segmentation, video)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _check_arch(arch: str) -> None:
+    names = classifier_names()
+    if arch not in names:
+        close = difflib.get_close_matches(arch, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise UserError(
+            f"torchvision has no classifier named {arch!r}.{hint} Choose one of "
+            f"torchvision.models.list_models(module=torchvision.models), e.g. "
+            f"teacher=torchvision teacher.name=efficientnet_b0."
+        )
+
+
+def weights_path(arch: str) -> Path:
+    """Where torch's hub cache keeps torchvision's default ImageNet weights for `arch`."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    file_name = Path(urlparse(weights.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights for `arch`, from the hub cache or downloaded into it."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    path = weights_path(arch)
+    cached = path.is_file()
+    try:
+        return torch.hub.load_state_dict_from_url(
+            weights.url, map_location="cpu", check_hash=True, weights_only=True
+        )
+    except Exception as error:  # offline (URLError), bad file (pickle or zip errors), ...
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        if cached:
+            raise UserError(
+                f"pretrained=true: {path} (ImageNet weights for {arch}) could not be read "
+                f"({reason}). Delete it to download it again, or put a good copy of "
+                f"{weights.url} there."
+            ) from None
+        raise UserError(
+            f"pretrained=true: the ImageNet weights for {arch} are not cached and could not be "
+            f"downloaded ({reason}). Put {weights.url} at {path} (the directory follows "
+            "TORCH_HOME), or set pretrained=false."
+        ) from None
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
+
+
+def _first(model: nn.Module, kind: type[nn.Module]) -> str | None:
+    return next((path for path, m in model.named_modules() if isinstance(m, kind)), None)
+
+
+def adapt_stem(model: nn.Module, in_channels: int, small_input: bool) -> None:
+    """Replace the first convolution for small images and/or another channel count."""
+    conv_path = _first(model, nn.Conv2d)
+    if conv_path is None:
+        raise UserError(
+            f"{type(model).__name__} has no Conv2d stem to adapt; set small_input=false."
+        )
+    conv = model.get_submodule(conv_path)
+    if small_input:
+        new_conv = nn.Conv2d(
+            in_channels, conv.out_channels, 3, 1, padding=1, bias=conv.bias is not None
+        )
+        _drop_stem_max_pool(model, conv_path)
+    else:
+        new_conv = nn.Conv2d(
+            in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            bias=conv.bias is not None,
+        )
+    _set_submodule(model, conv_path, new_conv)
+
+
+def _drop_stem_max_pool(model: nn.Module, conv_path: str) -> None:
+    """Replace a max-pool that comes after the first convolution and before the second."""
+    seen_first_conv = False
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            if seen_first_conv:
+                return
+            seen_first_conv = path == conv_path
+        elif seen_first_conv and isinstance(module, nn.MaxPool2d):
+            _set_submodule(model, path, nn.Identity())
+            return
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """Put a new `nn.Linear` with `num_classes` outputs where the model's last one was."""
+    head_path = [path for path, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
+    if not head_path:
+        raise UserError(f"{type(model).__name__} has no nn.Linear head to resize.")
+    head = model.get_submodule(head_path[0])
+    _set_submodule(model, head_path[0], nn.Linear(head.in_features, num_classes))
+
+
+def torchvision_classifier(
+    arch: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    small_input: bool = True,
+    pretrained: bool = False,
+) -> nn.Module:
+    """`torchvision.models.<arch>` for the dataset; `image_size` does not change the layout."""
+    _check_arch(arch)
+    if pretrained:
+        model = torchvision.models.get_model(arch, weights=None)
+        state_dict = imagenet_state_dict(arch)
+        # validation builds models on the meta device, where copying weights in is a no-op
+        on_meta = any(p.is_meta for p in model.parameters())
+        try:
+            model.load_state_dict(state_dict, assign=on_meta)
+        except RuntimeError as error:
+            raise UserError(
+                f"pretrained=true: {weights_path(arch)} does not fit {arch} "
+                f"({' '.join(str(error).split())[:200]}); delete it to download it again."
+            ) from None
+        replace_head(model, num_classes)
+    else:
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    if small_input or in_channels != 3:
+        adapt_stem(model, in_channels, small_input)
+    return model
