@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 run: setup ## run `kd train` on the embedded default (digits, resnet18 -> smallcnn)
 	$(VENV)/bin/kd train
 
-test: setup ## run the whole test suite
-	$(PY) -m pytest -q
+test: setup ## run the whole test suite (two workers: the end-to-end tests are mostly process start-up)
+	$(PY) -m pytest -q -n 2
 
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check .

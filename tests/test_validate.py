@@ -12,7 +12,7 @@ from kdcli.validate import check_overrides
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["teacher=resnet5O"], "Did you mean resnet50"),
+        (["teacher=resnet5O"], ("Did you mean", "resnet50")),
         (["loss.alpah=0.5"], "Did you mean loss.alpha"),
         (["loss.alpha=1.5"], "loss.alpha=1.5 must lie in [0, 1]"),
         (["loss.alpha=-0.1"], "loss.alpha=-0.1 must lie in [0, 1]"),
@@ -29,7 +29,8 @@ from kdcli.validate import check_overrides
 def test_bad_input_exits_2_with_a_clear_message(kd, tmp_path, args, expected):
     result = kd("train", *args)
     assert result.returncode == 2, result.stderr
-    assert expected in result.stderr
+    for part in [expected] if isinstance(expected, str) else expected:
+        assert part in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "outputs").exists(), "a rejected run must write nothing"
