@@ -135,3 +135,11 @@ def test_the_kd_script_is_the_same_as_python_dash_m(kd):
     done = subprocess.run([kd_script, "list", "loss"], capture_output=True, text=True)
     assert done.returncode == 0
     assert done.stdout == kd("list", "loss").stdout
+
+
+def test_a_diverging_run_exits_1_with_a_clear_message(kd, tiny):
+    result = kd("train", *tiny, "student.optimizer.lr=1e30", "baseline=false")
+    assert result.returncode == 1
+    assert "kd: failed: the student loss became" in result.stderr
+    assert "student.optimizer.lr" in result.stderr
+    assert "Traceback" not in result.stderr
