@@ -38,13 +38,13 @@ def dist_parts(
 
 
 class DIST(DistillationLoss):
-    """`loss=dist`. Defaults as the paper's CIFAR-100 runs: beta = gamma = 2, T = 4."""
+    """`loss=dist`. Defaults as the paper's ImageNet runs: beta = gamma = 1, T = 1."""
 
     def __init__(
         self,
-        beta: float = 2.0,
-        gamma: float = 2.0,
-        temperature: float = 4.0,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
         ce_weight: float = 1.0,
         schedule: Mapping[str, Any] | None = None,
     ) -> None:

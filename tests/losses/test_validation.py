@@ -53,6 +53,11 @@ def test_alpha_and_temperature_are_checked_in_terms_and_schedules():
     assert "kind 'step'" in refused("loss=kd", "loss.schedule.alpha={kind:step,start:0.5}")
 
 
+def test_dkd_warmup_is_a_whole_number_of_epochs():
+    assert refused("loss=dkd", "loss.warmup=-1").startswith("loss.warmup=-1 must be a whole")
+    assert refused("loss=dkd", "loss.warmup=2.5").startswith("loss.warmup=2.5 must be a whole")
+
+
 def test_teacher_feature_settings():
     assert "auto, stored or online" in refused("soft_labels.features=sometimes")
     assert "feature_budget_mb" in refused("soft_labels.feature_budget_mb=-1")
