@@ -8,6 +8,7 @@ that name the key and the fix. A run that fails here has written nothing.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdcli.errors import UserError
 from kdcli.paths import config_dir
+
+log = logging.getLogger(__name__)
 
 MAX_CHECKED_POINTS = 256  # a larger sweep has its first points checked in full
 _ABSENT = object()
@@ -215,7 +218,6 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
 def _check_buildable(cfg: DictConfig) -> None:
     """The dataset, loss and models build, and a teacher checkpoint fits its model."""
     from kdcli.checkpoint import check_compatible, read_state_dict
-    from kdcli.knowledge import feature_shapes
     from kdcli.pipeline import describe_model
 
     source = _instantiate(cfg.dataset, "dataset")
@@ -230,11 +232,7 @@ def _check_buildable(cfg: DictConfig) -> None:
         }
         if loss.uses_features:
             check_layers(cfg, loss, models)
-            example = torch.empty(2, info.channels, info.image_size, info.image_size)
-            loss.build(  # a feature loss checks the tapped shapes it gets (e.g. AT needs maps)
-                feature_shapes(models["student"], loss.student_layers, example),
-                feature_shapes(models["teacher"], loss.teacher_layers, example),
-            )
+            check_layer_shapes(loss, models, info)
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         state_dict = read_state_dict(path, "teacher.checkpoint")
@@ -270,3 +268,21 @@ def _layer_key(loss: DictConfig, role: str, path: str) -> str:
         if value == path or (not isinstance(value, str) and path in list(value or [])):
             return key
     return f"loss.{role}_layers"
+
+
+def check_layer_shapes(loss: Any, models: dict[str, Any], info: Any) -> None:
+    """Let a feature loss check the shapes of its layers (e.g. AT needs [C, H, W] maps), from
+    a forward pass of meta tensors. A model that cannot run on the meta device is checked
+    later, with real tensors, before the student trains."""
+    from kdcli.knowledge import feature_shapes
+
+    example = torch.empty(2, info.channels, info.image_size, info.image_size, device="meta")
+    try:
+        shapes = {
+            role: feature_shapes(models[role], getattr(loss, f"{role}_layers"), example)
+            for role in ("student", "teacher")
+        }
+    except (NotImplementedError, RuntimeError) as error:
+        log.debug("layer shapes not checked on the meta device: %s", error)
+        return
+    loss.build(shapes["student"], shapes["teacher"])

@@ -19,6 +19,8 @@ from torch import nn
 from kdcli.errors import UserError
 from kdcli.losses.schedule import Schedule
 
+SCHEDULE_FIELDS = {"kind", "start", "end", "epochs"}
+
 
 @dataclass
 class Features:
@@ -56,6 +58,12 @@ class DistillationLoss(nn.Module):
                 raise UserError(
                     f"loss.schedule.{name}: {type(self).__name__} has no number parameter "
                     f"'{name}' to schedule; schedule one of its parameters, e.g. alpha."
+                )
+            if not isinstance(spec, Mapping) or set(spec) - SCHEDULE_FIELDS:
+                raise UserError(
+                    f"loss.schedule.{name}={spec!r}: a schedule is a mapping with the fields "
+                    f"{', '.join(sorted(SCHEDULE_FIELDS))}, e.g. "
+                    "{kind: linear, start: 0.1, end: 0.9}."
                 )
             self.schedules[name] = Schedule(**spec)
 

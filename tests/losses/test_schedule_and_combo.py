@@ -38,6 +38,10 @@ def test_bad_schedules_are_user_errors():
         Schedule("linear", 0.0, 1.0, epochs=0)
     with pytest.raises(UserError, match="loss.schedule.beta"):
         SoftTargetKD(schedule={"beta": {"kind": "linear", "start": 1, "end": 2}})
+    with pytest.raises(UserError, match="fields end, epochs, kind, start"):
+        SoftTargetKD(schedule={"alpha": {"kind": "linear", "begin": 0.1}})
+    with pytest.raises(UserError, match="a schedule is a mapping"):
+        SoftTargetKD(schedule={"alpha": 0.5})
 
 
 def test_start_epoch_applies_the_schedule():
