@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from kdcli.data import EpochLoader
+from kdcli.data import Batch, EpochLoader
 from kdcli.errors import RunError
 from kdcli.knowledge import TeacherKnowledge
 from kdcli.losses import DistillationLoss, Features
@@ -102,12 +102,8 @@ def fit(
             seen = 0
             for step, batch in enumerate(loader.epoch(epoch)):
                 with autocast:
-                    logits = model(batch.x)
-                    knowledge = teacher(epoch, batch) if loss_fn.needs_teacher else None
-                    teacher_logits = knowledge.logits if knowledge is not None else None
-                    features = None
-                    if loss_fn.uses_features:
-                        features = Features(dict(tap.outputs), knowledge.features)
+                    logits = model(batch.x)  # fills tap.outputs with the student's layers
+                    teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
                     loss = loss_fn(logits, teacher_logits, batch.y, features)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -137,6 +133,23 @@ def fit(
         with contextlib.suppress(OSError):
             state_path.parent.rmdir()  # only when empty
     return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, top1)
+
+
+def _loss_inputs(
+    loss_fn: DistillationLoss,
+    teacher: TeacherKnowledge | None,
+    epoch: int,
+    batch: Batch,
+    tap: FeatureTap,
+) -> tuple[torch.Tensor | None, Features | None]:
+    """The teacher's logits for the batch (when the loss needs them) and, for a feature loss,
+    the tapped layers of both sides."""
+    knowledge = teacher(epoch, batch) if loss_fn.needs_teacher else None
+    teacher_logits = knowledge.logits if knowledge is not None else None
+    if not loss_fn.uses_features:
+        return teacher_logits, None
+    teacher_features = knowledge.features if knowledge is not None else {}
+    return teacher_logits, Features(dict(tap.outputs), teacher_features)
 
 
 def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
