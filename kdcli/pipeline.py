@@ -36,9 +36,20 @@ from kdcli.evaluate import (
     flops_per_image,
     predict,
 )
+from kdcli.knowledge import (
+    OnlineTeacher,
+    StoredKnowledge,
+    TeacherKnowledge,
+    build_feature_loss,
+    choose_feature_source,
+    example_batch,
+    feature_shapes,
+    predict_with_features,
+    stored_feature_bytes,
+)
 from kdcli.losses import CrossEntropy, DistillationLoss
 from kdcli.models import build_model
-from kdcli.train import StoredLogits, fit
+from kdcli.train import fit
 
 log = logging.getLogger(__name__)
 
@@ -180,50 +191,103 @@ def soft_label_stage(
     teacher: Model,
     cache: ArtifactCache,
     device: torch.device,
-) -> tuple[torch.Tensor, Entry, Stage]:
-    """Stage 2: the teacher's logits for every training sample, stored once (fp16 .npy)."""
+    layers: tuple[str, ...] = (),
+) -> tuple[StoredKnowledge, Entry, Stage]:
+    """Stage 2: the teacher's logits for every training sample, stored once (fp16 .npy), and
+    the outputs of `layers` when a feature loss stores them (feature-<path>.npy)."""
     started = time.perf_counter()
     dtype = np.dtype(cfg.soft_labels.dtype)
-    key = fingerprint("soft_labels", teacher.key, plain(cfg.dataset), "static", dtype.name)
+    key_parts = [teacher.key, plain(cfg.dataset), "static", dtype.name]
+    key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
 
     def make(tmp: Path) -> dict[str, Any]:
         begun = time.perf_counter()
-        logits = predict(teacher.module, data.eval_loader("train", cfg.eval.batch_size), device)
+        loader = data.eval_loader("train", cfg.eval.batch_size)
+        logits, features = predict_with_features(teacher.module, loader, layers, device)
         np.save(tmp / "logits.npy", logits.cpu().numpy().astype(dtype), allow_pickle=False)
+        for path, values in features.items():
+            array = values.cpu().numpy().astype(dtype)
+            np.save(tmp / f"feature-{path}.npy", array, allow_pickle=False)
         seconds = time.perf_counter() - begun
         return {
             "mode": "static",
             "teacher": teacher.key,
             "shape": list(logits.shape),
             "dtype": dtype.name,
+            "features": {path: list(values.shape) for path, values in features.items()},
             "seconds": seconds,
             "images_per_s": logits.shape[0] / max(seconds, 1e-9),
         }
 
     entry = cache.get_or_make("soft_labels", teacher.name, key, make)
-    logits = torch.from_numpy(np.load(entry.file("logits.npy"), allow_pickle=False)).to(device)
+    logits = _load_array(entry.file("logits.npy"), device)
     if logits.shape != (data.num_train, data.info.num_classes):
         raise UserError(
             f"soft labels at {entry.path} have shape {tuple(logits.shape)}, expected "
             f"{(data.num_train, data.info.num_classes)}; delete that directory."
         )
+    features = {path: _load_array(entry.file(f"feature-{path}.npy"), device) for path in layers}
     stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
     _log_stage("soft labels", entry, stage)
-    return logits, entry, stage
+    return StoredKnowledge(logits, features), entry, stage
+
+
+def _load_array(path: Path, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.load(path, allow_pickle=False)).to(device)
+
+
+def teacher_knowledge(
+    cfg: DictConfig,
+    data: Dataset,
+    teacher: Model,
+    loss_fn: DistillationLoss,
+    cache: ArtifactCache,
+    device: torch.device,
+) -> tuple[TeacherKnowledge, dict[str, Any], Stage | None]:
+    """What the student stage learns from: stored soft labels (and stored teacher features
+    when they match the student's view and fit the budget), or the teacher run online."""
+    layers = loss_fn.teacher_layers
+    if layers:
+        shapes = feature_shapes(teacher.module, layers, example_batch(data))
+        needed = stored_feature_bytes(shapes, data.num_train, np.dtype(cfg.soft_labels.dtype))
+        source = choose_feature_source(
+            cfg.soft_labels.features,
+            augmented=data.augmented,
+            needed_bytes=needed,
+            budget_mb=cfg.soft_labels.feature_budget_mb,
+        )
+        if source == "online":
+            log.info("soft labels  none: the teacher runs online for features %s", list(layers))
+            report = {"mode": "online", "features": "online", "layers": list(layers)}
+            return OnlineTeacher(teacher.module, layers), {**report, "reused": False}, None
+    knowledge, entry, stage = soft_label_stage(cfg, data, teacher, cache, device, layers)
+    report = {
+        "mode": entry.manifest["mode"],
+        "features": "stored" if layers else "none",
+        "layers": list(layers),
+        "reused": entry.reused,
+        "path": str(entry.path),
+        "bytes": sum(f.stat().st_size for f in entry.path.glob("*.npy")),
+        "dtype": entry.manifest["dtype"],
+    }
+    return knowledge, report, stage
 
 
 def student_stage(
     cfg: DictConfig,
     data: Dataset,
     loss_fn: DistillationLoss,
-    soft_labels: torch.Tensor | None,
+    knowledge: TeacherKnowledge | None,
+    teacher: Model,
     device: torch.device,
     run_dir: Path,
 ) -> tuple[Model, Stage]:
-    """Stage 3: distill the student with `loss_fn`; the teacher does not run here."""
+    """Stage 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
+    stored soft labels: the teacher does not run here)."""
     seed_everything(cfg.seed)
-    model = build_model(cfg.student.model, data.info)
-    knowledge = StoredLogits(soft_labels) if soft_labels is not None else None
+    model = build_model(cfg.student.model, data.info).to(device)
+    if loss_fn.uses_features:
+        build_feature_loss(loss_fn, model, teacher.module, example_batch(data))
     result = fit(
         model,
         data.train_loader(cfg.student.batch_size, cfg.seed),
@@ -233,7 +297,7 @@ def student_stage(
         label="student",
         teacher=knowledge,
         amp=cfg.device.amp,
-        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, soft_labels)),
+        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher)),
     )
     path = run_dir / "student.pt"
     save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
@@ -272,9 +336,8 @@ def _state_path(cfg: DictConfig, run_dir: Path, label: str, key: str) -> Path | 
     return run_dir / "checkpoints" / f"{label}-{key}.pt"
 
 
-def _student_key(cfg: DictConfig, soft_labels: torch.Tensor | None) -> str:
+def _student_key(cfg: DictConfig, teacher: Model) -> str:
     """What determines the distilled student, for naming its per-epoch state."""
-    teacher_part = None if soft_labels is None else list(soft_labels.shape)
     return fingerprint(
         "student",
         plain(cfg.student.model),
@@ -282,8 +345,8 @@ def _student_key(cfg: DictConfig, soft_labels: torch.Tensor | None) -> str:
         plain(cfg.loss),
         plain(cfg.dataset),
         cfg.seed,
-        plain(cfg.teacher),
-        teacher_part,
+        plain(cfg.soft_labels),
+        teacher.key,
     )
 
 
@@ -346,21 +409,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     teacher, teacher_time = teacher_stage(cfg, data, cache, device, run_dir)
     stages: dict[str, Stage] = {"teacher": teacher_time}
-    soft_labels = None
+    knowledge = None
     soft_report: dict[str, Any] = {"mode": "none", "reused": False}
     loss_fn: DistillationLoss = instantiate(cfg.loss)
     if loss_fn.needs_teacher:
-        soft_labels, entry, stages["soft_labels"] = soft_label_stage(
-            cfg, data, teacher, cache, device
+        knowledge, soft_report, soft_stage = teacher_knowledge(
+            cfg, data, teacher, loss_fn, cache, device
         )
-        soft_report = {
-            "mode": entry.manifest["mode"],
-            "reused": entry.reused,
-            "path": str(entry.path),
-            "bytes": entry.file("logits.npy").stat().st_size,
-            "dtype": entry.manifest["dtype"],
-        }
-    student, stages["distill"] = student_stage(cfg, data, loss_fn, soft_labels, device, run_dir)
+        if soft_stage is not None:
+            stages["soft_labels"] = soft_stage
+    student, stages["distill"] = student_stage(
+        cfg, data, loss_fn, knowledge, teacher, device, run_dir
+    )
     models = {"teacher": teacher, "student": student}
     if cfg.baseline:
         models["baseline"], stages["baseline"] = baseline_stage(cfg, data, cache, device, run_dir)

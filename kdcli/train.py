@@ -1,9 +1,12 @@
 """The one training loop. It trains the teacher, the baseline and the distilled student.
 
 The loss decides what teacher knowledge it needs: when `loss.needs_teacher`, the loop asks
-`teacher(epoch, batch)` for the teacher's logits of that batch (stored soft labels, looked up
-by sample index). After each epoch the loop can save its whole state (model, optimizer,
-scheduler, epoch, RNG), and it resumes from that file when it finds one.
+`teacher(epoch, batch)` for the teacher's knowledge of that batch (kdcli/knowledge.py: stored
+soft labels looked up by sample index, or the teacher run online). A feature loss names the
+layers it needs; the loop taps them on the student and passes both sides' maps to the loss,
+and the loss's own parameters (learned adapters) are trained with the model. After each epoch
+the loop can save its whole state (model, loss, optimizer, scheduler, epoch, RNG), and it
+resumes from that file when it finds one.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +25,12 @@ from torch import nn
 
 from kdcli.data import Batch, Loader
 from kdcli.errors import RunError
-from kdcli.losses import DistillationLoss
+from kdcli.knowledge import TeacherKnowledge
+from kdcli.losses import DistillationLoss, Features
+from kdcli.models.features import FeatureTap
 from kdcli.progress import stage_progress
 
 log = logging.getLogger(__name__)
-
-TeacherKnowledge = Callable[[int, Batch], torch.Tensor]
-"""(epoch, batch) -> the teacher's logits for that batch, [B, num_classes]."""
 
 
 @dataclass
@@ -41,19 +42,12 @@ class FitResult:
     final_train_top1: float
 
 
-class StoredLogits:
-    """Teacher knowledge from soft labels stored per training sample: a lookup by index."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        self.logits = logits
-
-    def __call__(self, epoch: int, batch: Batch) -> torch.Tensor:
-        return self.logits[batch.index].float()
-
-
-def build_optimizer(stage: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """`stage.optimizer` is a partial `_target_` config; the model's parameters complete it."""
-    return instantiate(stage.optimizer)(model.parameters())
+def build_optimizer(
+    stage: DictConfig, model: nn.Module, loss_fn: DistillationLoss
+) -> torch.optim.Optimizer:
+    """`stage.optimizer` is a partial `_target_` config; the parameters of the model and of
+    the loss (a feature loss's adapters, built before this call) complete it."""
+    return instantiate(stage.optimizer)([*model.parameters(), *loss_fn.parameters()])
 
 
 def build_scheduler(stage: DictConfig, optimizer: torch.optim.Optimizer):
@@ -78,10 +72,11 @@ def fit(
     if loss_fn.needs_teacher and teacher is None:
         raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
     model.to(device)
-    optimizer = build_optimizer(stage, model)
+    loss_fn.to(device)
+    optimizer = build_optimizer(stage, model, loss_fn)
     scheduler = build_scheduler(stage, optimizer)
     epochs = int(stage.epochs)
-    start_epoch = _resume(state_path, model, optimizer, scheduler, device)
+    start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if amp and device.type == "cuda"
@@ -90,7 +85,7 @@ def fit(
     images = 0
     epoch_loss = top1 = float("nan")
     started = time.perf_counter()
-    with stage_progress() as progress:
+    with stage_progress() as progress, FeatureTap(model, loss_fn.student_layers) as tap:
         task = progress.add_task(
             label,
             total=(epochs - start_epoch) * len(loader),
@@ -107,9 +102,9 @@ def fit(
             seen = 0
             for step, batch in enumerate(loader.epoch(epoch)):
                 with autocast:
-                    logits = model(batch.x)
-                    teacher_logits = teacher(epoch, batch) if loss_fn.needs_teacher else None
-                    loss = loss_fn(logits, teacher_logits, batch.y)
+                    logits = model(batch.x)  # fills tap.outputs with the student's layers
+                    teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
+                    loss = loss_fn(logits, teacher_logits, batch.y, features)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -131,13 +126,30 @@ def fit(
                     )
             scheduler.step()
             if state_path is not None:
-                _save_state(state_path, model, optimizer, scheduler, epoch)
+                _save_state(state_path, model, loss_fn, optimizer, scheduler, epoch)
     seconds = time.perf_counter() - started
     if state_path is not None:  # the stage's artifact now holds the result
         state_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             state_path.parent.rmdir()  # only when empty
     return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, top1)
+
+
+def _loss_inputs(
+    loss_fn: DistillationLoss,
+    teacher: TeacherKnowledge | None,
+    epoch: int,
+    batch: Batch,
+    tap: FeatureTap,
+) -> tuple[torch.Tensor | None, Features | None]:
+    """The teacher's logits for the batch (when the loss needs them) and, for a feature loss,
+    the tapped layers of both sides."""
+    knowledge = teacher(epoch, batch) if loss_fn.needs_teacher else None
+    teacher_logits = knowledge.logits if knowledge is not None else None
+    if not loss_fn.uses_features:
+        return teacher_logits, None
+    teacher_features = knowledge.features if knowledge is not None else {}
+    return teacher_logits, Features(dict(tap.outputs), teacher_features)
 
 
 def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
@@ -151,11 +163,12 @@ def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
     return epoch_loss, correct.item() / seen
 
 
-def _save_state(path: Path, model, optimizer, scheduler, epoch: int) -> None:
+def _save_state(path: Path, model, loss_fn, optimizer, scheduler, epoch: int) -> None:
     """Everything needed to continue after `epoch`, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "model": model.state_dict(),
+        "loss": loss_fn.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
@@ -166,12 +179,13 @@ def _save_state(path: Path, model, optimizer, scheduler, epoch: int) -> None:
     tmp.replace(path)
 
 
-def _resume(path: Path | None, model, optimizer, scheduler, device) -> int:
+def _resume(path: Path | None, model, loss_fn, optimizer, scheduler, device) -> int:
     """The epoch to start from: 0, or the one after the state saved at `path`."""
     if path is None or not path.is_file():
         return 0
     state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
+    loss_fn.load_state_dict(state["loss"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"].cpu())

@@ -8,6 +8,7 @@ that name the key and the fix. A run that fails here has written nothing.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.paths import config_dir
+
+log = logging.getLogger(__name__)
 
 MAX_CHECKED_POINTS = 256  # a larger sweep has its first points checked in full
 _ABSENT = object()
@@ -144,10 +147,10 @@ def check_overrides(
 # ---- the config's values -------------------------------------------------------------------
 
 
-def _number(cfg: DictConfig, key: str) -> float:
+def _number(cfg: DictConfig, key: str, name: str | None = None) -> float:
     value = OmegaConf.select(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{key}={value!r} must be a number.")
+        raise UserError(f"{name or key}={value!r} must be a number.")
     return float(value)
 
 
@@ -159,14 +162,32 @@ def _integer_at_least(cfg: DictConfig, key: str, minimum: int) -> None:
         )
 
 
+def _loss_parameter(key: str) -> str:
+    """The loss parameter a key sets: `loss.alpha` and `loss.schedule.alpha.start` set alpha."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[-3] == "schedule" and parts[-1] in ("start", "end"):
+        return parts[-2]
+    return parts[-1]
+
+
+def check_loss_values(loss: DictConfig) -> None:
+    """Every alpha in [0, 1] and every temperature > 0, also inside combos and schedules."""
+    for key in flat_keys(loss, "loss."):
+        value = OmegaConf.select(loss, key.removeprefix("loss."))
+        if value is None or isinstance(value, DictConfig):
+            continue
+        parameter = _loss_parameter(key)
+        if parameter == "alpha":
+            number = _number(loss, key.removeprefix("loss."), key)
+            if not 0.0 <= number <= 1.0:
+                raise UserError(f"{key}={value} must lie in [0, 1] (e.g. {key}=0.9).")
+        elif parameter == "temperature" and _number(loss, key.removeprefix("loss."), key) <= 0:
+            raise UserError(f"{key}={value} must be > 0 (e.g. {key}=4).")
+
+
 def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None) -> None:
     """Range and file checks on one composed config (`datasets`: those already checked)."""
-    if "alpha" in cfg.loss and not 0.0 <= _number(cfg, "loss.alpha") <= 1.0:
-        raise UserError(f"loss.alpha={cfg.loss.alpha} must lie in [0, 1] (e.g. loss.alpha=0.9).")
-    if "temperature" in cfg.loss and _number(cfg, "loss.temperature") <= 0:
-        raise UserError(
-            f"loss.temperature={cfg.loss.temperature} must be > 0 (e.g. loss.temperature=4)."
-        )
+    check_loss_values(cfg.loss)
     for key in ("teacher.epochs", "student.epochs"):
         _integer_at_least(cfg, key, 1)
     for key in ("teacher.batch_size", "student.batch_size", "eval.batch_size"):
@@ -181,6 +202,12 @@ def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None
         raise UserError(f"soft_labels.mode={cfg.soft_labels.mode!r}: only 'static' is available.")
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
+    if cfg.soft_labels.features not in ("auto", "stored", "online"):
+        raise UserError(
+            f"soft_labels.features={cfg.soft_labels.features!r} must be auto, stored or online."
+        )
+    if _number(cfg, "soft_labels.feature_budget_mb") < 0:
+        raise UserError("soft_labels.feature_budget_mb must be >= 0 (e.g. 512).")
     for role in ("teacher", "student"):
         _check_model_choice(cfg, role)
     _check_buildable(cfg, {} if datasets is None else datasets)
@@ -244,10 +271,13 @@ def _check_buildable(cfg: DictConfig, datasets: dict[str, DatasetInfo]) -> None:
     from kdcli.pipeline import describe_model
 
     info = _dataset_info(cfg.dataset, datasets)
-    _instantiate(cfg.loss, "loss")
+    loss = _instantiate(cfg.loss, "loss")
     models = {
         role: _build_on_meta(cfg, role, info.model_kwargs()) for role in ("teacher", "student")
     }
+    if loss.uses_features:
+        check_layers(cfg, loss, models)
+        check_layer_shapes(loss, models, info)
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         state_dict = read_state_dict(path, "teacher.checkpoint")
@@ -258,3 +288,46 @@ def _check_buildable(cfg: DictConfig, datasets: dict[str, DatasetInfo]) -> None:
             path,
             describe_model(cfg.teacher, info),
         )
+
+
+def check_layers(cfg: DictConfig, loss: Any, models: dict[str, Any]) -> None:
+    """The layer paths a feature loss names exist in the student and the teacher."""
+    for role, paths in (("student", loss.student_layers), ("teacher", loss.teacher_layers)):
+        names = [name for name, _ in models[role].named_modules() if name]
+        for path in paths:
+            if path not in names:
+                raise UserError(
+                    f"{_layer_key(cfg.loss, role, path)}={path!r}: the {role} "
+                    f"({cfg[role].name}) has no layer '{path}'.{_did_you_mean(path, names)} "
+                    f"`kd list {role} --layers {cfg[role].name}` shows the layers that can be "
+                    "tapped."
+                )
+
+
+def _layer_key(loss: DictConfig, role: str, path: str) -> str:
+    """The config key that names `path` for `role` (e.g. loss.terms.fitnet.student_layer)."""
+    for key in flat_keys(loss, "loss."):
+        if not key.rsplit(".", 1)[-1].startswith(f"{role}_layer"):
+            continue
+        value = OmegaConf.select(loss, key.removeprefix("loss."))
+        if value == path or (not isinstance(value, str) and path in list(value or [])):
+            return key
+    return f"loss.{role}_layers"
+
+
+def check_layer_shapes(loss: Any, models: dict[str, Any], info: Any) -> None:
+    """Let a feature loss check the shapes of its layers (e.g. AT needs [C, H, W] maps), from
+    a forward pass of meta tensors. A model that cannot run on the meta device is checked
+    later, with real tensors, before the student trains."""
+    from kdcli.knowledge import feature_shapes
+
+    example = torch.empty(2, info.channels, info.image_size, info.image_size, device="meta")
+    try:
+        shapes = {
+            role: feature_shapes(models[role], getattr(loss, f"{role}_layers"), example)
+            for role in ("student", "teacher")
+        }
+    except (NotImplementedError, RuntimeError) as error:
+        log.debug("layer shapes not checked on the meta device: %s", error)
+        return
+    loss.build(shapes["student"], shapes["teacher"])

@@ -298,6 +298,10 @@ class FolderDataset:
     def num_train(self) -> int:
         return len(self.files["train"].paths)
 
+    @property
+    def augmented(self) -> bool:
+        return self.train_transform is not None
+
     def labels(self, split: str) -> torch.Tensor:
         return self.files[split].labels.to(self.device)
 

@@ -116,6 +116,10 @@ class InMemoryDataset:
     def num_train(self) -> int:
         return len(self.train)
 
+    @property
+    def augmented(self) -> bool:
+        return self.augmentation is not None
+
     def labels(self, split: str) -> torch.Tensor:
         return self._split(split).labels
 

@@ -1,4 +1,4 @@
-"""The pipeline's models: ResNets with the small-input stem, SmallCNN, MLP, feature taps."""
+"""The pipeline's models: torchvision ResNets with the small-input stem, SmallCNN, MLP, taps."""
 
 import pytest
 import torch
@@ -8,8 +8,8 @@ from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.models import build_model
 from kdcli.models.features import FeatureTap, layer_shapes
-from kdcli.models.resnet import resnet
 from kdcli.models.smallcnn import SmallCNN
+from kdcli.models.torchvision_models import torchvision_classifier
 
 DIGITS = DatasetInfo("digits", 10, 1, 8, (0.3,), (0.4,))
 RGB = DatasetInfo("rgb", 7, 3, 16, (0.5,) * 3, (0.25,) * 3)
@@ -19,7 +19,7 @@ RGB = DatasetInfo("rgb", 7, 3, 16, (0.5,) * 3, (0.25,) * 3)
 @pytest.mark.parametrize(
     "target",
     [
-        {"_target_": "kdcli.models.resnet.resnet", "arch": "resnet18"},
+        {"_target_": "kdcli.models.torchvision_models.torchvision_classifier", "arch": "resnet18"},
         {"_target_": "kdcli.models.smallcnn.SmallCNN", "width": 8},
         {"_target_": "kdcli.models.mlp.MLP", "hidden": [16]},
     ],
@@ -34,7 +34,7 @@ def test_models_take_their_shape_from_the_dataset(info, target):
 
 
 def test_small_input_resnet_has_a_3x3_stride_1_stem_and_no_maxpool():
-    model = resnet("resnet50", num_classes=10, in_channels=1, image_size=8)
+    model = torchvision_classifier("resnet50", num_classes=10, in_channels=1, image_size=8)
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
     assert model.conv1.in_channels == 1
     assert isinstance(model.maxpool, torch.nn.Identity)
@@ -42,14 +42,11 @@ def test_small_input_resnet_has_a_3x3_stride_1_stem_and_no_maxpool():
 
 
 def test_imagenet_stem_is_kept_when_asked():
-    model = resnet("resnet18", num_classes=5, in_channels=3, image_size=64, small_input=False)
+    model = torchvision_classifier(
+        "resnet18", num_classes=5, in_channels=3, image_size=64, small_input=False
+    )
     assert model.conv1.kernel_size == (7, 7)
     assert isinstance(model.maxpool, torch.nn.MaxPool2d)
-
-
-def test_unknown_resnet_is_bad_input():
-    with pytest.raises(UserError, match="not a ResNet"):
-        resnet("resnet19", 10, 1, 8)
 
 
 def test_feature_tap_returns_outputs_by_module_path():

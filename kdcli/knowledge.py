@@ -1,0 +1,141 @@
+"""Teacher knowledge for the student stage: what the loop gets from `teacher(epoch, batch)`.
+
+- `StoredKnowledge`: the soft-label stage's arrays (logits, and for feature losses the tapped
+  teacher layers), looked up by sample index; the teacher does not run while distilling.
+- `OnlineTeacher`: the teacher runs on the student's own batch under no_grad. Feature losses
+  use it when their stored maps would not match the student's view (the data is augmented:
+  a shifted image has shifted feature maps, while logits barely move) or would not fit in
+  `soft_labels.feature_budget_mb`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdcli.data import Batch, Dataset, Loader
+from kdcli.errors import UserError
+from kdcli.losses import DistillationLoss
+from kdcli.models.features import FeatureTap
+
+
+@dataclass
+class Knowledge:
+    """The teacher's outputs for one batch: logits [B, classes] and tapped layers by path."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+TeacherKnowledge = Callable[[int, Batch], Knowledge]
+"""(epoch, batch) -> the teacher's knowledge of that batch."""
+
+
+class StoredKnowledge:
+    """Knowledge stored per training sample (float16 or float32 arrays): a lookup by index."""
+
+    def __init__(
+        self, logits: torch.Tensor, features: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        self.logits = logits
+        self.features = features or {}
+
+    def __call__(self, epoch: int, batch: Batch) -> Knowledge:
+        return Knowledge(
+            self.logits[batch.index].float(),
+            {path: stored[batch.index].float() for path, stored in self.features.items()},
+        )
+
+
+class OnlineTeacher:
+    """The teacher's logits and `layers` computed on the student's batch, in eval mode."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+        self.model = model
+        self.layers = list(layers)
+
+    @torch.no_grad()
+    def __call__(self, epoch: int, batch: Batch) -> Knowledge:
+        self.model.eval()
+        with FeatureTap(self.model, self.layers) as tap:
+            logits = self.model(batch.x)
+        return Knowledge(logits.float(), dict(tap.outputs))
+
+
+@torch.no_grad()
+def feature_shapes(
+    model: nn.Module, layers: Sequence[str], example: torch.Tensor
+) -> dict[str, tuple[int, ...]]:
+    """The per-sample output shape of each of `layers`, from one forward pass in eval mode."""
+    was_training = model.training
+    with FeatureTap(model.eval(), layers) as tap:
+        model(example)
+    model.train(was_training)
+    return {path: tuple(output.shape[1:]) for path, output in tap.outputs.items()}
+
+
+def example_batch(data: Dataset, size: int = 2) -> torch.Tensor:
+    """A few un-augmented training images, to size the tapped layers."""
+    return next(data.eval_loader("train", size).epoch(0)).x
+
+
+def build_feature_loss(
+    loss_fn: DistillationLoss, student: nn.Module, teacher: nn.Module, example: torch.Tensor
+) -> None:
+    """Size the loss's learned adapters from a dry run of both models (before the optimizer
+    is made, so it trains them)."""
+    loss_fn.build(
+        feature_shapes(student, loss_fn.student_layers, example),
+        feature_shapes(teacher, loss_fn.teacher_layers, example),
+    )
+
+
+def stored_feature_bytes(
+    shapes: dict[str, tuple[int, ...]], num_samples: int, dtype: np.dtype
+) -> int:
+    """What storing `shapes` for every training sample takes."""
+    return num_samples * sum(math.prod(shape) for shape in shapes.values()) * dtype.itemsize
+
+
+def choose_feature_source(
+    setting: str, augmented: bool, needed_bytes: int, budget_mb: float
+) -> str:
+    """'stored' or 'online' for `soft_labels.features` = auto, stored or online."""
+    fits = needed_bytes <= budget_mb * 2**20
+    if setting == "online":
+        return "online"
+    if setting == "stored":
+        if augmented:
+            raise UserError(
+                "soft_labels.features=stored: the training data is augmented, so stored teacher "
+                "features would not match the student's view; use soft_labels.features=online "
+                "(or auto), or turn the augmentation off (e.g. dataset.augment=false)."
+            )
+        if not fits:
+            raise UserError(
+                f"soft_labels.features=stored needs {needed_bytes / 2**20:.1f} MiB, over "
+                f"soft_labels.feature_budget_mb={budget_mb}; raise the budget or use "
+                "soft_labels.features=online."
+            )
+        return "stored"
+    return "stored" if fits and not augmented else "online"
+
+
+@torch.no_grad()
+def predict_with_features(
+    model: nn.Module, loader: Loader, layers: Sequence[str], device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and tapped `layers` for every sample of the loader's split, in split order."""
+    model.to(device).eval()
+    logits, features = [], {path: [] for path in layers}
+    with FeatureTap(model, layers) as tap:
+        for batch in loader.epoch(0):
+            logits.append(model(batch.x).float())
+            for path in layers:
+                features[path].append(tap.outputs[path].float())
+    return torch.cat(logits), {path: torch.cat(parts) for path, parts in features.items()}
