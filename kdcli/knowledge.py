@@ -2,6 +2,9 @@
 
 - `StoredKnowledge`: the soft-label stage's arrays (logits, and for feature losses the tapped
   teacher layers), looked up by sample index; the teacher does not run while distilling.
+  The logits are `SoftLabels`: one clean view per sample (`static`), or the teacher's output
+  on the exact augmented view the student draws in every epoch (`views`), optionally kept
+  as the top-k probabilities only.
 - `OnlineTeacher`: the teacher runs on the student's own batch under no_grad. Feature losses
   use it when their stored maps would not match the student's view (the data is augmented:
   a shifted image has shifted feature maps, while logits barely move) or would not fit in
@@ -36,18 +39,45 @@ TeacherKnowledge = Callable[[int, Batch], Knowledge]
 """(epoch, batch) -> the teacher's knowledge of that batch."""
 
 
+@dataclass
+class SoftLabels:
+    """Stored teacher outputs, per sample [N, ...] (`static`) or per epoch and sample
+    [E, N, ...] (`views`).
+
+    Without compression `values` holds logits. With top-k, `values` holds the k largest
+    probabilities and `indices` their classes; the rest of the mass is spread evenly over the
+    other classes, and `logits` returns log-probabilities: softmax-based losses see the same
+    distribution as from logits, since the two differ by a per-sample constant.
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor | None = None
+    num_classes: int = 0
+    per_epoch: bool = False
+
+    def logits(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
+        values = self.values[epoch] if self.per_epoch else self.values
+        if self.indices is None:
+            return values[index].float()
+        indices = self.indices[epoch] if self.per_epoch else self.indices
+        top = values[index].float()
+        rest = (1.0 - top.sum(1, keepdim=True)).clamp_min(1e-6) / (self.num_classes - top.shape[1])
+        probs = rest.expand(top.shape[0], self.num_classes).clone()
+        return probs.scatter_(1, indices[index].long(), top).log()
+
+
 class StoredKnowledge:
-    """Knowledge stored per training sample (float16 or float32 arrays): a lookup by index."""
+    """Knowledge stored per training sample: soft labels and tapped teacher layers by index."""
 
     def __init__(
-        self, logits: torch.Tensor, features: dict[str, torch.Tensor] | None = None
+        self, soft_labels: SoftLabels, features: dict[str, torch.Tensor] | None = None
     ) -> None:
-        self.logits = logits
+        self.soft_labels = soft_labels
         self.features = features or {}
 
     def __call__(self, epoch: int, batch: Batch) -> Knowledge:
         return Knowledge(
-            self.logits[batch.index].float(),
+            self.soft_labels.logits(epoch, batch.index),
             {path: stored[batch.index].float() for path, stored in self.features.items()},
         )
 
@@ -124,6 +154,47 @@ def choose_feature_source(
             )
         return "stored"
     return "stored" if fits and not augmented else "online"
+
+
+def topk_probabilities(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest softmax probabilities of each row and their class indices."""
+    values, indices = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+    return values, indices
+
+
+def views_bytes(
+    epochs: int, num_samples: int, num_classes: int, topk: int | None, dtype: np.dtype
+) -> int:
+    """What `views` soft labels take: [E, N, K] values, or [E, N, k] values plus indices."""
+    if topk is None:
+        return epochs * num_samples * num_classes * dtype.itemsize
+    return epochs * num_samples * topk * (dtype.itemsize + index_dtype(num_classes).itemsize)
+
+
+def index_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
+
+
+@torch.no_grad()
+def predict_views(
+    model: nn.Module,
+    loader: Loader,
+    epochs: int,
+    write: Callable[[int, torch.Tensor, torch.Tensor], None],
+) -> int:
+    """Run the teacher on exactly the batches the student will draw in epochs 0..epochs-1.
+
+    `loader` is the student's own training loader, so each view is the one the student sees
+    (the augmentation of sample i in epoch e is a pure function of (seed, e, i)). Calls
+    `write(epoch, index, logits)` per batch; returns the number of images seen.
+    """
+    model.eval()
+    seen = 0
+    for epoch in range(epochs):
+        for batch in loader.epoch(epoch):
+            write(epoch, batch.index, model(batch.x).float())
+            seen += batch.index.numel()
+    return seen
 
 
 @torch.no_grad()

@@ -38,14 +38,19 @@ from kdcli.evaluate import (
 )
 from kdcli.knowledge import (
     OnlineTeacher,
+    SoftLabels,
     StoredKnowledge,
     TeacherKnowledge,
     build_feature_loss,
     choose_feature_source,
     example_batch,
     feature_shapes,
+    index_dtype,
+    predict_views,
     predict_with_features,
     stored_feature_bytes,
+    topk_probabilities,
+    views_bytes,
 )
 from kdcli.losses import CrossEntropy, DistillationLoss
 from kdcli.models import build_model
@@ -185,51 +190,141 @@ def teacher_stage(
     return train_or_reuse(cfg, "teacher", "teacher", data, cache, device, run_dir)
 
 
+def soft_label_mode(cfg: DictConfig, data: Dataset) -> str:
+    """`soft_labels.mode`, with `auto` resolved: one clean view (`static`) when the data is not
+    augmented (every view is the clean one), else the teacher's output on every epoch's view
+    (`views`) when that fits in `soft_labels.max_gb`, else the teacher run `online`."""
+    mode = cfg.soft_labels.mode
+    if mode != "auto":
+        return mode
+    if not data.augmented:
+        return "static"
+    needed = views_bytes(
+        cfg.student.epochs,
+        data.num_train,
+        data.info.num_classes,
+        _topk(cfg, data),
+        np.dtype(cfg.soft_labels.dtype),
+    )
+    return "views" if needed <= cfg.soft_labels.max_gb * 2**30 else "online"
+
+
+def _topk(cfg: DictConfig, data: Dataset) -> int | None:
+    """How many probabilities to keep per view; None keeps all the logits."""
+    k = cfg.soft_labels.topk
+    return None if k is None or k >= data.info.num_classes else int(k)
+
+
+def _compress(logits: torch.Tensor, topk: int | None, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The arrays stored for a batch of teacher logits: all of them, or the top-k."""
+    if topk is None:
+        return {"logits": logits.cpu().numpy().astype(dtype)}
+    probs, classes = topk_probabilities(logits, topk)
+    return {
+        "topk_probs": probs.cpu().numpy().astype(dtype),
+        "topk_classes": classes.cpu().numpy().astype(index_dtype(logits.shape[1])),
+    }
+
+
 def soft_label_stage(
     cfg: DictConfig,
     data: Dataset,
     teacher: Model,
     cache: ArtifactCache,
     device: torch.device,
+    mode: str,
     layers: tuple[str, ...] = (),
 ) -> tuple[StoredKnowledge, Entry, Stage]:
-    """Stage 2: the teacher's logits for every training sample, stored once (fp16 .npy), and
-    the outputs of `layers` when a feature loss stores them (feature-<path>.npy)."""
+    """Stage 2: the teacher's outputs for every training sample, stored once as plain arrays.
+
+    `static`: on the clean image, plus the outputs of `layers` when a feature loss stores
+    them (feature-<path>.npy). `views`: on the exact augmented view the student draws in each
+    of its epochs ([E, N, ...]: the student's loader, seed and batch size are in the key).
+    """
     started = time.perf_counter()
     dtype = np.dtype(cfg.soft_labels.dtype)
-    key_parts = [teacher.key, plain(cfg.dataset), "static", dtype.name]
+    topk = _topk(cfg, data)
+    key_parts = [teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
+    if mode == "views":
+        key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
     key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
 
     def make(tmp: Path) -> dict[str, Any]:
         begun = time.perf_counter()
-        loader = data.eval_loader("train", cfg.eval.batch_size)
-        logits, features = predict_with_features(teacher.module, loader, layers, device)
-        np.save(tmp / "logits.npy", logits.cpu().numpy().astype(dtype), allow_pickle=False)
+        if mode == "views":
+            images = _store_views(cfg, data, teacher, tmp, topk, dtype)
+            features: dict[str, torch.Tensor] = {}
+        else:
+            loader = data.eval_loader("train", cfg.eval.batch_size)
+            logits, features = predict_with_features(teacher.module, loader, layers, device)
+            for name, array in _compress(logits, topk, dtype).items():
+                np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+            images = logits.shape[0]
         for path, values in features.items():
             array = values.cpu().numpy().astype(dtype)
             np.save(tmp / f"feature-{path}.npy", array, allow_pickle=False)
         seconds = time.perf_counter() - begun
         return {
-            "mode": "static",
+            "mode": mode,
             "teacher": teacher.key,
-            "shape": list(logits.shape),
+            "topk": topk,
             "dtype": dtype.name,
             "features": {path: list(values.shape) for path, values in features.items()},
             "seconds": seconds,
-            "images_per_s": logits.shape[0] / max(seconds, 1e-9),
+            "images_per_s": images / max(seconds, 1e-9),
         }
 
     entry = cache.get_or_make("soft_labels", teacher.name, key, make)
-    logits = _load_array(entry.file("logits.npy"), device)
-    if logits.shape != (data.num_train, data.info.num_classes):
-        raise UserError(
-            f"soft labels at {entry.path} have shape {tuple(logits.shape)}, expected "
-            f"{(data.num_train, data.info.num_classes)}; delete that directory."
-        )
+    soft_labels = _load_soft_labels(entry, data, mode, device)
     features = {path: _load_array(entry.file(f"feature-{path}.npy"), device) for path in layers}
     stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
     _log_stage("soft labels", entry, stage)
-    return StoredKnowledge(logits, features), entry, stage
+    return StoredKnowledge(soft_labels, features), entry, stage
+
+
+def _store_views(
+    cfg: DictConfig, data: Dataset, teacher: Model, tmp: Path, topk: int | None, dtype: np.dtype
+) -> int:
+    """Write the teacher's outputs on every epoch's views straight into .npy files on disk."""
+    epochs, num_samples = cfg.student.epochs, data.num_train
+    width = topk or data.info.num_classes
+    dtypes = (
+        {"logits": dtype}
+        if topk is None
+        else {"topk_probs": dtype, "topk_classes": index_dtype(data.info.num_classes)}
+    )
+    arrays = {
+        name: np.lib.format.open_memmap(
+            tmp / f"{name}.npy", mode="w+", dtype=kind, shape=(epochs, num_samples, width)
+        )
+        for name, kind in dtypes.items()
+    }
+
+    def write(epoch: int, index: torch.Tensor, logits: torch.Tensor) -> None:
+        rows = index.cpu().numpy()
+        for name, part in _compress(logits, topk, dtype).items():
+            arrays[name][epoch, rows] = part
+
+    loader = data.train_loader(cfg.student.batch_size, cfg.seed)
+    images = predict_views(teacher.module, loader, epochs, write)
+    for array in arrays.values():
+        array.flush()
+    return images
+
+
+def _load_soft_labels(entry: Entry, data: Dataset, mode: str, device: torch.device) -> SoftLabels:
+    """The stored arrays of a soft-label entry, checked against the dataset."""
+    names = ["logits"] if entry.file("logits.npy").is_file() else ["topk_probs", "topk_classes"]
+    arrays = [_load_array(entry.file(f"{name}.npy"), device) for name in names]
+    per_epoch = mode == "views"
+    samples = arrays[0].shape[1 if per_epoch else 0]
+    if samples != data.num_train:
+        raise UserError(
+            f"soft labels at {entry.path} hold {samples} samples, the training split "
+            f"{data.num_train}; delete that directory."
+        )
+    indices = arrays[1] if len(arrays) == 2 else None
+    return SoftLabels(arrays[0], indices, data.info.num_classes, per_epoch)
 
 
 def _load_array(path: Path, device: torch.device) -> torch.Tensor:
@@ -244,10 +339,12 @@ def teacher_knowledge(
     cache: ArtifactCache,
     device: torch.device,
 ) -> tuple[TeacherKnowledge, dict[str, Any], Stage | None]:
-    """What the student stage learns from: stored soft labels (and stored teacher features
-    when they match the student's view and fit the budget), or the teacher run online."""
+    """What the student stage learns from: stored soft labels (`static` or `views`, and stored
+    teacher features when they match the student's view and fit the budget), or the teacher
+    run online (`soft_labels.mode=online`, or features that cannot be stored)."""
     layers = loss_fn.teacher_layers
-    if layers:
+    mode = soft_label_mode(cfg, data)
+    if layers and mode != "online":
         shapes = feature_shapes(teacher.module, layers, example_batch(data))
         needed = stored_feature_bytes(shapes, data.num_train, np.dtype(cfg.soft_labels.dtype))
         source = choose_feature_source(
@@ -256,19 +353,26 @@ def teacher_knowledge(
             needed_bytes=needed,
             budget_mb=cfg.soft_labels.feature_budget_mb,
         )
-        if source == "online":
-            log.info("soft labels  none: the teacher runs online for features %s", list(layers))
-            report = {"mode": "online", "features": "online", "layers": list(layers)}
-            return OnlineTeacher(teacher.module, layers), {**report, "reused": False}, None
-    knowledge, entry, stage = soft_label_stage(cfg, data, teacher, cache, device, layers)
+        if source == "online":  # the teacher runs anyway: take its logits on the same view
+            mode = "online"
+    if mode == "online":
+        log.info("soft labels  none stored: the teacher runs online on the student's views")
+        report = {"mode": "online", "features": "online" if layers else "none"}
+        return (
+            OnlineTeacher(teacher.module, layers),
+            {**report, "layers": list(layers), "reused": False, "bytes": 0},
+            None,
+        )
+    knowledge, entry, stage = soft_label_stage(cfg, data, teacher, cache, device, mode, layers)
     report = {
-        "mode": entry.manifest["mode"],
+        "mode": mode,
         "features": "stored" if layers else "none",
         "layers": list(layers),
         "reused": entry.reused,
         "path": str(entry.path),
         "bytes": sum(f.stat().st_size for f in entry.path.glob("*.npy")),
         "dtype": entry.manifest["dtype"],
+        "topk": entry.manifest["topk"],
     }
     return knowledge, report, stage
 

@@ -198,8 +198,14 @@ def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None
         raise UserError(f"device.type={cfg.device.type!r} must be auto, cpu or cuda.")
     if cfg.device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
-    if cfg.soft_labels.mode != "static":
-        raise UserError(f"soft_labels.mode={cfg.soft_labels.mode!r}: only 'static' is available.")
+    if cfg.soft_labels.mode not in ("auto", "static", "views", "online"):
+        raise UserError(
+            f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views or online."
+        )
+    if _number(cfg, "soft_labels.max_gb") <= 0:
+        raise UserError(f"soft_labels.max_gb={cfg.soft_labels.max_gb} must be > 0 (e.g. 2).")
+    if cfg.soft_labels.topk is not None:
+        _integer_at_least(cfg, "soft_labels.topk", 1)
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
     if cfg.soft_labels.features not in ("auto", "stored", "online"):

@@ -22,13 +22,17 @@ def test_train_writes_the_report_the_readme_documents(kd, tiny):
     assert report["teacher"]["name"] == "smallcnn" and report["student"]["name"] == "mlp"
     assert report["teacher"]["reused"] is False
     assert report["soft_labels"]["reused"] is False
-    assert report["soft_labels"]["mode"] == "static"
+    assert report["soft_labels"]["mode"] == "views", "auto on augmented data"
     for stage in ("teacher", "soft_labels", "distill", "baseline"):
         assert report["stages"][stage]["seconds"] > 0
         assert report["stages"][stage]["images_per_s"] > 0
     assert report["kd_gain"] == report["student"]["top1"] - report["baseline"]["top1"]
     assert 0.0 <= report["student"]["agreement"] <= 1.0
-    assert report["loss"] == {"name": "kd", "alpha": 0.9, "temperature": 4.0}
+    assert (report["loss"]["name"], report["loss"]["alpha"], report["loss"]["temperature"]) == (
+        "kd",
+        0.9,
+        4.0,
+    )
 
     run_dir = result.runs()[0]
     assert (run_dir / "report.md").read_text().count("| top-1 accuracy |") == 1
@@ -46,14 +50,60 @@ def test_student_checkpoint_loads_with_weights_only(kd, tiny):
     assert "fc.weight" in payload["state_dict"]
 
 
-def test_soft_labels_are_a_plain_array_with_a_manifest(kd, tiny, tmp_path):
-    assert kd("train", *tiny, "baseline=false").returncode == 0
-    [entry] = (tmp_path / "outputs/cache/soft_labels").glob("*-*[!k]")  # not the .lock file
-    manifest = json.loads((entry / "manifest.json").read_text())
+def soft_label_entry(tmp_path: Path) -> tuple[Path, dict]:
+    [entry] = [p for p in (tmp_path / "outputs/cache/soft_labels").iterdir() if p.is_dir()]
+    return entry, json.loads((entry / "manifest.json").read_text())
+
+
+def test_static_soft_labels_are_a_plain_array_with_a_manifest(kd, tiny, tmp_path):
+    assert kd("train", *tiny, "baseline=false", "soft_labels.mode=static").returncode == 0
+    entry, manifest = soft_label_entry(tmp_path)
     logits = np.load(entry / "logits.npy", allow_pickle=False)
     assert logits.dtype == np.float16
-    assert list(logits.shape) == manifest["shape"] == [1437, 10]
-    assert set(manifest["files"]) == {"logits.npy"}
+    assert logits.shape == (1437, 10)
+    assert manifest["mode"] == "static" and set(manifest["files"]) == {"logits.npy"}
+
+
+def test_auto_stores_every_epochs_view_for_augmented_data(kd, tiny, tmp_path):
+    result = kd("train", *tiny, "student.epochs=3", "baseline=false")
+    assert result.returncode == 0, result.stderr
+    entry, manifest = soft_label_entry(tmp_path)
+    assert np.load(entry / "logits.npy", allow_pickle=False).shape == (3, 1437, 10)
+    report = result.report()["soft_labels"]
+    assert report["mode"] == manifest["mode"] == "views"
+    assert report["bytes"] == (entry / "logits.npy").stat().st_size
+
+
+def test_auto_keeps_one_view_when_the_data_is_not_augmented(kd, tiny):
+    result = kd("train", *tiny, "baseline=false", "dataset.augment=false")
+    assert result.returncode == 0, result.stderr
+    assert result.report()["soft_labels"]["mode"] == "static"
+
+
+def test_auto_runs_the_teacher_online_when_views_exceed_max_gb(kd, tiny, tmp_path):
+    result = kd("train", *tiny, "baseline=false", "soft_labels.max_gb=1e-9")
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["soft_labels"] == {
+        "mode": "online",
+        "features": "none",
+        "layers": [],
+        "reused": False,
+        "bytes": 0,
+    }
+    assert "soft_labels" not in report["stages"]
+    assert not (tmp_path / "outputs/cache/soft_labels").exists()
+
+
+def test_topk_views_store_probabilities_and_classes(kd, tiny, tmp_path):
+    result = kd("train", *tiny, "baseline=false", "soft_labels.topk=3", "student.epochs=2")
+    assert result.returncode == 0, result.stderr
+    entry, manifest = soft_label_entry(tmp_path)
+    probs = np.load(entry / "topk_probs.npy", allow_pickle=False)
+    classes = np.load(entry / "topk_classes.npy", allow_pickle=False)
+    assert probs.shape == classes.shape == (2, 1437, 3)
+    assert classes.dtype == np.int16 and manifest["topk"] == 3
+    assert (probs.astype(np.float32).sum(-1) <= 1.001).all()
 
 
 def test_second_run_reuses_teacher_and_soft_labels(kd, tiny):
