@@ -34,7 +34,7 @@ def report_error(error: UserError | RunError) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def _train_job(cfg: DictConfig) -> float:
+def _train_job(cfg: DictConfig) -> float | None:
     """One Hydra job (one point of a sweep). Returns the student's top-1 for sweepers."""
     import torch
     from hydra.core.hydra_config import HydraConfig
@@ -54,13 +54,14 @@ def _train_job(cfg: DictConfig) -> float:
                 )
             )
         )
-    return report["student"]["top1"]
+    return None if report is None else report["student"]["top1"]  # None: not rank 0
 
 
 def train(args: list[str]) -> int:
     """`kd train [overrides] [hydra flags]`: check every job's config, then hand over to Hydra."""
     from hydra._internal.utils import get_args_parser
 
+    from kdcli import distributed
     from kdcli.validate import check_overrides
 
     if DEBUG_FLAG in args:
@@ -73,11 +74,14 @@ def train(args: list[str]) -> int:
             check_overrides(parsed.overrides, multirun=parsed.multirun)
         except UserError as error:
             return report_error(error)
-    sys.argv = ["kd train", *args]
+    sys.argv = ["kd train", *args, *distributed.hydra_overrides_for_this_rank()]
     try:
         _train_job()
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        distributed.remove_scratch()
+    distributed.finish()
     return 0
 
 
