@@ -13,11 +13,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kdcli import __version__
+from kdcli import __version__, resolvers
 from kdcli.errors import RunError, UserError
 from kdcli.paths import config_dir
 
 DEBUG_FLAG = "--debug"
+resolvers.register()  # before Hydra reads the configs, also in a job that submitit unpickles
 
 
 def _debugging() -> bool:

@@ -44,9 +44,14 @@ from kdcli.data import Batch, EpochLoader
 COLLECTIVE_TIMEOUT = timedelta(hours=24)
 
 
+def env_world_size() -> int:
+    """How many processes torchrun started (1 without torchrun), before the group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_by_torchrun() -> bool:
     """True in a process that torchrun (or another launcher) started as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return env_world_size() > 1
 
 
 def env_rank() -> int:
