@@ -103,7 +103,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing = commands.add_parser("list", help="the options of every config group, or of one")
     listing.add_argument("group", nargs="?", help="a config group, e.g. teacher")
+    add_report_parser(commands)
     return parser
+
+
+def add_report_parser(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="a table over runs or a sweep: swept settings, accuracies, KD gain, sizes, time",
+        description="One row per report.json found at or below PATH (run directories or a "
+        "sweep folder such as outputs/multirun/<date>/<time>). Also writes the rows as CSV.",
+    )
+    report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    report.add_argument("--sort", metavar="COLUMN", help="sort by a column (its CSV name)")
+    report.add_argument("--desc", action="store_true", help="sort in descending order")
+    report.add_argument(
+        "--csv", type=Path, metavar="FILE", help="where the CSV goes (default: PATH/report.csv)"
+    )
+    report.add_argument(
+        "--plot",
+        nargs="?",
+        const=True,
+        metavar="FILE",
+        help="also draw student top-1 against each swept setting as a PNG "
+        "(default FILE: report.png beside the CSV; needs `pip install kdcli[plot]`)",
+    )
+
+
+def report(args: argparse.Namespace) -> int:
+    """`kd report PATH...`."""
+    from kdcli.sweep_report import default_csv_path, show
+
+    csv_path = args.csv or default_csv_path(args.paths)
+    plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
+    try:
+        return show(
+            args.paths,
+            sort=args.sort,
+            descending=args.desc,
+            csv_path=csv_path,
+            plot_path=None if plot_path is None else Path(plot_path),
+        )
+    except UserError as error:
+        return report_error(error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,5 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             return show(args.group)
         except UserError as error:
             return report_error(error)
+    if args.command == "report":
+        return report(args)
     build_parser().print_help()
     return 0
