@@ -88,7 +88,8 @@ def hydra_overrides_for_this_rank() -> list[str]:
 
     Every rank composes the config through Hydra, and Hydra would create a run directory
     named by the time, which differs between processes. Rank 0 owns the real one; the other
-    ranks get a scratch directory (see `remove_scratch`) and learn rank 0's in `setup`.
+    ranks get a scratch directory (see `remove_scratch`) and learn rank 0's from
+    `shared_run_dir`.
     """
     if not launched_by_torchrun() or env_rank() == 0:
         return []

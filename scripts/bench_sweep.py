@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 
 ALPHAS = ("0.1", "0.3", "0.5", "0.9")
+# A teacher that costs several times the student, as in practice, yet small enough for a CPU.
 DEFAULTS = [
-    "teacher=resnet18",
-    "teacher.epochs=4",
-    "student=smallcnn",
+    "teacher=smallcnn",
+    "teacher.model.width=64",
+    "teacher.epochs=8",
+    "student=mlp",
     "student.epochs=4",
     "eval.latency_runs=10",
 ]

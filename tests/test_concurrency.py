@@ -131,3 +131,5 @@ def test_a_run_killed_while_building_the_teacher_does_not_block_the_next(tmp_pat
     assert report["teacher"]["reused"] is False, "the killed run left no teacher behind"
     assert not list((tmp_path / "killed").glob("outputs/runs/*/*/report.json"))
     assert len(entries(cache, "teachers")) == 1
+    leftovers = [p.name for p in (cache / "teachers").iterdir() if p.name.startswith(".")]
+    assert leftovers == [], "the killed run's half-built entry was cleaned up"
