@@ -126,7 +126,8 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
         const=True,
         metavar="FILE",
         help="also draw student top-1 against each swept setting as a PNG "
-        "(default FILE: report.png beside the CSV; needs `pip install kdcli[plot]`)",
+        "(default FILE: report.png beside the CSV; put --plot after the PATHs or give FILE; "
+        "needs `pip install kdcli[plot]`)",
     )
 
 
