@@ -133,6 +133,7 @@ class ArtifactCache:
 
     def _build(self, path: Path, key: str, make: Callable[[Path], dict[str, Any]]) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             extra = make(tmp)
@@ -148,3 +149,14 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return manifest
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete the temporary directories of builders of `path` that were killed mid-build.
+
+    Only the holder of the entry's lock builds it, so while we hold it, any temporary
+    directory of this entry belongs to a builder that died.
+    """
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        log.info("removing %s, left by a build that did not finish", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)

@@ -13,11 +13,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kdcli import __version__
+from kdcli import __version__, resolvers
 from kdcli.errors import RunError, UserError
 from kdcli.paths import config_dir
 
 DEBUG_FLAG = "--debug"
+resolvers.register()  # before Hydra reads the configs, also in a job that submitit unpickles
 
 
 def _debugging() -> bool:
@@ -34,7 +35,7 @@ def report_error(error: UserError | RunError) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def _train_job(cfg: DictConfig) -> float:
+def _train_job(cfg: DictConfig) -> float | None:
     """One Hydra job (one point of a sweep). Returns the student's top-1 for sweepers."""
     import torch
     from hydra.core.hydra_config import HydraConfig
@@ -54,13 +55,14 @@ def _train_job(cfg: DictConfig) -> float:
                 )
             )
         )
-    return report["student"]["top1"]
+    return None if report is None else report["student"]["top1"]  # None: not rank 0
 
 
 def train(args: list[str]) -> int:
     """`kd train [overrides] [hydra flags]`: check every job's config, then hand over to Hydra."""
     from hydra._internal.utils import get_args_parser
 
+    from kdcli import distributed
     from kdcli.validate import check_overrides
 
     if DEBUG_FLAG in args:
@@ -73,11 +75,14 @@ def train(args: list[str]) -> int:
             check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
         except UserError as error:
             return report_error(error)
-    sys.argv = ["kd train", *args]
+    sys.argv = ["kd train", *args, *distributed.hydra_overrides_for_this_rank()]
     try:
         _train_job()
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        distributed.remove_scratch()
+    distributed.finish()
     return 0
 
 
@@ -102,7 +107,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="the options of every config group, or of one; --details / --layers for models "
         "(`kd list --help`)",
     )
+    add_report_parser(commands)
     return parser
+
+
+def add_report_parser(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="a table over runs or a sweep: swept settings, accuracies, KD gain, sizes, time",
+        description="One row per report.json found at or below PATH (run directories or a "
+        "sweep folder such as outputs/multirun/<date>/<time>). Also writes the rows as CSV.",
+    )
+    report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    report.add_argument("--sort", metavar="COLUMN", help="sort by a column (its CSV name)")
+    report.add_argument("--desc", action="store_true", help="sort in descending order")
+    report.add_argument(
+        "--csv", type=Path, metavar="FILE", help="where the CSV goes (default: PATH/report.csv)"
+    )
+    report.add_argument(
+        "--plot",
+        nargs="?",
+        const=True,
+        metavar="FILE",
+        help="also draw student top-1 against each swept setting as a PNG "
+        "(default FILE: report.png beside the CSV; put --plot after the PATHs or give FILE; "
+        "needs `pip install kdcli[plot]`)",
+    )
+
+
+def report(args: argparse.Namespace) -> int:
+    """`kd report PATH...`."""
+    from kdcli.sweep_report import default_csv_path, show
+
+    csv_path = args.csv or default_csv_path(args.paths)
+    plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
+    try:
+        return show(
+            args.paths,
+            sort=args.sort,
+            descending=args.desc,
+            csv_path=csv_path,
+            plot_path=None if plot_path is None else Path(plot_path),
+        )
+    except UserError as error:
+        return report_error(error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             return listing.main(argv[1:])
         except UserError as error:
             return report_error(error)
-    build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return report(args)
     build_parser().print_help()
     return 0

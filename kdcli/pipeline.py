@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import nn
 
-from kdcli import __version__
+from kdcli import __version__, distributed
 from kdcli import report as report_io
 from kdcli.cache import ArtifactCache, Entry, file_sha256, fingerprint
 from kdcli.checkpoint import load_model, save_model
@@ -160,7 +160,7 @@ def train_or_reuse(
             "train_top1": result.final_train_top1,
         }
 
-    entry = cache.get_or_make(f"{label}s", stage_cfg.name, key, make)
+    entry = distributed.get_or_make(cache, f"{label}s", stage_cfg.name, key, make)
     if entry.reused:
         described = describe_model(stage_cfg, data.info)
         load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
@@ -256,7 +256,10 @@ def soft_label_stage(
             features: dict[str, torch.Tensor] = {}
         else:
             loader = data.eval_loader("train", cfg.eval.batch_size)
-            logits, features = predict_with_features(teacher.module, loader, layers, device)
+            if layers:
+                logits, features = predict_with_features(teacher.module, loader, layers, device)
+            else:  # split across ranks under torchrun
+                logits, features = distributed.predict_sharded(teacher.module, loader, device), {}
             for name, array in _compress(logits, topk, dtype).items():
                 np.save(tmp / f"{name}.npy", array, allow_pickle=False)
             images = logits.shape[0]
@@ -274,7 +277,7 @@ def soft_label_stage(
             "images_per_s": images / max(seconds, 1e-9),
         }
 
-    entry = cache.get_or_make("soft_labels", teacher.name, key, make)
+    entry = distributed.get_or_make(cache, "soft_labels", teacher.name, key, make)
     soft_labels = _load_soft_labels(entry, data, mode, device)
     features = {path: _load_array(entry.file(f"feature-{path}.npy"), device) for path in layers}
     stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
@@ -404,7 +407,8 @@ def student_stage(
         state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher)),
     )
     path = run_dir / "student.pt"
-    save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
+    if distributed.is_main():
+        save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
     log.info(
         "student      distilled %s in %.1f s (%s img/s), train top-1 %.3f",
         cfg.student.name,
@@ -500,16 +504,22 @@ def evaluate_stage(
     return results
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """The whole pipeline; returns the report (also written to `run_dir`)."""
-    device = resolve_device(cfg.device)
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The whole pipeline; returns the report (also written to `run_dir`).
+
+    Under torchrun, every rank trains; rank 0 alone writes, evaluates and returns the report
+    (the other ranks return None).
+    """
+    device = distributed.setup(resolve_device(cfg.device))
+    run_dir = distributed.shared_run_dir(run_dir)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     data = instantiate(cfg.dataset).load().to(device)
     cache = ArtifactCache(cfg.cache_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     teacher, teacher_time = teacher_stage(cfg, data, cache, device, run_dir)
     stages: dict[str, Stage] = {"teacher": teacher_time}
@@ -528,6 +538,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     models = {"teacher": teacher, "student": student}
     if cfg.baseline:
         models["baseline"], stages["baseline"] = baseline_stage(cfg, data, cache, device, run_dir)
+    if not distributed.is_main():
+        return None
 
     started = time.perf_counter()
     results = evaluate_stage(cfg, data, models, device)
@@ -553,6 +565,7 @@ def build_report(
         "run_dir": str(run_dir),
         "seed": cfg.seed,
         "device": str(device),
+        "processes": distributed.world_size(),
         "dataset": asdict(info),
         "loss": {
             "name": config_choice("loss", cfg.loss),

@@ -8,8 +8,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 console = Console(stderr=True)
 
 
-def stage_progress() -> Progress:
-    """A bar per stage showing epoch, loss, accuracy and images/s."""
+def stage_progress(visible: bool = True) -> Progress:
+    """A bar per stage showing epoch, loss, accuracy and images/s (hidden when not `visible`)."""
     return Progress(
         TextColumn("[bold]{task.description:<12}"),
         BarColumn(),
@@ -20,4 +20,5 @@ def stage_progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=not visible,
     )

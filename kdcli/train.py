@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from kdcli import distributed
 from kdcli.data import Batch, Loader
 from kdcli.errors import RunError
 from kdcli.knowledge import TeacherKnowledge
@@ -68,7 +69,12 @@ def fit(
     state_path: Path | None = None,
     log_every: int = 10,
 ) -> FitResult:
-    """Train `model` for `stage.epochs` epochs on `loader` with `loss_fn`."""
+    """Train `model` for `stage.epochs` epochs on `loader` with `loss_fn`.
+
+    Under torchrun every rank calls this together: each trains on its share of every batch
+    through DDP (kdcli.distributed), the logged figures are summed over ranks, and only
+    rank 0 shows progress and saves the per-epoch state.
+    """
     if loss_fn.needs_teacher and teacher is None:
         raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
     model.to(device)
@@ -77,6 +83,8 @@ def fit(
     scheduler = build_scheduler(stage, optimizer)
     epochs = int(stage.epochs)
     start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
+    trained = distributed.wrap_model(model, device)  # shares `model`'s weights
+    loader = distributed.shard_loader(loader)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if amp and device.type == "cuda"
@@ -85,7 +93,10 @@ def fit(
     images = 0
     epoch_loss = top1 = float("nan")
     started = time.perf_counter()
-    with stage_progress() as progress, FeatureTap(model, loss_fn.student_layers) as tap:
+    with (
+        stage_progress(visible=distributed.is_main()) as progress,
+        FeatureTap(model, loss_fn.student_layers) as tap,
+    ):
         task = progress.add_task(
             label,
             total=(epochs - start_epoch) * len(loader),
@@ -102,19 +113,21 @@ def fit(
             seen = 0
             for step, batch in enumerate(loader.epoch(epoch)):
                 with autocast:
-                    logits = model(batch.x)  # fills tap.outputs with the student's layers
+                    logits = trained(batch.x)  # fills tap.outputs with the student's layers
                     teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
                     loss = loss_fn(logits, teacher_logits, batch.y, features)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.average_gradients(loss_fn)
                 optimizer.step()
                 size = batch.y.shape[0]
                 loss_sum += loss.detach().float() * size
                 correct += (logits.detach().argmax(1) == batch.y).sum()
                 seen += size
-                images += size
+                images += size * distributed.world_size()
                 if (step + 1) % log_every == 0 or step + 1 == len(loader):
-                    epoch_loss, top1 = _check_finite(loss_sum, correct, seen, label, epoch)
+                    totals = distributed.sum_over_ranks(loss_sum, correct, seen)
+                    epoch_loss, top1 = _check_finite(*totals, label, epoch)
                     rate = images / max(time.perf_counter() - started, 1e-9)
                     progress.update(
                         task,
@@ -125,10 +138,10 @@ def fit(
                         speed=f"{rate:,.0f}",
                     )
             scheduler.step()
-            if state_path is not None:
+            if state_path is not None and distributed.is_main():
                 _save_state(state_path, model, loss_fn, optimizer, scheduler, epoch)
     seconds = time.perf_counter() - started
-    if state_path is not None:  # the stage's artifact now holds the result
+    if state_path is not None and distributed.is_main():  # the artifact now holds the result
         state_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             state_path.parent.rmdir()  # only when empty
@@ -154,13 +167,13 @@ def _loss_inputs(
 
 def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
     """One host sync: the running epoch loss and accuracy, failing fast on NaN or inf."""
-    epoch_loss = loss_sum.item() / seen
+    epoch_loss = float(loss_sum) / float(seen)
     if not math.isfinite(epoch_loss):
         raise RunError(
             f"the {label} loss became {epoch_loss} in epoch {epoch + 1}; lower the learning "
             f"rate (e.g. {label}.optimizer.lr) or check the loss settings."
         )
-    return epoch_loss, correct.item() / seen
+    return epoch_loss, float(correct) / float(seen)
 
 
 def _save_state(path: Path, model, loss_fn, optimizer, scheduler, epoch: int) -> None:

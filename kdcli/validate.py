@@ -8,6 +8,7 @@ that name the key and the fix. A run that fails here has written nothing.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,30 @@ def check_group_choices(overrides: list[Override]) -> None:
                     f"{_did_you_mean(choice, options)} Options: {', '.join(options)} "
                     f"(`kd list {group}`)."
                 )
+
+
+SUBMITIT_LAUNCHERS = ("slurm", "submitit_slurm", "submitit_local")
+
+
+def submitit_installed() -> bool:
+    try:
+        return importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+    except ModuleNotFoundError:  # no hydra_plugins package at all
+        return False
+
+
+def check_launcher(overrides: list[Override]) -> None:
+    """`hydra/launcher=slurm` needs the optional hydra-submitit-launcher plugin."""
+    for override in overrides:
+        if override.key_or_group != "hydra/launcher" or override.is_delete():
+            continue
+        wanted = [c for c in _choices(override) if c in SUBMITIT_LAUNCHERS]
+        if wanted and not submitit_installed():
+            raise UserError(
+                f"hydra/launcher={wanted[0]} needs the hydra-submitit-launcher plugin, which is "
+                "not installed; install it with `pip install kdcli[slurm]` "
+                "(or `pip install hydra-submitit-launcher`)."
+            )
 
 
 def sweep_points(overrides: list[Override], multirun: bool) -> list[list[str]]:
@@ -129,6 +154,7 @@ def check_overrides(
     except OverrideParseException as error:
         raise UserError(f"could not parse the overrides: {_first_line(error)}") from None
     check_group_choices(parsed)
+    check_launcher(parsed)
     points = sweep_points(parsed, multirun)
     configs = []
     datasets: dict[str, DatasetInfo] = {}  # a sweep's points mostly share one dataset
@@ -192,6 +218,7 @@ def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None
         _integer_at_least(cfg, key, 1)
     for key in ("teacher.batch_size", "student.batch_size", "eval.batch_size"):
         _integer_at_least(cfg, key, 1)
+    _check_shardable(cfg)
     _integer_at_least(cfg, "eval.latency_runs", 1)
     _integer_at_least(cfg, "seed", 0)
     if cfg.device.type not in ("auto", "cpu", "cuda"):
@@ -232,6 +259,21 @@ def _check_model_choice(cfg: DictConfig, role: str) -> None:
             f"torchvision models do (e.g. {role}=resnet18, or {role}=torchvision "
             f"{role}.name=efficientnet_b0)."
         )
+
+
+def _check_shardable(cfg: DictConfig) -> None:
+    """Under torchrun each of N processes takes batch_size / N samples of every batch."""
+    from kdcli.distributed import env_world_size
+
+    processes = env_world_size()
+    for key in ("teacher.batch_size", "student.batch_size"):
+        size = OmegaConf.select(cfg, key)
+        if size % processes:
+            fits = -(-size // processes) * processes
+            raise UserError(
+                f"{key}={size} is the global batch, split over {processes} torchrun processes, "
+                f"so it must be a multiple of {processes} (e.g. {key}={fits})."
+            )
 
 
 def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:

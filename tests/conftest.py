@@ -10,17 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-# Small enough to finish in seconds on two CPU cores (the `tiny` fixture).
-TINY_OVERRIDES = [
-    "teacher=smallcnn",
-    "teacher.model.width=8",
-    "student=mlp",
-    "student.model.hidden=[32]",
-    "teacher.epochs=1",
-    "student.epochs=1",
-    "eval.latency_runs=2",
-]
+from kd_settings import TINY
 
 
 @dataclass
@@ -43,7 +33,7 @@ class Result:
 @pytest.fixture
 def tiny() -> list[str]:
     """Overrides for a `kd train` that finishes in seconds: tiny models, one epoch each."""
-    return list(TINY_OVERRIDES)
+    return list(TINY)
 
 
 @pytest.fixture

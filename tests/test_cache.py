@@ -111,3 +111,15 @@ def test_a_killed_lock_holder_does_not_block_the_others(tmp_path):
     with file_lock(lock):
         pass
     assert time.monotonic() - started < 5
+
+
+def test_a_dead_builders_temporary_directory_is_removed_by_the_next_build(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    leftover = tmp_path / "things" / ".x-k.abc123"
+    leftover.mkdir(parents=True)
+    (leftover / "data.bin").write_bytes(b"half")
+    other = tmp_path / "things" / ".x-other.abc123"  # another entry's build: not ours to touch
+    other.mkdir()
+    cache.get_or_make("things", "x", "k", write_file(b"good"))
+    assert not leftover.exists()
+    assert other.exists()

@@ -8,7 +8,7 @@ from kdcli.data.digits import Digits
 from kdcli.errors import RunError
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.models.mlp import MLP
-from kdcli.train import StoredLogits, fit
+from kdcli.train import fit
 
 CPU = torch.device("cpu")
 
@@ -72,13 +72,6 @@ def test_a_distillation_loss_without_teacher_knowledge_is_refused(digits):
             device=CPU,
             label="student",
         )
-
-
-def test_stored_logits_are_looked_up_by_sample_index(digits):
-    logits = torch.randn(len(digits.train), 10)
-    knowledge = StoredLogits(logits.half())
-    batch = next(iter(digits.train_loader(64, 0).epoch(0)))
-    assert torch.allclose(knowledge(0, batch), logits[batch.index].half().float())
 
 
 class InterruptedAt(CrossEntropy):

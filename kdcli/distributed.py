@@ -1,0 +1,283 @@
+"""Many processes, one run: DistributedDataParallel under `torchrun`.
+
+`torchrun --nproc_per_node=N -m kdcli train ...` starts N copies of `kd train`; torchrun tells
+each its place through the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
+Without those variables every function here is a no-op and kdcli runs as one process.
+
+How the work is split:
+
+- Training: `batch_size` is the global batch. Every process draws the same global batches
+  (their order is a pure function of (seed, epoch)) and trains on its own contiguous share of
+  each, `batch_size / N` samples; DDP averages the gradients, so N processes take the same
+  steps as one process would (up to BatchNorm, whose statistics stay per process).
+- Soft labels and other predictions: the batches of the split are dealt round-robin to the
+  processes and the logits gathered back into split order.
+- Cache entries: rank 0 takes the entry's lock and decides whether to build; the other ranks
+  join the build (training is collective) and then read the entry rank 0 wrote. The cache
+  directory must therefore be on a filesystem every process sees.
+- Rank 0 alone logs, shows progress, writes files and evaluates. The other ranks run Hydra
+  in a throwaway directory and use rank 0's run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from kdcli.cache import ArtifactCache, Entry
+from kdcli.data import Batch, Loader
+
+# A rank waits in a collective while rank 0 waits for another job's cache lock, and that job
+# may be training a teacher for hours: the default 30 minutes would be too short.
+COLLECTIVE_TIMEOUT = timedelta(hours=24)
+
+
+def env_world_size() -> int:
+    """How many processes torchrun started (1 without torchrun), before the group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launched_by_torchrun() -> bool:
+    """True in a process that torchrun (or another launcher) started as one of several."""
+    return env_world_size() > 1
+
+
+def env_rank() -> int:
+    """This process's rank from the environment, usable before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0, the process that logs, writes files and evaluates (always true alone)."""
+    return rank() == 0
+
+
+# ---- start and end --------------------------------------------------------------------------
+
+
+def _scratch_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"kd-rank{env_rank()}-{os.getpid()}"
+
+
+def hydra_overrides_for_this_rank() -> list[str]:
+    """Hydra overrides that keep ranks other than 0 out of the output directories.
+
+    Every rank composes the config through Hydra, and Hydra would create a run directory
+    named by the time, which differs between processes. Rank 0 owns the real one; the other
+    ranks get a scratch directory (see `remove_scratch`) and learn rank 0's from
+    `shared_run_dir`.
+    """
+    if not launched_by_torchrun() or env_rank() == 0:
+        return []
+    scratch = _scratch_dir()
+    return [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null"]
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join torchrun's process group (once) and return this process's device.
+
+    gloo on the CPU, nccl on CUDA. Alone, returns `device` unchanged.
+    """
+    if not launched_by_torchrun():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not active():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    if not is_main():
+        logging.getLogger().setLevel(logging.WARNING)  # only rank 0 reports progress
+    return device
+
+
+def shared_run_dir(run_dir: Path) -> Path:
+    """Rank 0's run directory, on every rank."""
+    if not active():
+        return run_dir
+    message = [str(run_dir)]
+    dist.broadcast_object_list(message, src=0)
+    return Path(message[0])
+
+
+def finish() -> None:
+    """Wait for every rank (rank 0 evaluates while the others are done), then leave the group."""
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def remove_scratch() -> None:
+    """Remove the scratch directory that Hydra created for this rank, if any."""
+    if launched_by_torchrun() and env_rank() != 0:
+        shutil.rmtree(_scratch_dir(), ignore_errors=True)
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model to train: `model` itself alone, else a DDP wrapper that shares its weights."""
+    if not active():
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    # A conv weight with one input channel has two equally valid stride layouts; DDP warns
+    # that its gradient's layout differs from the bucket's, which costs nothing here.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+class ShardedLoader:
+    """This rank's contiguous share of every global batch of an `EpochLoader`."""
+
+    def __init__(self, loader: Loader, rank: int, world_size: int) -> None:
+        self.loader = loader
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        for batch in self.loader.epoch(epoch):
+            yield Batch(
+                **{
+                    field.name: getattr(batch, field.name).tensor_split(self.world_size)[self.rank]
+                    for field in fields(batch)
+                }
+            )
+
+
+def shard_loader(loader: Loader) -> Loader:
+    """The batches this rank trains on: all of them alone, its share of each under torchrun."""
+    return ShardedLoader(loader, rank(), world_size()) if active() else loader
+
+
+def sum_over_ranks(*values: torch.Tensor | int) -> list[torch.Tensor | int]:
+    """Sums of per-rank counters (loss sums, correct, seen) over all ranks, in one collective.
+
+    Alone the values come back as they are. Every rank must call this at the same step.
+    """
+    if not active():
+        return list(values)
+    device = next(v.device for v in values if isinstance(v, torch.Tensor))
+    stacked = torch.stack([torch.as_tensor(v, device=device, dtype=torch.float64) for v in values])
+    dist.all_reduce(stacked)
+    return list(stacked.unbind())
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Average over ranks the gradients of parameters that DDP does not own (a feature loss's
+    adapters live in the loss, not the model). Alone this does nothing."""
+    if not active():
+        return
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world_size()
+
+
+# ---- predictions and the cache --------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_sharded(model: nn.Module, loader: Loader, device: torch.device) -> torch.Tensor:
+    """Logits for every sample of the loader's split, in split order, computed by all ranks.
+
+    Each rank predicts every N-th batch; the parts are gathered so that every rank ends with
+    the whole [num_samples, num_classes] tensor.
+    """
+    from kdcli.evaluate import predict
+
+    if not active():
+        return predict(model, loader, device)
+    model.to(device).eval()
+    logits = [torch.empty(0, device=device)]
+    index = [torch.empty(0, device=device, dtype=torch.long)]
+    for number, batch in enumerate(loader.epoch(0)):
+        if number % world_size() == rank():
+            logits.append(model(batch.x).float().flatten())
+            index.append(batch.index)
+    all_logits = torch.cat(_gather(torch.cat(logits), device))
+    all_index = torch.cat(_gather(torch.cat(index), device))
+    result = torch.empty_like(all_logits).view(loader.num_samples, -1)
+    result[all_index] = all_logits.view(loader.num_samples, -1)
+    return result
+
+
+def _gather(mine: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's 1-D `mine` (any length), on every rank, in rank order."""
+    length = torch.tensor([mine.numel()], device=device)
+    lengths = [torch.zeros_like(length) for _ in range(world_size())]
+    dist.all_gather(lengths, length)
+    longest = int(max(n.item() for n in lengths))
+    padded = torch.zeros(longest, device=device, dtype=mine.dtype)
+    padded[: mine.numel()] = mine
+    parts = [torch.zeros_like(padded) for _ in lengths]
+    dist.all_gather(parts, padded)
+    return [part[: int(n.item())] for part, n in zip(parts, lengths, strict=True)]
+
+
+def get_or_make(
+    cache: ArtifactCache,
+    kind: str,
+    name: str,
+    key: str,
+    make: Callable[[Path], dict[str, Any]],
+) -> Entry:
+    """`cache.get_or_make` for a `make` that every rank must run together (it trains or predicts).
+
+    Rank 0 takes the entry's lock as usual. When it has to build, it tells the other ranks,
+    which run `make` into a throwaway directory; then all ranks use the entry rank 0 wrote.
+    """
+    if not active():
+        return cache.get_or_make(kind, name, key, make)
+    if is_main():
+        announced = []
+
+        def make_together(tmp: Path) -> dict[str, Any]:
+            _broadcast(True)  # the others join the build
+            announced.append(True)
+            return make(tmp)
+
+        entry = cache.get_or_make(kind, name, key, make_together)
+        if not announced:
+            _broadcast(False)
+        _broadcast((str(entry.path), entry.manifest, entry.reused))
+        return entry
+    if _broadcast(None):
+        with tempfile.TemporaryDirectory(prefix="kd-rank-") as scratch:
+            make(Path(scratch))
+    path, manifest, reused = _broadcast(None)
+    return Entry(Path(path), manifest, reused)
+
+
+def _broadcast(value: Any) -> Any:
+    """Rank 0's `value` on every rank."""
+    message = [value]
+    dist.broadcast_object_list(message, src=0)
+    return message[0]

@@ -1,0 +1,28 @@
+"""The OmegaConf resolvers kdcli's configs use, registered before Hydra reads them.
+
+`${kd.slurm_tag:}` names the SLURM job in run directories, so two jobs that start in the same
+second (two tasks of a job array, or two `sbatch` jobs) never share a directory:
+`_slurm<array job>_<task>` in a job-array task, `_slurm<job id>` in another job, and nothing
+outside SLURM. It is cached like Hydra's `${now:}`, so every job of a sweep that
+hydra-submitit-launcher submits resolves its sweep directory to the same value.
+"""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import OmegaConf
+
+
+def slurm_tag() -> str:
+    """`_slurm<id>` for the SLURM job (or job-array task) this process runs in, else ""."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"_slurm{array_job}_{task}"
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"_slurm{job}" if job else ""
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("kd.slurm_tag"):
+        OmegaConf.register_new_resolver("kd.slurm_tag", slurm_tag, use_cache=True)

@@ -1,0 +1,13 @@
+"""Settings shared by the end-to-end tests (a module with a name no other test folder uses:
+`conftest` is ambiguous when several folders have one)."""
+
+# Small enough to finish in seconds on two CPU cores.
+TINY = [
+    "teacher=smallcnn",
+    "teacher.model.width=8",
+    "student=mlp",
+    "student.model.hidden=[32]",
+    "teacher.epochs=1",
+    "student.epochs=1",
+    "eval.latency_runs=2",
+]

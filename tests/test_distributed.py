@@ -1,0 +1,121 @@
+"""DistributedDataParallel under torchrun, on the CPU with the gloo backend and 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from kd_settings import TINY
+
+from kdcli import distributed
+from kdcli.data import DatasetInfo, EpochLoader, Split
+from kdcli.errors import UserError
+from kdcli.evaluate import predict
+from kdcli.validate import check_overrides
+
+RUN = [*TINY, "baseline=false", "device=cpu"]
+
+
+def kd_command(cwd: Path, command: list[str]) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    for name in ("KD_CACHE_DIR", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        environment.pop(name, None)
+    return subprocess.run(
+        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_two_process_gloo_run_writes_one_report(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = kd_command(
+        tmp_path / "ddp", [*torchrun, "--nproc_per_node=2", "-m", "kdcli", "train", *RUN]
+    )
+    assert done.returncode == 0, done.stderr
+    reports = list((tmp_path / "ddp").glob("outputs/**/report.json"))
+    assert len(reports) == 1, "rank 0 owns the only run directory"
+    assert [p.name for p in (tmp_path / "ddp/outputs/runs").glob("*/*")] == [reports[0].parent.name]
+    report = json.loads(reports[0].read_text())
+    assert report["processes"] == 2
+    assert report["teacher"]["reused"] is False and report["soft_labels"]["reused"] is False
+    assert done.stdout.count("top-1 accuracy") == 1, "only rank 0 prints the report"
+    cache = tmp_path / "ddp/outputs/cache"
+    assert len([p for p in cache.glob("teachers/*") if p.is_dir()]) == 1
+
+    alone = kd_command(tmp_path / "alone", [sys.executable, "-m", "kdcli", "train", *RUN])
+    assert alone.returncode == 0, alone.stderr
+    [single] = (tmp_path / "alone").glob("outputs/**/report.json")
+    single_top1 = json.loads(single.read_text())["teacher"]["top1"]
+    # the same global batches and steps; only BatchNorm's per-process statistics differ
+    assert abs(report["teacher"]["top1"] - single_top1) < 0.1
+
+
+def test_batch_sizes_must_split_evenly_over_the_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(UserError, match="must be a multiple of 3"):
+        check_overrides(["teacher.batch_size=64"])
+    check_overrides(["teacher.batch_size=66", "student.batch_size=66"])
+
+
+def test_alone_every_helper_is_a_no_op():
+    assert not distributed.active()
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    model = torch.nn.Linear(2, 2)
+    assert distributed.wrap_model(model, torch.device("cpu")) is model
+    assert distributed.sum_over_ranks(torch.tensor(2.0), 3) == [torch.tensor(2.0), 3]
+
+
+def _split(samples: int) -> tuple[Split, DatasetInfo]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (samples, 1, 4, 4), dtype=torch.uint8, generator=generator)
+    info = DatasetInfo("toy", 3, 1, 4, (0.5,), (0.25,))
+    return Split(images, torch.arange(samples) % 3), info
+
+
+def _worker(rank: int, store: str, out: str) -> None:
+    """One of two gloo processes: shard a loader and predict a split together."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    split, info = _split(23)  # 23 samples in batches of 4: the ranks get 3 and 3 batches
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    loader = EpochLoader(split, info, 4, train=False)
+    logits = distributed.predict_sharded(model, loader, torch.device("cpu"))
+    train = EpochLoader(split, info, 8, train=True, seed=1)
+    shards = [b.index for b in distributed.shard_loader(train).epoch(0)]
+    totals = distributed.sum_over_ranks(torch.tensor(float(rank + 1)), rank)
+    torch.save({"logits": logits, "shards": shards, "totals": totals}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_shard_batches_and_gather_predictions_in_split_order(tmp_path):
+    context = torch.multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(rank, str(tmp_path / "store"), str(tmp_path)))
+        for rank in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    results = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
+
+    split, info = _split(23)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    expected = predict(model, EpochLoader(split, info, 4, train=False), torch.device("cpu"))
+    for result in results:
+        torch.testing.assert_close(result["logits"], expected)
+        assert [float(t) for t in result["totals"]] == [3.0, 1.0]
+
+    global_batches = [b.index for b in EpochLoader(split, info, 8, train=True, seed=1).epoch(0)]
+    for step, batch in enumerate(global_batches):
+        halves = [results[rank]["shards"][step] for rank in range(2)]
+        assert [len(h) for h in halves] == [4, 4]
+        assert torch.equal(torch.cat(halves), batch), "each rank takes its half of every batch"

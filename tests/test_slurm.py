@@ -1,0 +1,76 @@
+"""SLURM: the launcher config, the optional plugin, run directories named by the job id."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from kdcli import resolvers, validate
+from kdcli.errors import UserError
+from kdcli.paths import config_dir
+from kdcli.validate import check_overrides
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
+
+
+@pytest.fixture
+def no_slurm(monkeypatch):
+    for name in SLURM_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_slurm_tag_names_the_job_or_the_array_task(no_slurm):
+    assert resolvers.slurm_tag() == ""
+    no_slurm.setenv("SLURM_JOB_ID", "4242")
+    assert resolvers.slurm_tag() == "_slurm4242"
+    no_slurm.setenv("SLURM_ARRAY_JOB_ID", "4200")
+    no_slurm.setenv("SLURM_ARRAY_TASK_ID", "7")
+    assert resolvers.slurm_tag() == "_slurm4200_7"
+
+
+def run_and_sweep_dirs() -> tuple[str, str]:
+    resolvers.register()
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="train"):
+        cfg = compose("train", return_hydra_config=True)
+    return str(cfg.hydra.run.dir), str(cfg.hydra.sweep.dir)
+
+
+def test_two_jobs_starting_together_get_different_directories(no_slurm):
+    run_dir, sweep_dir = run_and_sweep_dirs()
+    assert "slurm" not in run_dir and "slurm" not in sweep_dir
+    no_slurm.setenv("SLURM_JOB_ID", "101")
+    assert run_and_sweep_dirs()[0].endswith("_slurm101")
+    no_slurm.setenv("SLURM_JOB_ID", "102")
+    run_dir, sweep_dir = run_and_sweep_dirs()
+    assert run_dir.endswith("_slurm102") and sweep_dir.endswith("_slurm102")
+
+
+def test_slurm_launcher_without_the_plugin_names_the_extra(monkeypatch):
+    monkeypatch.setattr(validate, "submitit_installed", lambda: False)
+    with pytest.raises(UserError, match=r"pip install kdcli\[slurm\]"):
+        check_overrides(["hydra/launcher=slurm", "loss.alpha=0.1,0.5"], multirun=True)
+
+
+@pytest.mark.skipif(not validate.submitit_installed(), reason="kdcli[slurm] absent")
+def test_slurm_launcher_config_composes_with_the_plugin():
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "loss.alpha=0.1,0.5"]
+    check_overrides(overrides, multirun=True)
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="train"):
+        cfg = compose("train", overrides=overrides[:2], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node) == ("gpu", 1)
+    assert launcher.timeout_min > 0 and launcher.mem_gb > 0
+
+
+@pytest.mark.parametrize("script", ["slurm_single.sbatch", "slurm_sweep.sbatch"])
+def test_sbatch_scripts_are_valid_bash(script):
+    done = subprocess.run(["bash", "-n", SCRIPTS / script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = (SCRIPTS / script).read_text()
+    assert text.startswith("#!/bin/bash") and "#SBATCH --time=" in text
