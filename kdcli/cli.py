@@ -68,7 +68,9 @@ def train(args: list[str]) -> int:
     if DEBUG_FLAG in args:
         os.environ["KD_DEBUG"] = "1"
         args = [a for a in args if a != DEBUG_FLAG]
-    parsed = get_args_parser().parse_args(args)
+    parser = get_args_parser()
+    parser.prog = "kd train"
+    parsed = parser.parse_args(args)
     informational = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
     if not informational:
         try:

@@ -54,6 +54,7 @@ def test_list_unknown_group_exits_2_with_a_suggestion(kd):
     assert "Traceback" not in result.stderr
 
 
-def test_parser_knows_train_and_list():
+def test_parser_knows_the_subcommands():
     parser = build_parser()
-    assert parser.parse_args(["list", "teacher"]).group == "teacher"
+    assert parser.parse_args(["list"]).command == "list"
+    assert parser.parse_args(["report", "outputs"]).command == "report"

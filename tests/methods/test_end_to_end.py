@@ -44,9 +44,10 @@ def test_logit_methods_use_stored_soft_labels(tmp_path):
     by_loss = reports(tmp_path, result)
     assert sorted(by_loss) == ["dist", "dkd", "hard", "kd", "kd_ls"]
     for report in by_loss.values():
-        assert report["soft_labels"]["mode"] == "static"
+        assert report["soft_labels"]["mode"] == "views", "stored: digits is augmented"
         assert report["soft_labels"]["features"] == "none"
         assert 0.0 <= report["student"]["top1"] <= 1.0
+    assert sum(not r["soft_labels"]["reused"] for r in by_loss.values()) == 1, "shared store"
     assert by_loss["dkd"]["loss"]["warmup"] == 5
 
 

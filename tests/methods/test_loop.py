@@ -11,6 +11,7 @@ from kdcli.data.digits import Digits
 from kdcli.errors import UserError
 from kdcli.knowledge import (
     OnlineTeacher,
+    SoftLabels,
     StoredKnowledge,
     build_feature_loss,
     choose_feature_source,
@@ -42,7 +43,7 @@ def test_fit_trains_the_regressor_and_resumes_it(tmp_path):
     logits, features = predict_with_features(
         teacher, data.eval_loader("train", 256), ["stage1"], CPU
     )
-    stored = StoredKnowledge(logits, features)
+    stored = StoredKnowledge(SoftLabels(logits), features)
     batch = next(data.train_loader(16, seed=0).epoch(0))
     online = OnlineTeacher(teacher, ["stage1"])(0, batch)
     torch.testing.assert_close(stored(0, batch).features["stage1"], online.features["stage1"])
