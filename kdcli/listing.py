@@ -12,7 +12,6 @@ For the model groups (teacher, student, model) it also measures the models at a 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 from typing import Any
 
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdcli.data import DatasetInfo
-from kdcli.errors import UserError
+from kdcli.errors import UserError, did_you_mean
 from kdcli.paths import config_dir
 from kdcli.validate import check_group_choices, group_options, is_group
 
@@ -59,8 +58,7 @@ def defaults() -> dict[str, list[str]]:
 def _check_group(group: str) -> None:
     known = groups()
     if group not in known:
-        close = difflib.get_close_matches(group, known, n=3)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        hint = did_you_mean(group, known, cutoff=0.6)
         raise UserError(f"no config group '{group}'.{hint} Groups: {', '.join(known)}.")
 
 

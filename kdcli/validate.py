@@ -7,7 +7,6 @@ that name the key and the fix. A run that fails here has written nothing.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import logging
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from hydra.errors import HydraException, InstantiationException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 
 from kdcli.data import DatasetInfo
-from kdcli.errors import UserError
+from kdcli.errors import UserError, did_you_mean
 from kdcli.paths import config_dir
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,6 @@ def group_options(group: str) -> list[str]:
 
 def is_group(name: str) -> bool:
     return (config_dir() / name).is_dir() and not name.startswith("hydra")
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    return f" Did you mean {' or '.join(close)}?" if close else ""
 
 
 def _choices(override: Override) -> list[str]:
@@ -62,7 +56,7 @@ def check_group_choices(overrides: list[Override]) -> None:
             if choice not in options:
                 raise UserError(
                     f"{group}={choice}: there is no '{choice}' in config group '{group}'."
-                    f"{_did_you_mean(choice, options)} Options: {', '.join(options)} "
+                    f"{did_you_mean(choice, options)} Options: {', '.join(options)} "
                     f"(`kd list {group}`)."
                 )
 
@@ -130,7 +124,7 @@ def _unknown_key_error(point: list[str], error: Exception) -> UserError:
             continue
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             return UserError(
-                f"{key}: no such config key.{_did_you_mean(key, known)} `kd train --cfg job` "
+                f"{key}: no such config key.{did_you_mean(key, known)} `kd train --cfg job` "
                 f"shows every key; to add a new one write +{override.input_line}."
             )
     return UserError(_first_line(error))
@@ -346,7 +340,7 @@ def check_layers(cfg: DictConfig, loss: Any, models: dict[str, Any]) -> None:
             if path not in names:
                 raise UserError(
                     f"{_layer_key(cfg.loss, role, path)}={path!r}: the {role} "
-                    f"({cfg[role].name}) has no layer '{path}'.{_did_you_mean(path, names)} "
+                    f"({cfg[role].name}) has no layer '{path}'.{did_you_mean(path, names)} "
                     f"`kd list {role} --layers {cfg[role].name}` shows the layers that can be "
                     "tapped."
                 )

@@ -15,7 +15,6 @@ first convolution starts from random weights too; everything else keeps ImageNet
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,7 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
-from kdcli.errors import UserError
+from kdcli.errors import UserError, did_you_mean
 
 
 def classifier_names() -> list[str]:
@@ -34,8 +33,7 @@ def classifier_names() -> list[str]:
 def _check_arch(arch: str) -> None:
     names = classifier_names()
     if arch not in names:
-        close = difflib.get_close_matches(arch, names, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        hint = did_you_mean(arch, names)
         raise UserError(
             f"torchvision has no classifier named {arch!r}.{hint} Choose one of "
             f"torchvision.models.list_models(module=torchvision.models), e.g. "
