@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -20,7 +17,6 @@ PAIRS = {
     "cifar100_resnet32x4_shufflenetv2": ("resnet32x4", "shufflenetv2", 0.01),
     "cifar100_wrn_40_2_wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.05),
 }
-HAS_CIFAR100 = (config_dir() / "dataset" / "cifar100.yaml").is_file()
 
 
 def test_every_pair_has_a_config():
@@ -45,7 +41,6 @@ def test_recipe(experiment):
     assert (cfg.loss.temperature, cfg.loss.alpha) == (4.0, 0.9)
 
 
-@pytest.mark.skipif(not HAS_CIFAR100, reason="configs/dataset/cifar100.yaml not present yet")
 @pytest.mark.parametrize("experiment", sorted(PAIRS))
 def test_picks_cifar100(experiment):
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
@@ -53,44 +48,15 @@ def test_picks_cifar100(experiment):
     assert "cifar" in cfg.dataset._target_.lower()
 
 
-@pytest.mark.skipif(not HAS_CIFAR100, reason="configs/dataset/cifar100.yaml not present yet")
-def test_kd_train_composes_an_experiment(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kdcli",
-            "train",
-            "experiment=cifar100_resnet32x4_resnet8x4",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "--cfg",
-            "job",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_kd_train_composes_an_experiment(kd):
+    done = kd("train", "experiment=cifar100_resnet32x4_resnet8x4", "--cfg", "job")
     assert done.returncode == 0, done.stderr
     assert "resnet32x4" in done.stdout and "milestones" in done.stdout
 
 
-def test_kd_train_checks_an_experiment_with_another_dataset(tmp_path):
+def test_kd_train_checks_an_experiment_with_another_dataset(kd):
     """The experiment's defaults and a command-line dataset go through kd's own checks."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kdcli",
-            "train",
-            "experiment=cifar100_vgg13_vgg8",
-            "dataset=digits",
-            "--cfg",
-            "job",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = kd("train", "experiment=cifar100_vgg13_vgg8", "dataset=digits", "--cfg", "job")
     assert done.returncode == 0, done.stderr
     assert "name: vgg13" in done.stdout and "lr: 0.05" in done.stdout
 
