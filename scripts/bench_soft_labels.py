@@ -5,7 +5,7 @@
 
 A resnet50 teacher (untrained: only its cost matters here) and a smallcnn student on random
 CIFAR-shaped data (3x32x32, 100 classes, crop + flip), batch 256, through the real training
-loop (`kdcli.train.fit`) and the real knowledge providers (`kdcli.knowledge`):
+loop (`kdcli.engine.loop.fit`) and the real knowledge providers (`kdcli.knowledge.teacher`):
 
 - alone:  the student with cross-entropy, no teacher knowledge;
 - static: KD from stored logits, one clean view per sample;
@@ -28,11 +28,11 @@ from omegaconf import OmegaConf
 
 from kdcli.data import Batch, DatasetInfo, InMemoryDataset, Split
 from kdcli.data.augment import ShiftFlip
-from kdcli.knowledge import OnlineTeacher, SoftLabels, StoredKnowledge, predict_views
+from kdcli.engine.loop import fit
+from kdcli.knowledge.teacher import OnlineTeacher, SoftLabels, StoredKnowledge, predict_views
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.models.smallcnn import SmallCNN
 from kdcli.models.torchvision_models import torchvision_classifier
-from kdcli.train import fit
 
 CLASSES = 100
 INFO = DatasetInfo("cifar-shaped", CLASSES, 3, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

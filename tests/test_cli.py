@@ -1,6 +1,6 @@
 """The `kd` command itself: subcommands, help, listing, exit codes."""
 
-from kdcli.cli import build_parser
+from kdcli.cli.main import build_parser
 
 
 def test_kd_help_lists_the_subcommands(kd):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from kd_settings import TINY
 
-from kdcli.cache import read_verified
+from kdcli.store.cache import read_verified
 
 RUN = [*TINY, "baseline=false"]
 

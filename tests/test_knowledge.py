@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kdcli.data.digits import Digits
-from kdcli.knowledge import (
+from kdcli.knowledge.teacher import (
     OnlineTeacher,
     SoftLabels,
     StoredKnowledge,

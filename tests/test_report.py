@@ -2,7 +2,7 @@
 
 from rich.console import Console
 
-from kdcli.report import markdown, summary_lines, table, write
+from kdcli.pipeline.report import markdown, summary_lines, table, write
 
 
 def sample_report():

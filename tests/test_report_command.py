@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from kd_settings import TINY
 
-from kdcli.cli import main
-from kdcli.sweep_report import Run, sort_rows, swept_keys
+from kdcli.cli.main import main
+from kdcli.cli.sweep_report import Run, sort_rows, swept_keys
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import torch
 from omegaconf import OmegaConf
 
 from kdcli.data.digits import Digits
+from kdcli.engine.loop import fit
 from kdcli.errors import RunError
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.models.mlp import MLP
-from kdcli.train import fit
 
 CPU = torch.device("cpu")
 

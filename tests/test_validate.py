@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdcli.config.checks import check_overrides
 from kdcli.errors import UserError
-from kdcli.validate import check_overrides
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from kdcli.config.checks import check_overrides
 from kdcli.errors import UserError
-from kdcli.validate import check_overrides
 
 
 def refused(*overrides: str) -> str:

@@ -7,9 +7,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from kdcli.config.paths import config_dir
 from kdcli.data.digits import Digits
+from kdcli.engine.loop import _resume, _save_state, build_optimizer, build_scheduler, fit
 from kdcli.errors import UserError
-from kdcli.knowledge import (
+from kdcli.knowledge.teacher import (
     OnlineTeacher,
     SoftLabels,
     StoredKnowledge,
@@ -20,8 +22,6 @@ from kdcli.knowledge import (
 )
 from kdcli.losses import FitNet
 from kdcli.models.smallcnn import SmallCNN
-from kdcli.paths import config_dir
-from kdcli.train import _resume, _save_state, build_optimizer, build_scheduler, fit
 
 CPU = torch.device("cpu")
 

@@ -23,13 +23,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from kdcli import distributed
 from kdcli.data import Batch, Loader
+from kdcli.engine import distributed
+from kdcli.engine.progress import stage_progress
 from kdcli.errors import RunError
-from kdcli.knowledge import TeacherKnowledge
+from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss, Features
 from kdcli.models.features import FeatureTap
-from kdcli.progress import stage_progress
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def fit(
     """Train `model` for `stage.epochs` epochs on `loader` with `loss_fn`.
 
     Under torchrun every rank calls this together: each trains on its share of every batch
-    through DDP (kdcli.distributed), the logged figures are summed over ranks, and only
+    through DDP (kdcli.engine.distributed), the logged figures are summed over ranks, and only
     rank 0 shows progress and saves the per-epoch state.
     """
     if loss_fn.needs_teacher and teacher is None:

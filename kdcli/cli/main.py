@@ -13,9 +13,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kdcli import __version__, resolvers
+from kdcli import __version__
+from kdcli.config import resolvers
+from kdcli.config.paths import config_dir
 from kdcli.errors import RunError, UserError
-from kdcli.paths import config_dir
 
 DEBUG_FLAG = "--debug"
 resolvers.register()  # before Hydra reads the configs, also in a job that submitit unpickles
@@ -40,7 +41,7 @@ def _train_job(cfg: DictConfig) -> float | None:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    from kdcli import pipeline
+    from kdcli.pipeline import stages as pipeline
 
     try:
         report = pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -62,8 +63,8 @@ def train(args: list[str]) -> int:
     """`kd train [overrides] [hydra flags]`: check every job's config, then hand over to Hydra."""
     from hydra._internal.utils import get_args_parser
 
-    from kdcli import distributed
-    from kdcli.validate import check_overrides
+    from kdcli.config.checks import check_overrides
+    from kdcli.engine import distributed
 
     if DEBUG_FLAG in args:
         os.environ["KD_DEBUG"] = "1"
@@ -139,7 +140,7 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """`kd report PATH...`."""
-    from kdcli.sweep_report import default_csv_path, show
+    from kdcli.cli.sweep_report import default_csv_path, show
 
     csv_path = args.csv or default_csv_path(args.paths)
     plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         return train(argv[1:])
     if argv and argv[0] == "list":
-        from kdcli import listing
+        from kdcli.cli import listing
 
         try:
             return listing.main(argv[1:])

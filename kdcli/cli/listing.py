@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from kdcli.config.checks import check_group_choices, group_options, is_group
+from kdcli.config.paths import config_dir
 from kdcli.data import DatasetInfo
 from kdcli.errors import UserError, did_you_mean
-from kdcli.paths import config_dir
-from kdcli.validate import check_group_choices, group_options, is_group
 
 MODEL_GROUPS = ("teacher", "student", "model")
 
@@ -92,7 +92,7 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 def _build(cfg: DictConfig, role: str, info: DatasetInfo) -> torch.nn.Module:
     """The model of `cfg[role]` on the CPU; build errors name the option."""
-    from kdcli.validate import _instantiate
+    from kdcli.config.checks import _instantiate
 
     try:
         return _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
@@ -138,7 +138,7 @@ def _role(group: str) -> str:
 
 def model_details(group: str, options: list[str], overrides: list[str]) -> list[dict[str, Any]]:
     """Parameters, FLOPs per image and median CPU latency (ms, batch 1) of each model."""
-    from kdcli.evaluate import count_params, cpu_latency_ms, flops_per_image
+    from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
 
     base, info, configs = _model_configs(group, options, overrides)
     rows = []

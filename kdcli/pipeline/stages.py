@@ -22,13 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import nn
 
-from kdcli import __version__, distributed
-from kdcli import report as report_io
-from kdcli.cache import ArtifactCache, Entry, file_sha256, fingerprint
-from kdcli.checkpoint import load_model, save_model
+from kdcli import __version__
 from kdcli.data import Dataset, DatasetInfo
-from kdcli.errors import UserError
-from kdcli.evaluate import (
+from kdcli.engine import distributed
+from kdcli.engine.loop import fit
+from kdcli.engine.measure import (
     accuracy,
     agreement,
     count_params,
@@ -36,7 +34,8 @@ from kdcli.evaluate import (
     flops_per_image,
     predict,
 )
-from kdcli.knowledge import (
+from kdcli.errors import UserError
+from kdcli.knowledge.teacher import (
     OnlineTeacher,
     SoftLabels,
     StoredKnowledge,
@@ -54,7 +53,9 @@ from kdcli.knowledge import (
 )
 from kdcli.losses import CrossEntropy, DistillationLoss
 from kdcli.models import build_model
-from kdcli.train import fit
+from kdcli.pipeline import report as report_io
+from kdcli.store.cache import ArtifactCache, Entry, file_sha256, fingerprint
+from kdcli.store.checkpoint import load_model, save_model
 
 log = logging.getLogger(__name__)
 

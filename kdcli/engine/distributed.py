@@ -36,8 +36,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from kdcli.cache import ArtifactCache, Entry
 from kdcli.data import Batch, Loader
+from kdcli.store.cache import ArtifactCache, Entry
 
 # A rank waits in a collective while rank 0 waits for another job's cache lock, and that job
 # may be training a teacher for hours: the default 30 minutes would be too short.
@@ -211,7 +211,7 @@ def predict_sharded(model: nn.Module, loader: Loader, device: torch.device) -> t
     Each rank predicts every N-th batch; the parts are gathered so that every rank ends with
     the whole [num_samples, num_classes] tensor.
     """
-    from kdcli.evaluate import predict
+    from kdcli.engine.measure import predict
 
     if not active():
         return predict(model, loader, device)

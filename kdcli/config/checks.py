@@ -20,9 +20,9 @@ from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from kdcli.config.paths import config_dir
 from kdcli.data import DatasetInfo
 from kdcli.errors import UserError, did_you_mean
-from kdcli.paths import config_dir
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _check_model_choice(cfg: DictConfig, role: str) -> None:
 
 def _check_shardable(cfg: DictConfig) -> None:
     """Under torchrun each of N processes takes batch_size / N samples of every batch."""
-    from kdcli.distributed import env_world_size
+    from kdcli.engine.distributed import env_world_size
 
     processes = env_world_size()
     for key in ("teacher.batch_size", "student.batch_size"):
@@ -309,8 +309,8 @@ def _build_on_meta(cfg: DictConfig, role: str, dataset_kwargs: dict[str, int]) -
 
 def _check_buildable(cfg: DictConfig, datasets: dict[str, DatasetInfo]) -> None:
     """The dataset, loss and models build, and a teacher checkpoint fits its model."""
-    from kdcli.checkpoint import check_compatible, read_state_dict
-    from kdcli.pipeline import describe_model
+    from kdcli.pipeline.stages import describe_model
+    from kdcli.store.checkpoint import check_compatible, read_state_dict
 
     info = _dataset_info(cfg.dataset, datasets)
     loss = _instantiate(cfg.loss, "loss")
@@ -361,7 +361,7 @@ def check_layer_shapes(loss: Any, models: dict[str, Any], info: Any) -> None:
     """Let a feature loss check the shapes of its layers (e.g. AT needs [C, H, W] maps), from
     a forward pass of meta tensors. A model that cannot run on the meta device is checked
     later, with real tensors, before the student trains."""
-    from kdcli.knowledge import feature_shapes
+    from kdcli.knowledge.teacher import feature_shapes
 
     example = torch.empty(2, info.channels, info.image_size, info.image_size, device="meta")
     try:

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kdcli.cache import write_json_atomic
+from kdcli.store.cache import write_json_atomic
 
 COLUMNS = (("teacher", "teacher"), ("student", "student (KD)"), ("baseline", "baseline (CE)"))
 
