@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdcli.errors import UserError
+from kdcli.store.atomic import atomic_path
 
 REPORT = "report.json"
 
@@ -217,14 +218,11 @@ def sort_rows(
 
 def write_csv(path: Path, header: list[str], table: list[list[Any]]) -> None:
     """The raw values (accuracies as fractions, sizes in parameters and bytes, seconds)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in table:
             writer.writerow(["" if v is None else v for v in row])
-    tmp.replace(path)
 
 
 def rich_table(header: list[str], table: list[list[Any]], title: str) -> Table:

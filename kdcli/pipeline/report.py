@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kdcli.store.cache import write_json_atomic
+from kdcli.store.atomic import write_json_atomic, write_text_atomic
 
 COLUMNS = (("teacher", "teacher"), ("student", "student (KD)"), ("baseline", "baseline (CE)"))
 
@@ -86,9 +86,7 @@ def markdown(report: dict[str, Any]) -> str:
 def write(report: dict[str, Any], run_dir: Path, console: Console) -> None:
     """Print the table and write report.json and report.md into `run_dir`."""
     write_json_atomic(run_dir / "report.json", report)
-    tmp = run_dir / ".report.md.tmp"
-    tmp.write_text(markdown(report))
-    tmp.replace(run_dir / "report.md")
+    write_text_atomic(run_dir / "report.md", markdown(report))
     console.print(table(report))
     for line in summary_lines(report):
         console.print(line)
