@@ -41,10 +41,10 @@ def _train_job(cfg: DictConfig) -> float | None:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    from kdcli.pipeline import stages as pipeline
+    from kdcli.pipeline.run import run
 
     try:
-        report = pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        report = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (UserError, RunError) as error:
         sys.exit(report_error(error))
     except torch.OutOfMemoryError:
@@ -61,15 +61,14 @@ def _train_job(cfg: DictConfig) -> float | None:
 
 def train(args: list[str]) -> int:
     """`kd train [overrides] [hydra flags]`: check every job's config, then hand over to Hydra."""
-    from hydra._internal.utils import get_args_parser
-
     from kdcli.config.checks import check_overrides
+    from kdcli.config.hydra_shim import args_parser
     from kdcli.engine import distributed
 
     if DEBUG_FLAG in args:
         os.environ["KD_DEBUG"] = "1"
         args = [a for a in args if a != DEBUG_FLAG]
-    parser = get_args_parser()
+    parser = args_parser()
     parser.prog = "kd train"
     parsed = parser.parse_args(args)
     informational = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion

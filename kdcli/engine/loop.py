@@ -1,12 +1,13 @@
 """The one training loop. It trains the teacher, the baseline and the distilled student.
 
 The loss decides what teacher knowledge it needs: when `loss.needs_teacher`, the loop asks
-`teacher(epoch, batch)` for the teacher's knowledge of that batch (kdcli/knowledge.py: stored
+`teacher(epoch, batch)` for the teacher's knowledge of that batch (kdcli/knowledge/: stored
 soft labels looked up by sample index, or the teacher run online). A feature loss names the
 layers it needs; the loop taps them on the student and passes both sides' maps to the loss,
 and the loss's own parameters (learned adapters) are trained with the model. After each epoch
-the loop can save its whole state (model, loss, optimizer, scheduler, epoch, RNG), and it
-resumes from that file when it finds one.
+the loop can save its whole state (engine/state.py), and it resumes from that file when it
+finds one. The task (kdcli/tasks/) flattens the outputs for the loss and scores each batch;
+the loop assumes no shape of the logits. No config objects here: plain values in.
 """
 
 from __future__ import annotations
@@ -15,21 +16,22 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 from torch import nn
 
 from kdcli.data import Batch, Loader
 from kdcli.engine import distributed
 from kdcli.engine.progress import stage_progress
+from kdcli.engine.state import _resume, _save_state
 from kdcli.errors import RunError
-from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss, Features
 from kdcli.models.features import FeatureTap
+from kdcli.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +42,34 @@ class FitResult:
     images_per_s: float
     epochs: int
     final_loss: float
-    final_train_top1: float
+    final_train_score: float  # the task's training metric, e.g. top-1
 
 
-def build_optimizer(
-    stage: DictConfig, model: nn.Module, loss_fn: DistillationLoss
-) -> torch.optim.Optimizer:
-    """`stage.optimizer` is a partial `_target_` config; the parameters of the model and of
-    the loss (a feature loss's adapters, built before this call) complete it."""
-    return instantiate(stage.optimizer)([*model.parameters(), *loss_fn.parameters()])
-
-
-def build_scheduler(stage: DictConfig, optimizer: torch.optim.Optimizer):
-    """`stage.scheduler` is a partial `_target_` config stepped once per epoch."""
-    return instantiate(stage.scheduler)(optimizer)
+Knowledge = Callable[[int, Batch], Any]
+"""(epoch, batch) -> the teacher's knowledge of that batch (`.logits`, `.features`)."""
 
 
 def fit(
     model: nn.Module,
     loader: Loader,
     loss_fn: DistillationLoss,
-    stage: DictConfig,
     *,
+    epochs: int,
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+    scheduler: Callable[[torch.optim.Optimizer], Any],
+    task: Task,
     device: torch.device,
     label: str,
-    teacher: TeacherKnowledge | None = None,
+    teacher: Knowledge | None = None,
     amp: bool = False,
     state_path: Path | None = None,
     log_every: int = 10,
 ) -> FitResult:
-    """Train `model` for `stage.epochs` epochs on `loader` with `loss_fn`.
+    """Train `model` for `epochs` epochs on `loader` with `loss_fn`.
+
+    `optimizer` builds the optimizer from the parameters of the model and of the loss (a
+    feature loss's adapters, built before this call); `scheduler` wraps it and is stepped
+    once per epoch. `task` flattens the outputs for the loss and scores each batch.
 
     Under torchrun every rank calls this together: each trains on its share of every batch
     through DDP (kdcli.engine.distributed), the logged figures are summed over ranks, and only
@@ -79,9 +79,8 @@ def fit(
         raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
     model.to(device)
     loss_fn.to(device)
-    optimizer = build_optimizer(stage, model, loss_fn)
-    scheduler = build_scheduler(stage, optimizer)
-    epochs = int(stage.epochs)
+    optimizer = optimizer([*model.parameters(), *loss_fn.parameters()])
+    scheduler = scheduler(optimizer)
     start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
     trained = distributed.wrap_model(model, device)  # shares `model`'s weights
     loader = distributed.shard_loader(loader)
@@ -91,13 +90,13 @@ def fit(
         else contextlib.nullcontext()
     )
     images = 0
-    epoch_loss = top1 = float("nan")
+    epoch_loss = score = float("nan")
     started = time.perf_counter()
     with (
         stage_progress(visible=distributed.is_main()) as progress,
         FeatureTap(model, loss_fn.student_layers) as tap,
     ):
-        task = progress.add_task(
+        bar = progress.add_task(
             label,
             total=(epochs - start_epoch) * len(loader),
             epoch="-",
@@ -115,26 +114,26 @@ def fit(
                 with autocast:
                     logits = trained(batch.x)  # fills tap.outputs with the student's layers
                     teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
-                    loss = loss_fn(logits, teacher_logits, batch.y, features)
+                    loss = loss_fn(*task.flatten(logits, teacher_logits, batch.y), features)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.average_gradients(loss_fn)
                 optimizer.step()
-                size = batch.y.shape[0]
+                size = task.count(batch.y)  # images, or scored tokens
                 loss_sum += loss.detach().float() * size
-                correct += (logits.detach().argmax(1) == batch.y).sum()
+                correct += task.score(logits.detach(), batch.y)
                 seen += size
-                images += size * distributed.world_size()
+                images += batch.x.shape[0] * distributed.world_size()
                 if (step + 1) % log_every == 0 or step + 1 == len(loader):
                     totals = distributed.sum_over_ranks(loss_sum, correct, seen)
-                    epoch_loss, top1 = _check_finite(*totals, label, epoch)
+                    epoch_loss, score = _check_finite(*totals, label, epoch)
                     rate = images / max(time.perf_counter() - started, 1e-9)
                     progress.update(
-                        task,
+                        bar,
                         completed=(epoch - start_epoch) * len(loader) + step + 1,
                         epoch=f"{epoch + 1}/{epochs}",
                         loss=f"{epoch_loss:.4f}",
-                        acc=f"{top1:.3f}",
+                        acc=f"{score:.3f}",
                         speed=f"{rate:,.0f}",
                     )
             scheduler.step()
@@ -145,12 +144,12 @@ def fit(
         state_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             state_path.parent.rmdir()  # only when empty
-    return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, top1)
+    return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, score)
 
 
 def _loss_inputs(
     loss_fn: DistillationLoss,
-    teacher: TeacherKnowledge | None,
+    teacher: Knowledge | None,
     epoch: int,
     batch: Batch,
     tap: FeatureTap,
@@ -174,33 +173,3 @@ def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
             f"rate (e.g. {label}.optimizer.lr) or check the loss settings."
         )
     return epoch_loss, float(correct) / float(seen)
-
-
-def _save_state(path: Path, model, loss_fn, optimizer, scheduler, epoch: int) -> None:
-    """Everything needed to continue after `epoch`, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": model.state_dict(),
-        "loss": loss_fn.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        "torch_rng": torch.get_rng_state(),
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def _resume(path: Path | None, model, loss_fn, optimizer, scheduler, device) -> int:
-    """The epoch to start from: 0, or the one after the state saved at `path`."""
-    if path is None or not path.is_file():
-        return 0
-    state = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(state["model"])
-    loss_fn.load_state_dict(state["loss"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    log.info("resuming from %s after epoch %d", path, state["epoch"] + 1)
-    return int(state["epoch"]) + 1

@@ -1,41 +1,16 @@
-"""Stage 4's measurements: accuracy, NLL, agreement, size, FLOPs and CPU latency."""
+"""What a model costs: size, FLOPs per image and CPU latency (the task measures accuracy)."""
 
 from __future__ import annotations
 
 import copy
+import logging
 import statistics
-import time
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdcli.data import DatasetInfo, Loader
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: Loader, device: torch.device) -> torch.Tensor:
-    """Logits for every sample of the loader's split, in split order, as float32 on `device`."""
-    model.to(device).eval()
-    return torch.cat([model(batch.x).float() for batch in loader.epoch(0)])
-
-
-@dataclass
-class Accuracy:
-    top1: float
-    nll: float
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
-    top1 = (logits.argmax(1) == labels).float().mean().item()
-    return Accuracy(top1=top1, nll=F.cross_entropy(logits, labels).item())
-
-
-def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
-    """The fraction of samples on which two models predict the same class."""
-    return (logits_a.argmax(1) == logits_b.argmax(1)).float().mean().item()
+from kdcli.data import DatasetInfo
 
 
 def count_params(model: nn.Module) -> int:
@@ -56,14 +31,25 @@ def flops_per_image(model: nn.Module, info: DatasetInfo) -> int:
 
 
 def cpu_latency_ms(model: nn.Module, info: DatasetInfo, runs: int = 50, warmup: int = 5) -> float:
-    """Median wall time in ms of a batch-1 forward pass on the CPU."""
+    """Median wall time in ms of a batch-1 forward pass on the CPU (torch.utils.benchmark,
+    which keeps the thread count fixed and times each run separately)."""
     cpu_model = copy.deepcopy(model).cpu().eval()
     example = _example(info)
-    timings = []
+    timer = _timer(cpu_model, example)
     with torch.inference_mode():
-        for i in range(warmup + runs):
-            start = time.perf_counter()
-            cpu_model(example)
-            if i >= warmup:
-                timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
+        timer.timeit(warmup)
+        return statistics.median(timer.timeit(1).mean for _ in range(runs)) * 1000.0
+
+
+def _timer(model: nn.Module, example: torch.Tensor):
+    """A torch.utils.benchmark Timer of `model(example)`. Importing it imports
+    torch.utils.cpp_extension, which warns about CUDA_HOME on machines without CUDA: not ours
+    to show."""
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        quiet.setLevel(level)
+    return Timer("model(x)", globals={"model": model, "x": example})

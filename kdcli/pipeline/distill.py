@@ -1,0 +1,106 @@
+"""Stage 3, distillation: the student learns from the teacher's knowledge through the one
+training loop; the baseline (the same student, plain cross-entropy) comes from the cache."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from kdcli.config.build import _instantiate
+from kdcli.data import Dataset
+from kdcli.engine import distributed
+from kdcli.engine.loop import fit
+from kdcli.knowledge.teacher import TeacherKnowledge
+from kdcli.losses import DistillationLoss
+from kdcli.pipeline.common import (
+    Built,
+    Model,
+    Stage,
+    _state_path,
+    build_seeded,
+    plain,
+    training_settings,
+)
+from kdcli.pipeline.teacher import train_or_reuse
+from kdcli.store.cache import ArtifactCache, fingerprint
+from kdcli.store.checkpoint import save_model
+from kdcli.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def student_stage(
+    cfg: DictConfig,
+    built: Built,
+    data: Dataset,
+    task: Task,
+    loss_fn: DistillationLoss,
+    knowledge: TeacherKnowledge | None,
+    teacher: Model,
+    device: torch.device,
+    run_dir: Path,
+) -> tuple[Model, Stage]:
+    """Stage 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
+    stored soft labels: the teacher does not run here)."""
+    model = built.module
+    built.restore_rng()
+    result = fit(
+        model,
+        data.train_loader(cfg.student.batch_size, cfg.seed),
+        loss_fn,
+        epochs=int(cfg.student.epochs),
+        optimizer=_instantiate(cfg.student.optimizer, "student.optimizer"),
+        scheduler=_instantiate(cfg.student.scheduler, "student.scheduler"),
+        task=task,
+        device=device,
+        label="student",
+        teacher=knowledge,
+        amp=cfg.device.amp,
+        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher)),
+    )
+    path = run_dir / "student.pt"
+    if distributed.is_main():
+        save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
+    log.info(
+        "student      distilled %s in %.1f s (%s img/s), train %s %.3f",
+        cfg.student.name,
+        result.seconds,
+        f"{result.images_per_s:,.0f}",
+        task.metric,
+        result.final_train_score,
+    )
+    return (
+        Model(cfg.student.name, model, path, "", "trained"),
+        Stage(result.seconds, result.images_per_s, reused=False),
+    )
+
+
+def baseline_stage(
+    cfg: DictConfig,
+    data: Dataset,
+    task: Task,
+    cache: ArtifactCache,
+    device: torch.device,
+    run_dir: Path,
+) -> tuple[Model, Stage]:
+    """The same student trained with plain cross-entropy, same settings and seed (cached)."""
+    built = build_seeded(cfg, "student", data.info)
+    return train_or_reuse(cfg, "student", "baseline", built, data, task, cache, device, run_dir)
+
+
+def _student_key(cfg: DictConfig, teacher: Model) -> str:
+    """What determines the distilled student, for naming its per-epoch state."""
+    return fingerprint(
+        "student",
+        plain(cfg.student.model),
+        training_settings(cfg.student),
+        plain(cfg.loss),
+        plain(cfg.dataset),
+        cfg.seed,
+        plain(cfg.soft_labels),
+        teacher.key,
+    )

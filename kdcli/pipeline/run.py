@@ -1,0 +1,74 @@
+"""`kd train`: the stages, in order. Each is a plain function (kdcli/pipeline/<stage>.py):
+config and inputs in, an artifact out. Teacher, soft labels and baseline come from the
+artifact cache when an earlier run made them with the same settings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from kdcli.engine import distributed
+from kdcli.pipeline import report as report_io
+from kdcli.pipeline.build import build
+from kdcli.pipeline.common import Stage, resolve_device
+from kdcli.pipeline.distill import baseline_stage, student_stage
+from kdcli.pipeline.evaluate import evaluate_stage
+from kdcli.pipeline.report import build_report
+from kdcli.pipeline.soft_labels import teacher_knowledge
+from kdcli.pipeline.teacher import teacher_stage
+from kdcli.store.cache import ArtifactCache
+from kdcli.tasks.classify import TASK
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The whole pipeline; returns the report (also written to `run_dir`).
+
+    Under torchrun, every rank trains; rank 0 alone writes, evaluates and returns the report
+    (the other ranks return None).
+    """
+    device = distributed.setup(resolve_device(cfg.device))
+    run_dir = distributed.shared_run_dir(run_dir)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    task = TASK
+    built = build(cfg, device)  # data, loss, models: built once and checked, before training
+    data, loss_fn = built.data, built.loss_fn
+    cache = ArtifactCache(cfg.cache_dir)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    teacher, teacher_time = teacher_stage(cfg, built.teacher, data, task, cache, device, run_dir)
+    stages: dict[str, Stage] = {"teacher": teacher_time}
+    knowledge = None
+    soft_report: dict[str, Any] = {"mode": "none", "reused": False}
+    if loss_fn.needs_teacher:
+        knowledge, soft_report, soft_stage = teacher_knowledge(
+            cfg, data, task, teacher, loss_fn, cache, device
+        )
+        if soft_stage is not None:
+            stages["soft_labels"] = soft_stage
+    student, stages["distill"] = student_stage(
+        cfg, built.student, data, task, loss_fn, knowledge, teacher, device, run_dir
+    )
+    models = {"teacher": teacher, "student": student}
+    if cfg.baseline:
+        models["baseline"], stages["baseline"] = baseline_stage(
+            cfg, data, task, cache, device, run_dir
+        )
+    if not distributed.is_main():
+        return None
+
+    started = time.perf_counter()
+    results = evaluate_stage(cfg, data, task, models, device)
+    stages["evaluate"] = Stage(time.perf_counter() - started, None, reused=False)
+
+    report = build_report(cfg, task, data.info, device, results, soft_report, stages, run_dir)
+    report_io.write(report, run_dir, Console(), task)  # the table goes to stdout
+    return report

@@ -1,0 +1,118 @@
+"""Stage 1, the teacher: loaded from `teacher.checkpoint`, taken from the cache, or trained.
+
+`train_or_reuse` also makes the baseline (the student trained with plain cross-entropy).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from kdcli.config.build import _instantiate
+from kdcli.data import Dataset
+from kdcli.engine.loop import fit
+from kdcli.losses import CrossEntropy
+from kdcli.pipeline.common import (
+    Built,
+    Model,
+    Stage,
+    _log_stage,
+    _state_path,
+    describe_model,
+    get_or_make,
+    plain,
+    training_settings,
+)
+from kdcli.store.cache import ArtifactCache, file_sha256, fingerprint
+from kdcli.store.checkpoint import load_model, save_model
+from kdcli.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def train_or_reuse(
+    cfg: DictConfig,
+    role: str,
+    label: str,
+    built: Built,
+    data: Dataset,
+    task: Task,
+    cache: ArtifactCache,
+    device: torch.device,
+    run_dir: Path,
+) -> tuple[Model, Stage]:
+    """Train `cfg[role]` with plain cross-entropy, or reuse the cached model (teacher, baseline).
+
+    The cache entry lives under `<label>s/`, keyed by model, training settings, data and seed.
+    """
+    started = time.perf_counter()
+    stage_cfg = cfg[role]
+    key = fingerprint(
+        label, plain(stage_cfg.model), training_settings(stage_cfg), plain(cfg.dataset), cfg.seed
+    )
+    model = built.module
+
+    def make(tmp: Path) -> dict[str, Any]:
+        built.restore_rng()
+        result = fit(
+            model,
+            data.train_loader(stage_cfg.batch_size, cfg.seed),
+            CrossEntropy(),
+            epochs=int(stage_cfg.epochs),
+            optimizer=_instantiate(stage_cfg.optimizer, f"{role}.optimizer"),
+            scheduler=_instantiate(stage_cfg.scheduler, f"{role}.scheduler"),
+            task=task,
+            device=device,
+            label=label,
+            amp=cfg.device.amp,
+            state_path=_state_path(cfg, run_dir, label, key),
+        )
+        save_model(
+            tmp / "model.pt", model, model_config=plain(stage_cfg.model), dataset=asdict(data.info)
+        )
+        return {
+            "name": stage_cfg.name,
+            "seconds": result.seconds,
+            "images_per_s": result.images_per_s,
+            f"train_{task.metric}": result.final_train_score,
+        }
+
+    entry = get_or_make(cache, f"{label}s", stage_cfg.name, key, make)
+    if entry.reused:
+        described = describe_model(stage_cfg, data.info)
+        load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
+    stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
+    _log_stage(label, entry, stage)
+    source = "cache" if entry.reused else "trained"
+    return Model(stage_cfg.name, model.to(device), entry.file("model.pt"), key, source), stage
+
+
+def teacher_stage(
+    cfg: DictConfig,
+    built: Built,
+    data: Dataset,
+    task: Task,
+    cache: ArtifactCache,
+    device: torch.device,
+    run_dir: Path,
+) -> tuple[Model, Stage]:
+    """Stage 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
+
+    A checkpoint is checked against the model as it loads (its fit is a built-object check),
+    before anything trains."""
+    started = time.perf_counter()
+    if cfg.teacher.checkpoint:
+        path = Path(cfg.teacher.checkpoint).expanduser()
+        model = built.module
+        load_model(model, path, "teacher.checkpoint", describe_model(cfg.teacher, data.info))
+        key = fingerprint("checkpoint", plain(cfg.teacher.model), file_sha256(path))
+        stage = Stage(time.perf_counter() - started, None, reused=True)
+        log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
+        return Model(cfg.teacher.name, model.to(device), path, key, "checkpoint"), stage
+    return train_or_reuse(cfg, "teacher", "teacher", built, data, task, cache, device, run_dir)
