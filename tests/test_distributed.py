@@ -16,7 +16,7 @@ from kd_settings import TINY
 from kdcli.config.checks import check_overrides
 from kdcli.data import DatasetInfo, EpochLoader, Split
 from kdcli.engine import distributed
-from kdcli.engine.measure import predict
+from kdcli.engine.infer import predict
 from kdcli.errors import UserError
 
 RUN = [*TINY, "baseline=false", "device=cpu"]

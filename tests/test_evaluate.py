@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from kdcli.data import DatasetInfo
-from kdcli.engine.measure import accuracy, agreement, count_params, cpu_latency_ms, flops_per_image
+from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
+from kdcli.tasks.classify import accuracy, agreement
 
 INFO = DatasetInfo("x", 3, 1, 4, (0.0,), (1.0,))
 

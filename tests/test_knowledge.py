@@ -5,14 +5,8 @@ import pytest
 import torch
 
 from kdcli.data.digits import Digits
-from kdcli.knowledge.teacher import (
-    OnlineTeacher,
-    SoftLabels,
-    StoredKnowledge,
-    predict_views,
-    topk_probabilities,
-    views_bytes,
-)
+from kdcli.knowledge.format import SoftLabels, predict_views, topk_probabilities, views_bytes
+from kdcli.knowledge.teacher import OnlineTeacher, StoredKnowledge
 from kdcli.models.smallcnn import SmallCNN
 
 

@@ -35,3 +35,13 @@ def build_model(cfg: DictConfig, role: str, info: Any) -> Any:
         return _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
     except UserError as error:
         raise UserError(f"{role}={cfg[role].name}: {error}") from None
+
+
+def training_kwargs(stage: DictConfig, role: str) -> dict[str, Any]:
+    """What the training loop takes from a stage's config (`teacher`, `student`): its epochs
+    and the optimizer and scheduler factories (partial `_target_` configs)."""
+    return {
+        "epochs": int(stage.epochs),
+        "optimizer": _instantiate(stage.optimizer, f"{role}.optimizer"),
+        "scheduler": _instantiate(stage.scheduler, f"{role}.scheduler"),
+    }

@@ -223,6 +223,11 @@ def check_config(cfg: DictConfig) -> None:
     for role in ("teacher", "student"):
         _check_model_choice(cfg, role)
     _check_dataset_keys(cfg.dataset)
+    if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).expanduser().is_file():
+        raise UserError(
+            f"teacher.checkpoint={cfg.teacher.checkpoint}: no such file. Give the path of a "
+            "checkpoint file."
+        )
 
 
 def _cuda_available() -> bool:

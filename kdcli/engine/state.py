@@ -23,7 +23,7 @@ def _save_state(path: Path, model, loss_fn, optimizer, scheduler, epoch: int) ->
         "epoch": epoch,
         "torch_rng": torch.get_rng_state(),
     }
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    write_atomic(path, lambda handle: torch.save(state, handle))
 
 
 def _resume(path: Path | None, model, loss_fn, optimizer, scheduler, device) -> int:

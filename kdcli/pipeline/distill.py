@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from kdcli.config.build import _instantiate
+from kdcli.config.build import training_kwargs
 from kdcli.data import Dataset
 from kdcli.engine import distributed
 from kdcli.engine.loop import fit
@@ -52,9 +52,7 @@ def student_stage(
         model,
         data.train_loader(cfg.student.batch_size, cfg.seed),
         loss_fn,
-        epochs=int(cfg.student.epochs),
-        optimizer=_instantiate(cfg.student.optimizer, "student.optimizer"),
-        scheduler=_instantiate(cfg.student.scheduler, "student.scheduler"),
+        **training_kwargs(cfg.student, "student"),
         task=task,
         device=device,
         label="student",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from kdcli.config.build import _instantiate
+from kdcli.config.build import training_kwargs
 from kdcli.data import Dataset
 from kdcli.engine.loop import fit
 from kdcli.losses import CrossEntropy
@@ -64,9 +64,7 @@ def train_or_reuse(
             model,
             data.train_loader(stage_cfg.batch_size, cfg.seed),
             CrossEntropy(),
-            epochs=int(stage_cfg.epochs),
-            optimizer=_instantiate(stage_cfg.optimizer, f"{role}.optimizer"),
-            scheduler=_instantiate(stage_cfg.scheduler, f"{role}.scheduler"),
+            **training_kwargs(stage_cfg, role),
             task=task,
             device=device,
             label=label,

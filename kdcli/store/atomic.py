@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 @contextmanager
@@ -29,10 +29,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call `write(tmp)` to fill a temporary file, then move it over `path`."""
-    with atomic_path(path) as tmp:
-        write(tmp)
+def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write(handle)` to fill a temporary file, then move it over `path`.
+
+    A handle rather than a name: `torch.save` names the archive inside after the file it is
+    given, so writing through a handle keeps a checkpoint's bytes the same whatever the
+    temporary name was."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -22,7 +22,7 @@ def save_model(path: Path, model: nn.Module, **metadata: Any) -> None:
     """Write the model's weights (on CPU) and metadata atomically to `path`."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     write_atomic(
-        path, lambda tmp: torch.save({"format": FORMAT, **metadata, "state_dict": state}, tmp)
+        path, lambda handle: torch.save({"format": FORMAT, **metadata, "state_dict": state}, handle)
     )
 
 
