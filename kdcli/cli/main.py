@@ -41,10 +41,17 @@ def _train_job(cfg: DictConfig) -> float | None:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
+    from kdcli.config.objects import build, resolve_device
+    from kdcli.engine import distributed
     from kdcli.pipeline.run import run
 
     try:
-        report = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        device = distributed.setup(resolve_device(cfg.device))
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        objects = build(cfg, device)  # built once and checked, before any training
+        report = run(cfg, Path(HydraConfig.get().runtime.output_dir), objects, device)
     except (UserError, RunError) as error:
         sys.exit(report_error(error))
     except torch.OutOfMemoryError:

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir

@@ -4,13 +4,35 @@ saved atomically, and resumed from when a rerun finds it."""
 from __future__ import annotations
 
 import logging
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from kdcli.store.atomic import write_atomic
 
 log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Built:
+    """A model built from the seed, with the RNG state right after: the stage that trains it
+    restores that state, so training draws the same numbers wherever the model was built."""
+
+    module: nn.Module
+    rng: torch.Tensor
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.rng)
 
 
 def _save_state(path: Path, model, loss_fn, optimizer, scheduler, epoch: int) -> None:

@@ -1,26 +1,21 @@
-"""What the stages share: their results (`Stage`, `Model`), config helpers, the seeded build
-of a model, and the cache lookup that every torchrun rank takes part in."""
+"""What the stages share: their results (`Stage`, `Model`), config helpers, and the cache
+lookup that every torchrun rank takes part in."""
 
 from __future__ import annotations
 
 import logging
-import random
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kdcli.config.build import build_model
 from kdcli.data import DatasetInfo
 from kdcli.engine import distributed
-from kdcli.errors import UserError
 from kdcli.store.cache import ArtifactCache, Entry
 
 log = logging.getLogger(__name__)
@@ -46,18 +41,6 @@ class Model:
     source: str  # "trained", "cache" or "checkpoint"
 
 
-@dataclass
-class Built:
-    """A model built from the seed, with the RNG state right after: the stage that trains it
-    restores that state, so training draws the same numbers wherever the model was built."""
-
-    module: nn.Module
-    rng: torch.Tensor
-
-    def restore_rng(self) -> None:
-        torch.set_rng_state(self.rng)
-
-
 def plain(node: Any) -> Any:
     """A config node as resolved plain containers (for fingerprints and reports)."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
@@ -68,28 +51,6 @@ def config_choice(group: str, node: DictConfig) -> str:
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices[group])
     return str(node._target_).rsplit(".", 1)[-1]
-
-
-def resolve_device(device_cfg: DictConfig) -> torch.device:
-    kind = device_cfg.type
-    if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
-    return torch.device(kind)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
-    """`cfg[role].model`, built right after seeding every RNG with `cfg.seed`."""
-    seed_everything(cfg.seed)
-    module = build_model(cfg, role, info)
-    return Built(module, torch.get_rng_state())
 
 
 def describe_model(stage_cfg: DictConfig, info: DatasetInfo) -> str:

@@ -4,27 +4,21 @@ training loop; the baseline (the same student, plain cross-entropy) comes from t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from kdcli.config.build import training_kwargs
 from kdcli.data import Dataset
 from kdcli.engine import distributed
 from kdcli.engine.loop import fit
+from kdcli.engine.state import Built
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import (
-    Built,
-    Model,
-    Stage,
-    _state_path,
-    build_seeded,
-    plain,
-    training_settings,
-)
+from kdcli.pipeline.common import Model, Stage, _state_path, plain, training_settings
 from kdcli.pipeline.teacher import train_or_reuse
 from kdcli.store.cache import ArtifactCache, fingerprint
 from kdcli.store.checkpoint import save_model
@@ -36,6 +30,7 @@ log = logging.getLogger(__name__)
 def student_stage(
     cfg: DictConfig,
     built: Built,
+    training: dict[str, Any],
     data: Dataset,
     task: Task,
     loss_fn: DistillationLoss,
@@ -52,7 +47,7 @@ def student_stage(
         model,
         data.train_loader(cfg.student.batch_size, cfg.seed),
         loss_fn,
-        **training_kwargs(cfg.student, "student"),
+        **training,
         task=task,
         device=device,
         label="student",
@@ -79,6 +74,8 @@ def student_stage(
 
 def baseline_stage(
     cfg: DictConfig,
+    build: Callable[[], Built],
+    training: dict[str, Any],
     data: Dataset,
     task: Task,
     cache: ArtifactCache,
@@ -86,8 +83,9 @@ def baseline_stage(
     run_dir: Path,
 ) -> tuple[Model, Stage]:
     """The same student trained with plain cross-entropy, same settings and seed (cached)."""
-    built = build_seeded(cfg, "student", data.info)
-    return train_or_reuse(cfg, "student", "baseline", built, data, task, cache, device, run_dir)
+    return train_or_reuse(
+        cfg, "student", "baseline", build(), training, data, task, cache, device, run_dir
+    )
 
 
 def _student_key(cfg: DictConfig, teacher: Model) -> str:

@@ -14,8 +14,7 @@ from rich.console import Console
 
 from kdcli.engine import distributed
 from kdcli.pipeline import report as report_io
-from kdcli.pipeline.build import build
-from kdcli.pipeline.common import Stage, resolve_device
+from kdcli.pipeline.common import Stage
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
 from kdcli.pipeline.report import build_report
@@ -25,26 +24,24 @@ from kdcli.store.cache import ArtifactCache
 from kdcli.tasks.classify import TASK
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The whole pipeline; returns the report (also written to `run_dir`).
+def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dict[str, Any] | None:
+    """The whole pipeline on the run's objects (kdcli.config.objects: built once, checked
+    before any training); returns the report (also written to `run_dir`).
 
     Under torchrun, every rank trains; rank 0 alone writes, evaluates and returns the report
     (the other ranks return None).
     """
-    device = distributed.setup(resolve_device(cfg.device))
     run_dir = distributed.shared_run_dir(run_dir)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
     task = TASK
-    built = build(cfg, device)  # data, loss, models: built once and checked, before training
     data, loss_fn = built.data, built.loss_fn
     cache = ArtifactCache(cfg.cache_dir)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    teacher, teacher_time = teacher_stage(cfg, built.teacher, data, task, cache, device, run_dir)
+    teacher, teacher_time = teacher_stage(
+        cfg, built.teacher, built.training["teacher"], data, task, cache, device, run_dir
+    )
     stages: dict[str, Stage] = {"teacher": teacher_time}
     knowledge = None
     soft_report: dict[str, Any] = {"mode": "none", "reused": False}
@@ -55,12 +52,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         if soft_stage is not None:
             stages["soft_labels"] = soft_stage
     student, stages["distill"] = student_stage(
-        cfg, built.student, data, task, loss_fn, knowledge, teacher, device, run_dir
+        cfg,
+        built.student,
+        built.training["student"],
+        data,
+        task,
+        loss_fn,
+        knowledge,
+        teacher,
+        device,
+        run_dir,
     )
     models = {"teacher": teacher, "student": student}
     if cfg.baseline:
         models["baseline"], stages["baseline"] = baseline_stage(
-            cfg, data, task, cache, device, run_dir
+            cfg, built.baseline, built.training["student"], data, task, cache, device, run_dir
         )
     if not distributed.is_main():
         return None

@@ -14,12 +14,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from kdcli.config.build import training_kwargs
 from kdcli.data import Dataset
 from kdcli.engine.loop import fit
+from kdcli.engine.state import Built
 from kdcli.losses import CrossEntropy
 from kdcli.pipeline.common import (
-    Built,
     Model,
     Stage,
     _log_stage,
@@ -41,6 +40,7 @@ def train_or_reuse(
     role: str,
     label: str,
     built: Built,
+    training: dict[str, Any],
     data: Dataset,
     task: Task,
     cache: ArtifactCache,
@@ -64,7 +64,7 @@ def train_or_reuse(
             model,
             data.train_loader(stage_cfg.batch_size, cfg.seed),
             CrossEntropy(),
-            **training_kwargs(stage_cfg, role),
+            **training,
             task=task,
             device=device,
             label=label,
@@ -94,6 +94,7 @@ def train_or_reuse(
 def teacher_stage(
     cfg: DictConfig,
     built: Built,
+    training: dict[str, Any],
     data: Dataset,
     task: Task,
     cache: ArtifactCache,
@@ -113,4 +114,6 @@ def teacher_stage(
         stage = Stage(time.perf_counter() - started, None, reused=True)
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
         return Model(cfg.teacher.name, model.to(device), path, key, "checkpoint"), stage
-    return train_or_reuse(cfg, "teacher", "teacher", built, data, task, cache, device, run_dir)
+    return train_or_reuse(
+        cfg, "teacher", "teacher", built, training, data, task, cache, device, run_dir
+    )

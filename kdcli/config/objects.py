@@ -1,22 +1,23 @@
-"""The run's objects, each built once and checked as it is built, before any training: the
-dataset (its files), the loss, the teacher and student models (the layers a feature loss
-taps, and their shapes)."""
+"""The run's objects, each built once from the config and checked as it is built, before any
+training: the dataset (its files), the loss, the teacher, student and baseline models (the
+layers a feature loss taps, and their shapes), and each stage's optimizer and scheduler."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kdcli.config.build import _instantiate
+from kdcli.config.build import _instantiate, build_model, training_kwargs
 from kdcli.config.checks import flat_keys
-from kdcli.data import Dataset
+from kdcli.data import Dataset, DatasetInfo
+from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Built, build_seeded
 
 
 @dataclass
@@ -25,6 +26,24 @@ class Objects:
     loss_fn: DistillationLoss
     teacher: Built
     student: Built
+    baseline: Callable[[], Built]  # built when the baseline stage needs it (not when cached)
+    training: dict[str, dict[str, Any]]  # role -> the loop's epochs, optimizer, scheduler
+
+
+def resolve_device(device_cfg: DictConfig) -> torch.device:
+    kind = device_cfg.type
+    if kind == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
+    return torch.device(kind)
+
+
+def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
+    """`cfg[role].model`, built right after seeding every RNG with `cfg.seed`."""
+    seed_everything(cfg.seed)
+    module = build_model(cfg, role, info)
+    return Built(module, torch.get_rng_state())
 
 
 def build(cfg: DictConfig, device: torch.device) -> Objects:
@@ -43,7 +62,15 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         # sizes the loss's adapters (their init draws from the student's RNG stream)
         build_feature_loss(loss_fn, student.module, teacher.module.to(device), example_batch(data))
         student.rng = torch.get_rng_state()
-    return Objects(data, loss_fn, teacher, student)
+    training = {role: training_kwargs(cfg[role], role) for role in ("teacher", "student")}
+    return Objects(
+        data,
+        loss_fn,
+        teacher,
+        student,
+        lambda: build_seeded(cfg, "student", data.info),
+        training,
+    )
 
 
 def check_layers(cfg: DictConfig, loss: Any, models: dict[str, Any]) -> None:
