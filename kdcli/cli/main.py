@@ -78,7 +78,14 @@ def train(args: list[str]) -> int:
     parser = args_parser()
     parser.prog = "kd train"
     parsed = parser.parse_args(args)
-    informational = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
+    if parsed.shell_completion:  # Hydra's completion script cannot call a subcommand
+        return report_error(
+            UserError(
+                "kd train does not support Hydra's --shell-completion (-sc); `kd list [group]` "
+                "shows every config group's options and `kd train --cfg job` every key."
+            )
+        )
+    informational = parsed.help or parsed.hydra_help or parsed.info
     if not informational:
         try:
             check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
