@@ -40,6 +40,11 @@ def plan(stage_cfg) -> dict:
     return {**training_kwargs(stage_cfg, "student"), "task": TASK}
 
 
+def train(digits, model, loss, **kwargs):
+    """Three epochs on digits, as the resume test runs them."""
+    return fit(model, digits.train_loader(64, 0), loss, **plan(stage(3)), device=CPU, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return Digits().load()
@@ -102,41 +107,18 @@ def test_training_resumes_from_its_saved_state_with_the_same_result(digits, tmp_
     """Three epochs straight equal one epoch, a Ctrl-C, and a resume for the other two."""
     torch.manual_seed(0)
     straight = MLP(10, 1, 8, hidden=[32], dropout=0.0)
-    fit(
-        straight,
-        digits.train_loader(64, 0),
-        CrossEntropy(),
-        **plan(stage(3)),
-        device=CPU,
-        label="a",
-    )
+    train(digits, straight, CrossEntropy(), label="a")
 
     state = tmp_path / "state.pt"
     torch.manual_seed(0)
     interrupted = MLP(10, 1, 8, hidden=[32], dropout=0.0)
     with pytest.raises(KeyboardInterrupt):
-        fit(
-            interrupted,
-            digits.train_loader(64, 0),
-            InterruptedAt(1),
-            **plan(stage(3)),
-            device=CPU,
-            label="b",
-            state_path=state,
-        )
+        train(digits, interrupted, InterruptedAt(1), label="b", state_path=state)
     assert torch.load(state, weights_only=True)["epoch"] == 0
 
     torch.manual_seed(1)  # a fresh process: different init, overwritten by the saved state
     resumed = MLP(10, 1, 8, hidden=[32], dropout=0.0)
-    fit(
-        resumed,
-        digits.train_loader(64, 0),
-        CrossEntropy(),
-        **plan(stage(3)),
-        device=CPU,
-        label="b",
-        state_path=state,
-    )
+    train(digits, resumed, CrossEntropy(), label="b", state_path=state)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert not state.exists()

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kdcli.data import DatasetInfo
+from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine import distributed
 from kdcli.store.cache import ArtifactCache, Entry
+from kdcli.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,18 @@ class Model:
     checkpoint: Path
     key: str
     source: str  # "trained", "cache" or "checkpoint"
+
+
+@dataclass
+class Context:
+    """What every stage of one run works with."""
+
+    cfg: DictConfig
+    data: Dataset
+    task: Task
+    cache: ArtifactCache
+    device: torch.device
+    run_dir: Path
 
 
 def plain(node: Any) -> Any:

@@ -6,41 +6,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
-from kdcli.data import Dataset
 from kdcli.engine import distributed
 from kdcli.engine.loop import fit
 from kdcli.engine.state import Built
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Model, Stage, _state_path, plain, training_settings
+from kdcli.pipeline.common import Context, Model, Stage, _state_path, plain, training_settings
 from kdcli.pipeline.teacher import train_or_reuse
-from kdcli.store.cache import ArtifactCache, fingerprint
+from kdcli.store.cache import fingerprint
 from kdcli.store.checkpoint import save_model
-from kdcli.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
 def student_stage(
-    cfg: DictConfig,
+    ctx: Context,
     built: Built,
     training: dict[str, Any],
-    data: Dataset,
-    task: Task,
     loss_fn: DistillationLoss,
     knowledge: TeacherKnowledge | None,
     teacher: Model,
-    device: torch.device,
-    run_dir: Path,
 ) -> tuple[Model, Stage]:
     """Stage 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
     stored soft labels: the teacher does not run here)."""
+    cfg, data, task, run_dir = ctx.cfg, ctx.data, ctx.task, ctx.run_dir
     model = built.module
     built.restore_rng()
     result = fit(
@@ -49,7 +42,7 @@ def student_stage(
         loss_fn,
         **training,
         task=task,
-        device=device,
+        device=ctx.device,
         label="student",
         teacher=knowledge,
         amp=cfg.device.amp,
@@ -73,19 +66,10 @@ def student_stage(
 
 
 def baseline_stage(
-    cfg: DictConfig,
-    build: Callable[[], Built],
-    training: dict[str, Any],
-    data: Dataset,
-    task: Task,
-    cache: ArtifactCache,
-    device: torch.device,
-    run_dir: Path,
+    ctx: Context, build: Callable[[], Built], training: dict[str, Any]
 ) -> tuple[Model, Stage]:
     """The same student trained with plain cross-entropy, same settings and seed (cached)."""
-    return train_or_reuse(
-        cfg, "student", "baseline", build(), training, data, task, cache, device, run_dir
-    )
+    return train_or_reuse(ctx, "student", "baseline", build(), training)
 
 
 def _student_key(cfg: DictConfig, teacher: Model) -> str:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from kdcli.data import Dataset
 from kdcli.engine.infer import predict
 from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
-from kdcli.pipeline.common import Model
+from kdcli.pipeline.common import Context, Model
 from kdcli.tasks import Task
 
 
@@ -31,14 +31,13 @@ def measure(
     }
 
 
-def evaluate_stage(
-    cfg: DictConfig, data: Dataset, task: Task, models: dict[str, Model], device: torch.device
-) -> dict[str, dict[str, Any]]:
+def evaluate_stage(ctx: Context, models: dict[str, Model]) -> dict[str, dict[str, Any]]:
     """Stage 4: every model's figures on the test split, with agreement against the teacher.
 
     With a validation split (`dataset.val_fraction > 0`) each model's `val_<metric>` is
     reported too, so sweeps can be compared on validation and the test split kept for the end.
     """
+    cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
     loader = data.eval_loader("test", cfg.eval.batch_size)
     logits = {role: predict(m.module, loader, device) for role, m in models.items()}
     results = {role: measure(m, data, task, logits[role], cfg) for role, m in models.items()}

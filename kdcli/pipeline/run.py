@@ -14,7 +14,7 @@ from rich.console import Console
 
 from kdcli.engine import distributed
 from kdcli.pipeline import report as report_io
-from kdcli.pipeline.common import Stage
+from kdcli.pipeline.common import Context, Stage
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
 from kdcli.pipeline.report import build_report
@@ -34,45 +34,32 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
     run_dir = distributed.shared_run_dir(run_dir)
     task = TASK
     data, loss_fn = built.data, built.loss_fn
-    cache = ArtifactCache(cfg.cache_dir)
+    ctx = Context(cfg, data, task, ArtifactCache(cfg.cache_dir), device, run_dir)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    teacher, teacher_time = teacher_stage(
-        cfg, built.teacher, built.training["teacher"], data, task, cache, device, run_dir
-    )
+    teacher, teacher_time = teacher_stage(ctx, built.teacher, built.training["teacher"])
     stages: dict[str, Stage] = {"teacher": teacher_time}
     knowledge = None
     soft_report: dict[str, Any] = {"mode": "none", "reused": False}
     if loss_fn.needs_teacher:
-        knowledge, soft_report, soft_stage = teacher_knowledge(
-            cfg, data, task, teacher, loss_fn, cache, device
-        )
+        knowledge, soft_report, soft_stage = teacher_knowledge(ctx, teacher, loss_fn)
         if soft_stage is not None:
             stages["soft_labels"] = soft_stage
     student, stages["distill"] = student_stage(
-        cfg,
-        built.student,
-        built.training["student"],
-        data,
-        task,
-        loss_fn,
-        knowledge,
-        teacher,
-        device,
-        run_dir,
+        ctx, built.student, built.training["student"], loss_fn, knowledge, teacher
     )
     models = {"teacher": teacher, "student": student}
     if cfg.baseline:
         models["baseline"], stages["baseline"] = baseline_stage(
-            cfg, built.baseline, built.training["student"], data, task, cache, device, run_dir
+            ctx, built.baseline, built.training["student"]
         )
     if not distributed.is_main():
         return None
 
     started = time.perf_counter()
-    results = evaluate_stage(cfg, data, task, models, device)
+    results = evaluate_stage(ctx, models)
     stages["evaluate"] = Stage(time.perf_counter() - started, None, reused=False)
 
     report = build_report(cfg, task, data.info, device, results, soft_report, stages, run_dir)

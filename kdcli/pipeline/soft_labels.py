@@ -33,9 +33,8 @@ from kdcli.knowledge.teacher import (
     stored_feature_bytes,
 )
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Model, Stage, _log_stage, get_or_make, plain
-from kdcli.store.cache import ArtifactCache, Entry, fingerprint
-from kdcli.tasks import Task
+from kdcli.pipeline.common import Context, Model, Stage, _log_stage, get_or_make, plain
+from kdcli.store.cache import Entry, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +65,7 @@ def _topk(cfg: DictConfig, data: Dataset) -> int | None:
 
 
 def soft_label_stage(
-    cfg: DictConfig,
-    data: Dataset,
-    task: Task,
-    teacher: Model,
-    cache: ArtifactCache,
-    device: torch.device,
-    mode: str,
-    layers: tuple[str, ...] = (),
+    ctx: Context, teacher: Model, mode: str, layers: tuple[str, ...] = ()
 ) -> tuple[StoredKnowledge, Entry, Stage]:
     """Stage 2: the teacher's outputs for every training sample, stored once as plain arrays.
 
@@ -81,6 +73,7 @@ def soft_label_stage(
     them (feature-<path>.npy). `views`: on the exact augmented view the student draws in each
     of its epochs ([E, N, ...]: the student's loader, seed and batch size are in the key).
     """
+    cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
     started = time.perf_counter()
     dtype = np.dtype(cfg.soft_labels.dtype)
     topk = _topk(cfg, data)
@@ -122,7 +115,7 @@ def soft_label_stage(
             "images_per_s": images / max(seconds, 1e-9),
         }
 
-    entry = get_or_make(cache, "soft_labels", teacher.name, key, make)
+    entry = get_or_make(ctx.cache, "soft_labels", teacher.name, key, make)
     soft_labels = _load_soft_labels(entry.path, data.num_train, data.info.num_classes, mode, device)
     features = load_features(entry.path, layers, device)
     stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
@@ -131,17 +124,12 @@ def soft_label_stage(
 
 
 def teacher_knowledge(
-    cfg: DictConfig,
-    data: Dataset,
-    task: Task,
-    teacher: Model,
-    loss_fn: DistillationLoss,
-    cache: ArtifactCache,
-    device: torch.device,
+    ctx: Context, teacher: Model, loss_fn: DistillationLoss
 ) -> tuple[TeacherKnowledge, dict[str, Any], Stage | None]:
     """What the student stage learns from: stored soft labels (`static` or `views`, and stored
     teacher features when they match the student's view and fit the budget), or the teacher
     run online (`soft_labels.mode=online`, or features that cannot be stored)."""
+    cfg, data = ctx.cfg, ctx.data
     layers = loss_fn.teacher_layers
     mode = soft_label_mode(cfg, data)
     if layers and mode != "online":
@@ -163,9 +151,7 @@ def teacher_knowledge(
             {**report, "layers": list(layers), "reused": False, "bytes": 0},
             None,
         )
-    knowledge, entry, stage = soft_label_stage(
-        cfg, data, task, teacher, cache, device, mode, layers
-    )
+    knowledge, entry, stage = soft_label_stage(ctx, teacher, mode, layers)
     report = {
         "mode": mode,
         "features": "stored" if layers else "none",

@@ -11,14 +11,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig
-
-from kdcli.data import Dataset
 from kdcli.engine.loop import fit
 from kdcli.engine.state import Built
 from kdcli.losses import CrossEntropy
 from kdcli.pipeline.common import (
+    Context,
     Model,
     Stage,
     _log_stage,
@@ -28,29 +25,20 @@ from kdcli.pipeline.common import (
     plain,
     training_settings,
 )
-from kdcli.store.cache import ArtifactCache, file_sha256, fingerprint
+from kdcli.store.cache import file_sha256, fingerprint
 from kdcli.store.checkpoint import load_model, save_model
-from kdcli.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
 def train_or_reuse(
-    cfg: DictConfig,
-    role: str,
-    label: str,
-    built: Built,
-    training: dict[str, Any],
-    data: Dataset,
-    task: Task,
-    cache: ArtifactCache,
-    device: torch.device,
-    run_dir: Path,
+    ctx: Context, role: str, label: str, built: Built, training: dict[str, Any]
 ) -> tuple[Model, Stage]:
     """Train `cfg[role]` with plain cross-entropy, or reuse the cached model (teacher, baseline).
 
     The cache entry lives under `<label>s/`, keyed by model, training settings, data and seed.
     """
+    cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
     started = time.perf_counter()
     stage_cfg = cfg[role]
     key = fingerprint(
@@ -69,7 +57,7 @@ def train_or_reuse(
             device=device,
             label=label,
             amp=cfg.device.amp,
-            state_path=_state_path(cfg, run_dir, label, key),
+            state_path=_state_path(cfg, ctx.run_dir, label, key),
         )
         save_model(
             tmp / "model.pt", model, model_config=plain(stage_cfg.model), dataset=asdict(data.info)
@@ -81,7 +69,7 @@ def train_or_reuse(
             f"train_{task.metric}": result.final_train_score,
         }
 
-    entry = get_or_make(cache, f"{label}s", stage_cfg.name, key, make)
+    entry = get_or_make(ctx.cache, f"{label}s", stage_cfg.name, key, make)
     if entry.reused:
         described = describe_model(stage_cfg, data.info)
         load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
@@ -91,20 +79,12 @@ def train_or_reuse(
     return Model(stage_cfg.name, model.to(device), entry.file("model.pt"), key, source), stage
 
 
-def teacher_stage(
-    cfg: DictConfig,
-    built: Built,
-    training: dict[str, Any],
-    data: Dataset,
-    task: Task,
-    cache: ArtifactCache,
-    device: torch.device,
-    run_dir: Path,
-) -> tuple[Model, Stage]:
+def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple[Model, Stage]:
     """Stage 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
 
     A checkpoint is checked against the model as it loads (its fit is a built-object check),
     before anything trains."""
+    cfg, data = ctx.cfg, ctx.data
     started = time.perf_counter()
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
@@ -113,7 +93,5 @@ def teacher_stage(
         key = fingerprint("checkpoint", plain(cfg.teacher.model), file_sha256(path))
         stage = Stage(time.perf_counter() - started, None, reused=True)
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
-        return Model(cfg.teacher.name, model.to(device), path, key, "checkpoint"), stage
-    return train_or_reuse(
-        cfg, "teacher", "teacher", built, training, data, task, cache, device, run_dir
-    )
+        return Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint"), stage
+    return train_or_reuse(ctx, "teacher", "teacher", built, training)
