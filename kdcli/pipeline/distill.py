@@ -56,7 +56,7 @@ def student_stage(
         cfg.student.name,
         result.seconds,
         f"{result.images_per_s:,.0f}",
-        task.metric,
+        task.metric_label,
         result.final_train_score,
     )
     return (

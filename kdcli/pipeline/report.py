@@ -48,9 +48,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """KD gain and compression, one line each."""
     lines = []
     if "kd_gain" in report:
-        lines.append(
-            f"KD gain (student - baseline {TASK.metric}): {100 * report['kd_gain']:+.2f} points"
-        )
+        gain = 100 * report["kd_gain"]
+        lines.append(f"KD gain (student - baseline {TASK.metric_label}): {gain:+.2f} points")
     c = report["compression"]
     lines.append(
         f"compression: {c['params']:.1f}x fewer parameters, {c['flops']:.1f}x fewer FLOPs, "

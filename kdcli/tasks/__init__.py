@@ -21,6 +21,7 @@ Row = tuple[str, str, Callable[[float], str]]
 
 class Task(Protocol):
     metric: str  # the headline metric's report key (higher is better), e.g. "top1"
+    metric_label: str  # how people write it, e.g. "top-1"
 
     def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
         """The per-sample shape of the model's output (what soft labels store per sample)."""

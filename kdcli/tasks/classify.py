@@ -15,6 +15,7 @@ class Classify:
     """One label per image; the model's output is a row of class logits."""
 
     metric = "top1"
+    metric_label = "top-1"
 
     def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
         return (info.num_classes,)
