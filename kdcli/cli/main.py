@@ -6,7 +6,9 @@ Exit codes: 0 done, 2 bad input (config, files, data), 1 failure while running.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,13 +47,18 @@ def _train_job(cfg: DictConfig) -> float | None:
     from kdcli.engine import distributed
     from kdcli.pipeline.run import run
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         device = distributed.setup(resolve_device(cfg.device))
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        objects = build(cfg, device)  # built once and checked, before any training
-        report = run(cfg, Path(HydraConfig.get().runtime.output_dir), objects, device)
+        try:
+            objects = build(cfg, device)  # built once and checked, before any training
+        except UserError:
+            _discard(run_dir)  # the built objects failed their checks: leave nothing behind
+            raise
+        report = run(cfg, run_dir, objects, device)
     except (UserError, RunError) as error:
         sys.exit(report_error(error))
     except torch.OutOfMemoryError:
@@ -64,6 +71,26 @@ def _train_job(cfg: DictConfig) -> float | None:
             )
         )
     return None if report is None else report["student"]["top1"]  # None: not rank 0
+
+
+def _discard(run_dir: Path) -> None:
+    """Remove the run directory Hydra made for a job whose objects failed their checks (it
+    holds only Hydra's config and the log), and its parents as far as they are left empty."""
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
+        return
+    logging.shutdown()  # close train.log
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent, cwd = run_dir.parent, Path.cwd().resolve()
+    while parent.resolve() != cwd and cwd in parent.resolve().parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            try:
+                (parent / "multirun.yaml").unlink(missing_ok=True)
+                parent.rmdir()  # a sweep folder holding only Hydra's note of the sweep
+            except OSError:
+                break
+        parent = parent.parent
 
 
 def train(args: list[str]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
 from kdcli.losses import DistillationLoss
+from kdcli.store.checkpoint import load_model
 
 
 @dataclass
@@ -54,6 +56,10 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         source.check()
     data = source.load().to(device)
     teacher = build_seeded(cfg, "teacher", data.info)
+    if cfg.teacher.checkpoint:  # loaded here, so that a checkpoint that does not fit is caught
+        path = Path(cfg.teacher.checkpoint).expanduser()
+        described = f"{cfg.teacher.name} on {data.info.describe()}"
+        load_model(teacher.module, path, "teacher.checkpoint", described)
     loss_fn: DistillationLoss = _instantiate(cfg.loss, "loss")
     student = build_seeded(cfg, "student", data.info)
     student.module.to(device)

@@ -68,10 +68,7 @@ def config_choice(group: str, node: DictConfig) -> str:
 
 
 def describe_model(stage_cfg: DictConfig, info: DatasetInfo) -> str:
-    return (
-        f"{stage_cfg.name} on {info.name} ({info.num_classes} classes, {info.channels} "
-        f"channel(s), {info.image_size}x{info.image_size})"
-    )
+    return f"{stage_cfg.name} on {info.describe()}"
 
 
 def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:

@@ -82,14 +82,12 @@ def train_or_reuse(
 def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple[Model, Stage]:
     """Stage 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
 
-    A checkpoint is checked against the model as it loads (its fit is a built-object check),
-    before anything trains."""
-    cfg, data = ctx.cfg, ctx.data
+    A checkpoint was loaded, and its fit checked, when the teacher was built."""
+    cfg = ctx.cfg
     started = time.perf_counter()
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
-        model = built.module
-        load_model(model, path, "teacher.checkpoint", describe_model(cfg.teacher, data.info))
+        model = built.module  # the checkpoint's weights (kdcli.config.objects loaded them)
         key = fingerprint("checkpoint", plain(cfg.teacher.model), file_sha256(path))
         stage = Stage(time.perf_counter() - started, None, reused=True)
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
