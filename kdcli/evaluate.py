@@ -1,4 +1,4 @@
-"""Stage 4's measurements: accuracy, NLL, agreement, size, FLOPs and CPU latency."""
+"""Stage 4's measurements: accuracy, NLL, calibration, agreement, size, FLOPs and CPU latency."""
 
 from __future__ import annotations
 
@@ -31,6 +31,21 @@ class Accuracy:
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
     top1 = (logits.argmax(1) == labels).float().mean().item()
     return Accuracy(top1=top1, nll=F.cross_entropy(logits, labels).item())
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE: how far confidence (the top softmax probability) is from accuracy, on average.
+
+    Samples fall into `bins` equal-width confidence bins, (0, 1/bins], ..., ((bins-1)/bins, 1];
+    ECE = sum over bins of (share of samples in the bin) * |accuracy - mean confidence|.
+    0 is perfectly calibrated; distillation is known to change it (often for the better).
+    """
+    confidence, predicted = logits.float().softmax(1).max(1)
+    correct = (predicted == labels).float()
+    which = (confidence * bins).ceil().long().clamp(1, bins) - 1
+    hits = torch.zeros(bins, device=logits.device).index_add_(0, which, correct)
+    sure = torch.zeros(bins, device=logits.device).index_add_(0, which, confidence)
+    return ((hits - sure).abs().sum() / max(len(labels), 1)).item()
 
 
 def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:

@@ -22,17 +22,18 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import nn
 
-from kdcli import __version__, distributed
+from kdcli import __version__, distributed, stats
 from kdcli import report as report_io
 from kdcli.cache import ArtifactCache, Entry, file_sha256, fingerprint
 from kdcli.checkpoint import load_model, save_model
 from kdcli.data import Dataset, DatasetInfo
-from kdcli.errors import UserError
+from kdcli.errors import RunError, UserError
 from kdcli.evaluate import (
     accuracy,
     agreement,
     count_params,
     cpu_latency_ms,
+    expected_calibration_error,
     flops_per_image,
     predict,
 )
@@ -188,6 +189,44 @@ def teacher_stage(
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
         return Model(cfg.teacher.name, model.to(device), path, key, "checkpoint"), stage
     return train_or_reuse(cfg, "teacher", "teacher", data, cache, device, run_dir)
+
+
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def eval_splits(data: Dataset) -> list[str]:
+    """The splits every model is evaluated on: test, and validation when there is one."""
+    return ["test", *(["val"] if "val" in data.splits else [])]
+
+
+def selection_split(data: Dataset) -> str:
+    """The split that decisions are made on: validation when there is one, else test."""
+    return "val" if "val" in data.splits else "test"
+
+
+def check_teacher(
+    cfg: DictConfig, data: Dataset, teacher: Model, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The teacher's logits on each evaluation split, right after its stage (the evaluate stage
+    reuses them). Stops the run, before any soft labels are computed, when the teacher's top-1
+    falls short of `teacher.min_top1`."""
+    logits = {
+        split: predict(teacher.module, data.eval_loader(split, cfg.eval.batch_size), device)
+        for split in eval_splits(data)
+    }
+    minimum = cfg.teacher.min_top1
+    split = selection_split(data)
+    top1 = accuracy(logits[split], data.labels(split)).top1
+    log.info("teacher      top-1 %.2f%% on the %s split", 100 * top1, SPLIT_NAMES[split])
+    if minimum is not None and top1 < minimum:
+        raise RunError(
+            f"teacher.min_top1={minimum}: the teacher ({teacher.name}) reaches {100 * top1:.2f}% "
+            f"top-1 on the {SPLIT_NAMES[split]} split, below the {100 * minimum:.2f}% asked, so "
+            "the run stopped before computing soft labels. Train a better teacher (e.g. more "
+            "teacher.epochs or another teacher.optimizer.lr), load one with teacher.checkpoint, "
+            "or lower teacher.min_top1 (the trained teacher is cached: a rerun reuses it)."
+        )
+    return logits
 
 
 def soft_label_mode(cfg: DictConfig, data: Dataset) -> str:
@@ -467,11 +506,13 @@ def measure(
     model: Model, data: Dataset, test_logits: torch.Tensor, cfg: DictConfig
 ) -> dict[str, Any]:
     """The report's figures for one model."""
-    acc = accuracy(test_logits, data.labels("test"))
+    labels = data.labels("test")
+    acc = accuracy(test_logits, labels)
     return {
         "name": model.name,
         "top1": acc.top1,
         "nll": acc.nll,
+        "ece": expected_calibration_error(test_logits, labels),
         "params": count_params(model.module),
         "flops": flops_per_image(model.module, data.info),
         "latency_ms": cpu_latency_ms(model.module, data.info, runs=cfg.eval.latency_runs),
@@ -483,25 +524,57 @@ def measure(
 
 
 def evaluate_stage(
-    cfg: DictConfig, data: Dataset, models: dict[str, Model], device: torch.device
-) -> dict[str, dict[str, Any]]:
-    """Stage 4: every model's figures on the test split, with agreement against the teacher.
+    cfg: DictConfig,
+    data: Dataset,
+    models: dict[str, Model],
+    device: torch.device,
+    known: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Stage 4: every model's figures on the test split, with agreement against the teacher,
+    and the KD gain's interval and p-value (student vs baseline on the same test images).
 
+    `known`: logits already computed (role -> split -> logits), e.g. the teacher's.
     With a validation split (`dataset.val_fraction > 0`) each model's `val_top1` is reported
     too, so sweeps can be compared on validation accuracy and the test split kept for the end.
     """
-    loader = data.eval_loader("test", cfg.eval.batch_size)
-    logits = {role: predict(m.module, loader, device) for role, m in models.items()}
-    results = {role: measure(m, data, logits[role], cfg) for role, m in models.items()}
+    known = known or {}
+    logits: dict[str, dict[str, torch.Tensor]] = {}
+    for role, m in models.items():
+        logits[role] = dict(known.get(role, {}))
+        for split in eval_splits(data):
+            if split not in logits[role]:
+                loader = data.eval_loader(split, cfg.eval.batch_size)
+                logits[role][split] = predict(m.module, loader, device)
+    results = {role: measure(m, data, logits[role]["test"], cfg) for role, m in models.items()}
     if "val" in data.splits:
-        val_loader = data.eval_loader("val", cfg.eval.batch_size)
-        for role, m in models.items():
-            val_logits = predict(m.module, val_loader, device)
-            results[role]["val_top1"] = accuracy(val_logits, data.labels("val")).top1
+        for role in models:
+            results[role]["val_top1"] = accuracy(logits[role]["val"], data.labels("val")).top1
     for role in results:
         if role != "teacher":
-            results[role]["agreement"] = agreement(logits[role], logits["teacher"])
-    return results
+            results[role]["agreement"] = agreement(logits[role]["test"], logits["teacher"]["test"])
+    gain = {}
+    if "baseline" in logits:
+        gain = gain_figures(logits["student"]["test"], logits["baseline"]["test"], data)
+    return results, gain
+
+
+def gain_figures(
+    student_logits: torch.Tensor, baseline_logits: torch.Tensor, data: Dataset
+) -> dict[str, Any]:
+    """The KD gain's 95% paired bootstrap interval and exact McNemar p-value (report keys)."""
+    labels = data.labels("test")
+    student = (student_logits.argmax(1) == labels).cpu().numpy()
+    baseline = (baseline_logits.argmax(1) == labels).cpu().numpy()
+    gain = stats.compare(student, baseline)
+    return {
+        "kd_gain_ci": list(gain.ci),
+        "kd_gain_p": gain.p,
+        "kd_gain_images": {
+            "student_only": gain.a_only,
+            "baseline_only": gain.b_only,
+            "total": gain.n,
+        },
+    }
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -523,6 +596,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
     teacher, teacher_time = teacher_stage(cfg, data, cache, device, run_dir)
     stages: dict[str, Stage] = {"teacher": teacher_time}
+    started = time.perf_counter()
+    teacher_logits = check_teacher(cfg, data, teacher, device)
+    teacher_eval_seconds = time.perf_counter() - started
     knowledge = None
     soft_report: dict[str, Any] = {"mode": "none", "reused": False}
     loss_fn: DistillationLoss = instantiate(cfg.loss)
@@ -542,10 +618,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         return None
 
     started = time.perf_counter()
-    results = evaluate_stage(cfg, data, models, device)
-    stages["evaluate"] = Stage(time.perf_counter() - started, None, reused=False)
+    results, gain = evaluate_stage(cfg, data, models, device, {"teacher": teacher_logits})
+    seconds = time.perf_counter() - started + teacher_eval_seconds
+    stages["evaluate"] = Stage(seconds, None, reused=False)
 
-    report = build_report(cfg, data.info, device, results, soft_report, stages, run_dir)
+    report = build_report(cfg, data.info, device, results, soft_report, stages, run_dir, gain)
     report_io.write(report, run_dir, Console())  # the table goes to stdout
     return report
 
@@ -558,6 +635,7 @@ def build_report(
     soft_labels: dict[str, Any],
     stages: dict[str, Stage],
     run_dir: Path,
+    gain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     teacher, student = results["teacher"], results["student"]
     report: dict[str, Any] = {
@@ -582,4 +660,6 @@ def build_report(
     }
     if "baseline" in results:
         report["kd_gain"] = student["top1"] - results["baseline"]["top1"]
+        report.update(gain or {})
+    report["warnings"] = report_io.warnings(report)
     return report

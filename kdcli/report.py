@@ -1,4 +1,7 @@
-"""Stage 4's output: one rich table, report.json and report.md in the run directory."""
+"""Stage 4's output: one rich table, report.json and report.md in the run directory.
+
+Also the report's `warnings`: what in the figures says the distillation did not work.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kdcli.cache import write_json_atomic
 
@@ -18,6 +22,7 @@ ROWS = (
     ("top-1 accuracy", "top1", lambda v: f"{100 * v:.2f}%"),
     ("validation top-1", "val_top1", lambda v: f"{100 * v:.2f}%"),
     ("NLL", "nll", lambda v: f"{v:.4f}"),
+    ("calibration error (ECE)", "ece", lambda v: f"{100 * v:.2f}%"),
     ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
     ("parameters", "params", lambda v: f"{v / 1e6:.3f} M"),
     ("FLOPs / image", "flops", lambda v: f"{v / 1e6:.2f} M"),
@@ -39,11 +44,57 @@ def _cells(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+SIGNIFICANCE = 0.05  # a negative gain with McNemar p below this is flagged
+
+
+def format_p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def gain_line(report: dict[str, Any]) -> str:
+    """ "KD gain +1.11 pts (95% CI +0.28 to +1.94, p = 0.012): ..." (interval when known)."""
+    line = f"KD gain {100 * report['kd_gain']:+.2f} pts"
+    if "kd_gain_ci" not in report:
+        return f"{line}: student - baseline top-1"
+    low, high = report["kd_gain_ci"]
+    images = report["kd_gain_images"]
+    return (
+        f"{line} (95% CI {100 * low:+.2f} to {100 * high:+.2f}, {format_p(report['kd_gain_p'])}): "
+        f"student - baseline top-1 on {images['total']} test images; the student alone gets "
+        f"{images['student_only']} right, the baseline alone {images['baseline_only']}"
+    )
+
+
+def warnings(report: dict[str, Any]) -> list[str]:
+    """What says the teacher could not teach: a teacher below the baseline student (on the
+    validation split when there is one, else test), or a student significantly worse than its
+    baseline (negative gain with exact McNemar p < 0.05)."""
+    found = []
+    teacher, baseline = report["teacher"], report.get("baseline")
+    key = "val_top1" if teacher.get("val_top1") is not None else "top1"
+    split = "validation" if key == "val_top1" else "test"
+    if baseline is not None and teacher[key] < baseline[key]:
+        found.append(
+            f"teacher weaker than the student alone: the teacher ({teacher['name']}) reaches "
+            f"{100 * teacher[key]:.2f}% top-1 on the {split} split, the student trained without "
+            f"it ({baseline['name']}) {100 * baseline[key]:.2f}%; train the teacher longer or "
+            "with another recipe (teacher.min_top1 stops such runs before distilling)."
+        )
+    p, gain = report.get("kd_gain_p"), report.get("kd_gain")
+    if p is not None and gain < 0 and p < SIGNIFICANCE:
+        found.append(
+            f"distillation made the student worse: {100 * gain:+.2f} points against its "
+            f"baseline ({format_p(p)}, McNemar); check the teacher's accuracy and the loss "
+            "settings (loss.alpha, loss.temperature)."
+        )
+    return found
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """KD gain and compression, one line each."""
     lines = []
     if "kd_gain" in report:
-        lines.append(f"KD gain (student - baseline top-1): {100 * report['kd_gain']:+.2f} points")
+        lines.append(gain_line(report))
     c = report["compression"]
     lines.append(
         f"compression: {c['params']:.1f}x fewer parameters, {c['flops']:.1f}x fewer FLOPs, "
@@ -80,6 +131,8 @@ def markdown(report: dict[str, Any]) -> str:
         *(f"- {line}" for line in summary_lines(report)),
         "",
     ]
+    if report.get("warnings"):
+        lines += ["## Warnings", "", *(f"- {text}" for text in report["warnings"]), ""]
     return "\n".join(lines)
 
 
@@ -92,6 +145,8 @@ def write(report: dict[str, Any], run_dir: Path, console: Console) -> None:
     console.print(table(report))
     for line in summary_lines(report):
         console.print(line)
+    for text in report.get("warnings", []):
+        console.print(Text(f"warning: {text}", style="bold yellow"))
 
 
 def load(path: Path) -> dict[str, Any]:
