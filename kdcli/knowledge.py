@@ -9,13 +9,18 @@
   use it when their stored maps would not match the student's view (the data is augmented:
   a shifted image has shifted feature maps, while logits barely move) or would not fit in
   `soft_labels.feature_budget_mb`.
+
+Stored logits are shifted by each row's maximum (`encode_soft_labels`), so they fit the
+storage dtype whatever the teacher's scale; stores are checked finite when written and loaded.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +30,12 @@ from kdcli.data import Batch, Dataset, Loader
 from kdcli.errors import UserError
 from kdcli.losses import DistillationLoss
 from kdcli.models.features import FeatureTap
+
+log = logging.getLogger(__name__)
+
+SOFT_LABEL_FORMAT = 2
+"""The stored encoding's version, part of the soft-label cache key so that entries written in
+another encoding are not reused (1: raw logits; 2: logits shifted by their row maximum)."""
 
 
 @dataclass
@@ -63,7 +74,10 @@ class SoftLabels:
         top = values[index].float()
         rest = (1.0 - top.sum(1, keepdim=True)).clamp_min(1e-6) / (self.num_classes - top.shape[1])
         probs = rest.expand(top.shape[0], self.num_classes).clone()
-        return probs.scatter_(1, indices[index].long(), top).log()
+        probs.scatter_(1, indices[index].long(), top)
+        # a kept probability below float16's smallest is stored as 0: log(0) = -inf would make
+        # KL terms 0 * inf = NaN, so floor it at float32's smallest normal (log = -87.3)
+        return probs.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
 class StoredKnowledge:
@@ -160,6 +174,89 @@ def topk_probabilities(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     """The k largest softmax probabilities of each row and their class indices."""
     values, indices = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
     return values, indices
+
+
+def encode_soft_labels(
+    logits: torch.Tensor, topk: int | None, dtype: np.dtype
+) -> tuple[dict[str, np.ndarray], int]:
+    """The arrays stored for a batch of finite teacher logits [B, K], and how many rows were
+    clamped.
+
+    All logits: each row shifted by its maximum. Softmax is shift-invariant, so every
+    softmax-based loss sees the teacher's exact distribution; the largest logit becomes 0 and
+    the rest <= 0, which float16 holds however large the teacher's logits are (raw logits
+    above 65504 would be inf, and inf - inf = NaN downstream). A row spanning more than the
+    dtype's range has its tail clamped to the dtype's lowest value (-65504 for float16),
+    where exp(z / T) is 0 in float32 anyway for any T < 600. Top-k: the k largest softmax
+    probabilities (in [0, 1], finite) and their classes.
+    """
+    if topk is not None:
+        probs, classes = topk_probabilities(logits, topk)
+        return {
+            "topk_probs": probs.cpu().numpy().astype(dtype),
+            "topk_classes": classes.cpu().numpy().astype(index_dtype(logits.shape[1])),
+        }, 0
+    shifted = logits.float() - logits.float().amax(dim=-1, keepdim=True)
+    lowest = float(np.finfo(dtype).min)
+    clamped = int((shifted < lowest).any(dim=-1).sum())
+    return {"logits": shifted.clamp_min(lowest).cpu().numpy().astype(dtype)}, clamped
+
+
+def nonfinite_rows(values: torch.Tensor) -> int:
+    """How many samples (rows of the first dimension) hold a NaN or an inf."""
+    return int((~torch.isfinite(values)).reshape(values.shape[0], -1).any(dim=1).sum())
+
+
+def all_finite(array: np.ndarray, chunk: int = 1 << 24) -> bool:
+    """No NaN or inf in `array` (integer arrays always pass), checked a chunk at a time so a
+    large memory-mapped store is never copied whole."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return True
+    flat = array.reshape(-1)
+    return all(np.isfinite(flat[i : i + chunk]).all() for i in range(0, flat.size, chunk))
+
+
+def store_features(
+    directory: Path, features: dict[str, torch.Tensor], dtype: np.dtype
+) -> dict[str, str]:
+    """Save each tapped layer's (finite) maps as feature-<path>.npy; returns their dtypes.
+
+    Feature maps are compared value for value, not through a softmax, so they are not
+    shifted; a layer whose values exceed `dtype`'s range (65504 for float16), where the cast
+    would give inf, is stored as float32 instead, with a warning.
+    """
+    dtypes = {}
+    for path, values in features.items():
+        kind = dtype
+        if values.numel() and float(values.abs().max()) > float(np.finfo(dtype).max):
+            kind = np.dtype(np.float32)
+            log.warning(
+                "soft labels  teacher layer %s outputs values beyond %s's range; stored as float32",
+                path,
+                dtype.name,
+            )
+        array = values.cpu().numpy().astype(kind)
+        np.save(directory / f"feature-{path}.npy", array, allow_pickle=False)
+        dtypes[path] = kind.name
+    return dtypes
+
+
+def nonfinite_files(directory: Path) -> list[str]:
+    """The .npy files in `directory` that hold a NaN or an inf, read back from disk."""
+    paths = sorted(directory.glob("*.npy"))
+    return [p.name for p in paths if not all_finite(np.load(p, mmap_mode="r", allow_pickle=False))]
+
+
+def load_array(path: Path) -> torch.Tensor:
+    """A stored array, checked finite: it was when written, so NaN or inf means a damaged
+    cache entry."""
+    array = np.load(path, allow_pickle=False)
+    if not all_finite(array):
+        raise UserError(
+            f"{path} holds NaN or inf values: that cache entry is damaged (soft labels are "
+            f"checked finite when written); delete {path.parent} and run again to recompute it."
+        )
+    return torch.from_numpy(array)
 
 
 def views_bytes(

@@ -38,19 +38,24 @@ from kdcli.evaluate import (
     predict,
 )
 from kdcli.knowledge import (
+    SOFT_LABEL_FORMAT,
     OnlineTeacher,
     SoftLabels,
     StoredKnowledge,
     TeacherKnowledge,
     build_feature_loss,
     choose_feature_source,
+    encode_soft_labels,
     example_batch,
     feature_shapes,
     index_dtype,
+    load_array,
+    nonfinite_files,
+    nonfinite_rows,
     predict_views,
     predict_with_features,
+    store_features,
     stored_feature_bytes,
-    topk_probabilities,
     views_bytes,
 )
 from kdcli.losses import CrossEntropy, DistillationLoss
@@ -254,15 +259,41 @@ def _topk(cfg: DictConfig, data: Dataset) -> int | None:
     return None if k is None or k >= data.info.num_classes else int(k)
 
 
-def _compress(logits: torch.Tensor, topk: int | None, dtype: np.dtype) -> dict[str, np.ndarray]:
-    """The arrays stored for a batch of teacher logits: all of them, or the top-k."""
-    if topk is None:
-        return {"logits": logits.cpu().numpy().astype(dtype)}
-    probs, classes = topk_probabilities(logits, topk)
-    return {
-        "topk_probs": probs.cpu().numpy().astype(dtype),
-        "topk_classes": classes.cpu().numpy().astype(index_dtype(logits.shape[1])),
-    }
+def _compress(
+    logits: torch.Tensor, topk: int | None, dtype: np.dtype, teacher: Model
+) -> tuple[dict[str, np.ndarray], int]:
+    """The arrays stored for a batch of teacher logits (all of them shifted by their row
+    maximum, or the top-k probabilities) and how many rows were clamped; non-finite logits
+    are the teacher's fault."""
+    _check_teacher_output(teacher, logits, "logits")
+    return encode_soft_labels(logits, topk, dtype)
+
+
+def _check_teacher_output(teacher: Model, values: torch.Tensor, what: str) -> None:
+    bad = nonfinite_rows(values)
+    if not bad:
+        return
+    if teacher.source == "checkpoint":
+        fix = f"check teacher.checkpoint={teacher.checkpoint}: does it hold a trained model?"
+    else:
+        fix = (
+            f"retrain it (e.g. a lower teacher.optimizer.lr or more teacher.epochs), or delete "
+            f"its cache entry {teacher.checkpoint.parent} to train it afresh."
+        )
+    raise RunError(
+        f"the teacher {teacher.name} gave NaN or inf {what} on {bad} training image(s) while "
+        f"its soft labels were computed (stage soft_labels), so it cannot teach; {fix}"
+    )
+
+
+def _check_store(directory: Path, teacher: Model) -> None:
+    """Every stored array is finite, read back from disk before the manifest is written."""
+    if bad := nonfinite_files(directory):
+        raise RunError(
+            f"the soft labels of teacher {teacher.name} hold NaN or inf in {', '.join(bad)} "
+            "after encoding (stage soft_labels), though the teacher's outputs were finite; "
+            "nothing was cached. Please report this as a kdcli bug."
+        )
 
 
 def soft_label_stage(
@@ -283,7 +314,7 @@ def soft_label_stage(
     started = time.perf_counter()
     dtype = np.dtype(cfg.soft_labels.dtype)
     topk = _topk(cfg, data)
-    key_parts = [teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
+    key_parts = [SOFT_LABEL_FORMAT, teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
     if mode == "views":
         key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
     key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
@@ -291,7 +322,7 @@ def soft_label_stage(
     def make(tmp: Path) -> dict[str, Any]:
         begun = time.perf_counter()
         if mode == "views":
-            images = _store_views(cfg, data, teacher, tmp, topk, dtype)
+            images, clamped = _store_views(cfg, data, teacher, tmp, topk, dtype)
             features: dict[str, torch.Tensor] = {}
         else:
             loader = data.eval_loader("train", cfg.eval.batch_size)
@@ -299,19 +330,32 @@ def soft_label_stage(
                 logits, features = predict_with_features(teacher.module, loader, layers, device)
             else:  # split across ranks under torchrun
                 logits, features = distributed.predict_sharded(teacher.module, loader, device), {}
-            for name, array in _compress(logits, topk, dtype).items():
+            arrays, clamped = _compress(logits, topk, dtype, teacher)
+            for name, array in arrays.items():
                 np.save(tmp / f"{name}.npy", array, allow_pickle=False)
             images = logits.shape[0]
+        if clamped:
+            log.warning(
+                "soft labels  %d row(s) of teacher logits span more than %s holds: their tail "
+                "is clamped (exact for softmax over all classes; for dkd or kd_ls use "
+                "soft_labels.dtype=float32)",
+                clamped,
+                dtype.name,
+            )
         for path, values in features.items():
-            array = values.cpu().numpy().astype(dtype)
-            np.save(tmp / f"feature-{path}.npy", array, allow_pickle=False)
+            _check_teacher_output(teacher, values, f"outputs at layer {path}")
+        feature_dtypes = store_features(tmp, features, dtype)
+        _check_store(tmp, teacher)
         seconds = time.perf_counter() - begun
         return {
             "mode": mode,
             "teacher": teacher.key,
+            "soft_label_format": SOFT_LABEL_FORMAT,
             "topk": topk,
             "dtype": dtype.name,
+            "clamped_rows": clamped,
             "features": {path: list(values.shape) for path, values in features.items()},
+            "feature_dtypes": feature_dtypes,
             "seconds": seconds,
             "images_per_s": images / max(seconds, 1e-9),
         }
@@ -326,8 +370,9 @@ def soft_label_stage(
 
 def _store_views(
     cfg: DictConfig, data: Dataset, teacher: Model, tmp: Path, topk: int | None, dtype: np.dtype
-) -> int:
-    """Write the teacher's outputs on every epoch's views straight into .npy files on disk."""
+) -> tuple[int, int]:
+    """Write the teacher's outputs on every epoch's views straight into .npy files on disk;
+    returns the images seen and the rows clamped."""
     epochs, num_samples = cfg.student.epochs, data.num_train
     width = topk or data.info.num_classes
     dtypes = (
@@ -342,16 +387,21 @@ def _store_views(
         for name, kind in dtypes.items()
     }
 
+    clamped = 0
+
     def write(epoch: int, index: torch.Tensor, logits: torch.Tensor) -> None:
+        nonlocal clamped
         rows = index.cpu().numpy()
-        for name, part in _compress(logits, topk, dtype).items():
+        parts, clamped_here = _compress(logits, topk, dtype, teacher)
+        clamped += clamped_here
+        for name, part in parts.items():
             arrays[name][epoch, rows] = part
 
     loader = data.train_loader(cfg.student.batch_size, cfg.seed)
     images = predict_views(teacher.module, loader, epochs, write)
     for array in arrays.values():
         array.flush()
-    return images
+    return images, clamped
 
 
 def _load_soft_labels(entry: Entry, data: Dataset, mode: str, device: torch.device) -> SoftLabels:
@@ -370,7 +420,7 @@ def _load_soft_labels(entry: Entry, data: Dataset, mode: str, device: torch.devi
 
 
 def _load_array(path: Path, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.load(path, allow_pickle=False)).to(device)
+    return load_array(path).to(device)
 
 
 def teacher_knowledge(

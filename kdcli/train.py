@@ -12,6 +12,7 @@ resumes from that file when it finds one.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import time
@@ -90,6 +91,7 @@ def fit(
         if amp and device.type == "cuda"
         else contextlib.nullcontext()
     )
+    watch = FiniteWatch(label, loss_fn, stage, amp=amp and device.type == "cuda")
     images = 0
     epoch_loss = top1 = float("nan")
     started = time.perf_counter()
@@ -116,6 +118,7 @@ def fit(
                     logits = trained(batch.x)  # fills tap.outputs with the student's layers
                     teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
                     loss = loss_fn(logits, teacher_logits, batch.y, features)
+                watch.record(step, len(loader), teacher_logits, features, logits, loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.average_gradients(loss_fn)
@@ -127,7 +130,7 @@ def fit(
                 images += size * distributed.world_size()
                 if (step + 1) % log_every == 0 or step + 1 == len(loader):
                     totals = distributed.sum_over_ranks(loss_sum, correct, seen)
-                    epoch_loss, top1 = _check_finite(*totals, label, epoch)
+                    epoch_loss, top1 = _check_finite(*totals, watch, epoch)
                     rate = images / max(time.perf_counter() - started, 1e-9)
                     progress.update(
                         task,
@@ -165,15 +168,99 @@ def _loss_inputs(
     return teacher_logits, Features(dict(tap.outputs), teacher_features)
 
 
-def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
-    """One host sync: the running epoch loss and accuracy, failing fast on NaN or inf."""
+def _check_finite(loss_sum, correct, seen, watch: FiniteWatch, epoch: int) -> tuple[float, float]:
+    """One host sync: the running epoch loss and accuracy, failing fast on NaN or inf with
+    the diagnosis of what went non-finite first."""
     epoch_loss = float(loss_sum) / float(seen)
     if not math.isfinite(epoch_loss):
-        raise RunError(
-            f"the {label} loss became {epoch_loss} in epoch {epoch + 1}; lower the learning "
-            f"rate (e.g. {label}.optimizer.lr) or check the loss settings."
-        )
+        raise watch.diagnose(epoch, epoch_loss)
+    watch.rows.clear()
     return epoch_loss, float(correct) / float(seen)
+
+
+class FiniteWatch:
+    """Whether the loss's inputs and terms were finite at each step since the last log point.
+
+    The flags stay on the device (a few tiny reductions per step, no host sync); they are read
+    only when the logged loss is not finite, to name the first step and the first thing that
+    went non-finite in it: the teacher's soft labels (the loss's input), the student's logits
+    (its forward pass), or the loss itself (a combo loss's terms by name).
+    """
+
+    def __init__(self, label: str, loss_fn: DistillationLoss, stage: DictConfig, amp: bool):
+        self.label, self.loss_fn, self.stage, self.amp = label, loss_fn, stage, amp
+        self.key = "student" if label == "baseline" else label  # the config key of the stage
+        self.rows: list[tuple[int, int, list[str], torch.Tensor]] = []
+
+    def record(self, step, steps, teacher_logits, features, logits, loss) -> None:
+        teacher = [] if teacher_logits is None else [teacher_logits]
+        teacher += list(features.teacher.values()) if features is not None else []
+        names, flags = [], []
+        if teacher:
+            names.append("teacher")
+            flags.append(torch.stack([torch.isfinite(t).all() for t in teacher]).all())
+        names += ["logits", "loss"]
+        flags += [torch.isfinite(logits.detach()).all(), torch.isfinite(loss.detach())]
+        for name, term in self.loss_fn.last_terms.items():
+            names.append(name)
+            flags.append(torch.isfinite(term))
+        self.rows.append((step, steps, names, torch.stack(flags)))
+
+    def diagnose(self, epoch: int, value: float) -> RunError:
+        where = f"the {self.label} loss became {value} in epoch {epoch + 1}"
+        for step, steps, names, flags in self.rows:
+            bad = [name for name, ok in zip(names, flags.tolist(), strict=True) if not ok]
+            if bad:
+                where = f"{where}, step {step + 1} of {steps}"
+                return RunError(f"{where}: {self._cause(bad)}")
+        return RunError(  # e.g. it went wrong on another process
+            f"{where}; lower the learning rate ({self.key}.optimizer.lr) or check the loss "
+            "settings."
+        )
+
+    def _cause(self, bad: list[str]) -> str:
+        lr = self.stage.optimizer.get("lr")
+        lower_lr = f"{self.key}.optimizer.lr" + (f" (now {lr})" if lr is not None else "")
+        if "teacher" in bad:
+            return (
+                "the teacher's soft labels (or features) for that batch hold NaN or inf, so "
+                "the teacher is at fault, not the student: retrain the teacher (e.g. "
+                "teacher.epochs, teacher.optimizer.lr) or check teacher.checkpoint."
+            )
+        if "logits" in bad:
+            precision = ", or train in float32 (device.amp=false)" if self.amp else ""
+            return (
+                f"the {self.label}'s logits went non-finite on finite inputs: its training "
+                f"diverged. Lower {lower_lr}{precision}."
+            )
+        if not self.loss_fn.needs_teacher:
+            return f"the cross-entropy went non-finite on finite logits; lower {lower_lr}."
+        terms = [name for name in bad if name != "loss"]
+        if terms:
+            settings = "; ".join(
+                _settings(self.loss_fn.terms[name], f"loss.terms.{name}.loss.")
+                + f", loss.terms.{name}.weight={self.loss_fn.weights[name]}"
+                for name in terms
+            )
+            return (
+                f"the loss term(s) {', '.join(terms)} went non-finite on finite logits; check "
+                f"their settings ({settings})."
+            )
+        return (
+            f"the loss went non-finite on finite logits; check its settings "
+            f"({_settings(self.loss_fn, 'loss.')})."
+        )
+
+
+def _settings(loss_fn: nn.Module, prefix: str) -> str:
+    """A loss's number settings as config keys, e.g. "loss.alpha=0.9, loss.temperature=0"."""
+    names = inspect.signature(type(loss_fn)).parameters
+    values = {name: getattr(loss_fn, name, None) for name in names}
+    return ", ".join(
+        f"{prefix}{name}={value}"
+        for name, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    )
 
 
 def _save_state(path: Path, model, loss_fn, optimizer, scheduler, epoch: int) -> None:
