@@ -181,10 +181,12 @@ def _check_finite(loss_sum, correct, seen, watch: FiniteWatch, epoch: int) -> tu
 class FiniteWatch:
     """Whether the loss's inputs and terms were finite at each step since the last log point.
 
-    The flags stay on the device (a few tiny reductions per step, no host sync); they are read
-    only when the logged loss is not finite, to name the first step and the first thing that
-    went non-finite in it: the teacher's soft labels (the loss's input), the student's logits
-    (its forward pass), or the loss itself (a combo loss's terms by name).
+    Per step it keeps one small tensor on the device (no host sync): the sums of the teacher's
+    soft labels (and features) and of the student's logits, the loss and its named terms. A
+    sum is finite exactly when its tensor is (short of values near 1e36, which a float32 sum
+    overflows: broken either way). They are read only when the logged loss is not finite, to
+    name the first step and the first thing that went non-finite in it: the teacher's soft
+    labels (the loss's input), the student's logits (its forward pass), or the loss itself.
     """
 
     def __init__(self, label: str, loss_fn: DistillationLoss, stage: DictConfig, amp: bool):
@@ -192,24 +194,28 @@ class FiniteWatch:
         self.key = "student" if label == "baseline" else label  # the config key of the stage
         self.rows: list[tuple[int, int, list[str], torch.Tensor]] = []
 
-    def record(self, step, steps, teacher_logits, features, logits, loss) -> None:
+    def record(
+        self,
+        step: int,
+        steps: int,
+        teacher_logits: torch.Tensor | None,
+        features: Features | None,
+        logits: torch.Tensor,
+        loss: torch.Tensor,
+    ) -> None:
         teacher = [] if teacher_logits is None else [teacher_logits]
         teacher += list(features.teacher.values()) if features is not None else []
-        names, flags = [], []
-        if teacher:
-            names.append("teacher")
-            flags.append(torch.stack([torch.isfinite(t).all() for t in teacher]).all())
-        names += ["logits", "loss"]
-        flags += [torch.isfinite(logits.detach()).all(), torch.isfinite(loss.detach())]
-        for name, term in self.loss_fn.last_terms.items():
-            names.append(name)
-            flags.append(torch.isfinite(term))
-        self.rows.append((step, steps, names, torch.stack(flags)))
+        terms = self.loss_fn.last_terms
+        names = ["teacher"] * len(teacher) + ["logits", "loss", *terms]
+        with torch.no_grad():
+            values = [t.sum(dtype=torch.float32) for t in [*teacher, logits]]
+            self.rows.append((step, steps, names, torch.stack([*values, loss, *terms.values()])))
 
     def diagnose(self, epoch: int, value: float) -> RunError:
         where = f"the {self.label} loss became {value} in epoch {epoch + 1}"
-        for step, steps, names, flags in self.rows:
-            bad = [name for name, ok in zip(names, flags.tolist(), strict=True) if not ok]
+        for step, steps, names, values in self.rows:
+            finite = torch.isfinite(values).tolist()
+            bad = [name for name, ok in zip(names, finite, strict=True) if not ok]
             if bad:
                 where = f"{where}, step {step + 1} of {steps}"
                 return RunError(f"{where}: {self._cause(bad)}")
