@@ -39,6 +39,12 @@ REPORT_SHAPE = {
     "compression.flops": "float",
     "compression.latency_speedup": "float",
     "kd_gain": "float",
+    "kd_gain_ci": "list",
+    "kd_gain_p": "float",
+    "kd_gain_images.student_only": "int",
+    "kd_gain_images.baseline_only": "int",
+    "kd_gain_images.total": "int",
+    "warnings": "list",
     **{
         f"stages.{stage}.{key}": kind
         for stage in ("teacher", "soft_labels", "distill", "baseline", "evaluate")
@@ -52,6 +58,7 @@ REPORT_SHAPE = {
             ("name", "str"),
             ("top1", "float"),
             ("nll", "float"),
+            ("ece", "float"),
             ("params", "int"),
             ("flops", "int"),
             ("latency_ms", "float"),

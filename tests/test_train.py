@@ -1,4 +1,5 @@
-"""The one training loop: it learns, fails fast on NaN, and resumes from its per-epoch state."""
+"""The one training loop: it learns, fails fast on NaN naming what went non-finite first, and
+resumes from its per-epoch state."""
 
 import pytest
 import torch
@@ -8,7 +9,10 @@ from kdcli.config.build import training_kwargs
 from kdcli.data.digits import Digits
 from kdcli.engine.loop import fit
 from kdcli.errors import RunError
+from kdcli.knowledge.teacher import Knowledge
 from kdcli.losses import CrossEntropy, SoftTargetKD
+from kdcli.losses.combo import WeightedSum
+from kdcli.losses.dkd import DecoupledKD
 from kdcli.models.mlp import MLP
 from kdcli.tasks.classify import TASK
 
@@ -66,17 +70,104 @@ def test_fit_learns_digits(digits):
     assert result.images_per_s > 0 and result.epochs == 3
 
 
-def test_a_nan_loss_is_a_run_error_naming_the_learning_rate(digits):
+def test_diverging_student_logits_are_blamed_on_the_learning_rate(digits):
     model = MLP(10, 1, 8, hidden=[64])
-    with pytest.raises(RunError, match=r"student.optimizer.lr"):
+    with pytest.raises(RunError) as error:
         fit(
             model,
+            digits.train_loader(64, 0),
+            SoftTargetKD(),
+            **plan(stage(1, lr=1e30)),
+            device=CPU,
+            label="student",
+            teacher=FakeTeacher(),
+        )
+    message = str(error.value)
+    assert "the student loss became nan in epoch 1, step 2 of 22:" in message, message
+    assert "the student's logits went non-finite" in message
+    assert "student.optimizer.lr (now 1e+30)" in message
+
+
+def test_a_diverging_baseline_names_the_students_settings(digits):
+    with pytest.raises(RunError, match=r"baseline's logits.*student\.optimizer\.lr"):
+        fit(
+            MLP(10, 1, 8, hidden=[64]),
             digits.train_loader(64, 0),
             CrossEntropy(),
             **plan(stage(1, lr=1e30)),
             device=CPU,
-            label="student",
+            label="baseline",
         )
+
+
+class FakeTeacher:
+    """Teacher knowledge: fixed random logits, NaN for the batch of step `bad_step`."""
+
+    def __init__(self, bad_step: int | None = None) -> None:
+        self.bad_step, self.calls = bad_step, 0
+
+    def __call__(self, epoch, batch):
+        logits = torch.randn(len(batch.y), 10, generator=torch.Generator().manual_seed(0))
+        if self.calls == self.bad_step:
+            logits[0, 3] = float("nan")
+        self.calls += 1
+        return Knowledge(logits)
+
+
+def test_non_finite_teacher_soft_labels_are_blamed_on_the_teacher(digits):
+    """The NaN comes in at step 3; by the log point (step 10) it has reached the student's
+    weights and logits, but the first thing that went non-finite is what is named."""
+    with pytest.raises(RunError) as error:
+        fit(
+            MLP(10, 1, 8, hidden=[64]),
+            digits.train_loader(64, 0),
+            SoftTargetKD(),
+            **plan(stage(1)),
+            device=CPU,
+            label="student",
+            teacher=FakeTeacher(bad_step=2),
+        )
+    message = str(error.value)
+    assert "the student loss became nan in epoch 1, step 3 of 22:" in message, message
+    assert "teacher's soft labels" in message and "teacher.checkpoint" in message
+    assert "student.optimizer.lr" not in message
+
+
+def test_a_non_finite_loss_on_finite_logits_names_the_loss_settings(digits):
+    with pytest.raises(RunError) as error:
+        fit(
+            MLP(10, 1, 8, hidden=[64]),
+            digits.train_loader(64, 0),
+            SoftTargetKD(alpha=0.5, temperature=0.0),
+            **plan(stage(1)),
+            device=CPU,
+            label="student",
+            teacher=FakeTeacher(),
+        )
+    message = str(error.value)
+    assert "epoch 1, step 1 of 22: the loss went non-finite on finite logits" in message, message
+    assert "loss.alpha=0.5, loss.temperature=0.0" in message
+
+
+def test_a_combo_loss_names_the_term_that_went_non_finite(digits):
+    terms = {
+        "kd": {"weight": 1.0, "loss": SoftTargetKD(alpha=1.0, temperature=0.0)},
+        "dkd": {"weight": 0.5, "loss": DecoupledKD(warmup=0)},
+    }
+    with pytest.raises(RunError) as error:
+        fit(
+            MLP(10, 1, 8, hidden=[64]),
+            digits.train_loader(64, 0),
+            WeightedSum(terms),
+            **plan(stage(1)),
+            device=CPU,
+            label="student",
+            teacher=FakeTeacher(),
+        )
+    message = str(error.value)
+    assert "the loss term(s) kd went non-finite" in message, message
+    assert "loss.terms.kd.loss.temperature=0.0, loss.terms.kd.weight=1.0" in message
+    assert "dkd" not in message
 
 
 def test_a_distillation_loss_without_teacher_knowledge_is_refused(digits):

@@ -27,6 +27,7 @@ from kdcli.store.checkpoint import load_model, read_state_dict
         (["loss.alpha=0.1,0.5"], "add -m"),
         (["-m", "loss.alpha=0.5,1.5"], "loss.alpha=1.5 must lie in [0, 1]"),
         (["loss=kdd"], "Did you mean kd"),
+        (["teacher.min_top1=97"], "teacher.min_top1=97 must lie in [0, 1]"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(kd, tmp_path, args, expected):
@@ -96,3 +97,14 @@ def test_a_bad_model_argument_names_the_key():
     [cfg] = check_overrides(["student.model.width=wide"])  # a tree check cannot know
     with pytest.raises(UserError, match="student.model could not be built"):
         build_model(cfg, "student", DatasetInfo("d", 10, 1, 8, (0.3,), (0.4,)))
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "high"])
+def test_min_top1_must_be_a_fraction(value):
+    with pytest.raises(UserError, match="teacher.min_top1"):
+        check_overrides(["teacher=smallcnn", f"teacher.min_top1={value}"])
+
+
+def test_min_top1_accepts_a_fraction_or_null():
+    for value in ("0", "0.97", "1", "null"):
+        check_overrides(["teacher=smallcnn", "student=mlp", f"teacher.min_top1={value}"])

@@ -158,14 +158,20 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
         help="a table over runs or a sweep: swept settings, accuracies, KD gain, sizes, time",
-        description="One row per report.json found at or below PATH (run directories or a "
-        "sweep folder such as outputs/multirun/<date>/<time>). Also writes the rows as CSV.",
+        description="One row per setting over the report.json files found at or below PATH (run "
+        "directories or a sweep folder such as outputs/multirun/<date>/<time>): runs that differ "
+        "only in seed share a row with mean ± std. Also writes the rows as CSV.",
     )
     report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     report.add_argument("--sort", metavar="COLUMN", help="sort by a column (its CSV name)")
     report.add_argument("--desc", action="store_true", help="sort in descending order")
     report.add_argument(
         "--csv", type=Path, metavar="FILE", help="where the CSV goes (default: PATH/report.csv)"
+    )
+    report.add_argument(
+        "--per-run",
+        action="store_true",
+        help="one row per run (default: runs that differ only in seed share a row, mean ± std)",
     )
     report.add_argument(
         "--plot",
@@ -191,6 +197,7 @@ def report(args: argparse.Namespace) -> int:
             descending=args.desc,
             csv_path=csv_path,
             plot_path=None if plot_path is None else Path(plot_path),
+            per_run=args.per_run,
         )
     except UserError as error:
         return report_error(error)

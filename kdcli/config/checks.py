@@ -201,6 +201,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_shardable(cfg)
     _integer_at_least(cfg, "eval.latency_runs", 1)
     _integer_at_least(cfg, "seed", 0)
+    _check_min_top1(cfg)
     if cfg.device.type not in ("auto", "cpu", "cuda"):
         raise UserError(f"device.type={cfg.device.type!r} must be auto, cpu or cuda.")
     if cfg.device.type == "cuda" and not _cuda_available():
@@ -235,6 +236,16 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _check_min_top1(cfg: DictConfig) -> None:
+    """`teacher.min_top1` is null or a fraction (0.97, not 97)."""
+    value = OmegaConf.select(cfg, "teacher.min_top1")
+    if value is not None and not 0.0 <= _number(cfg, "teacher.min_top1") <= 1.0:
+        raise UserError(
+            f"teacher.min_top1={value} must lie in [0, 1]: a fraction of the split, e.g. "
+            "teacher.min_top1=0.97 for 97%, or null to accept any teacher."
+        )
 
 
 def _check_model_choice(cfg: DictConfig, role: str) -> None:

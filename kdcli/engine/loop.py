@@ -26,9 +26,9 @@ from torch import nn
 
 from kdcli.data import Batch, Loader
 from kdcli.engine import distributed
+from kdcli.engine.finite import FiniteWatch
 from kdcli.engine.progress import stage_progress
 from kdcli.engine.state import _resume, _save_state
-from kdcli.errors import RunError
 from kdcli.losses import DistillationLoss, Features
 from kdcli.models.features import FeatureTap
 from kdcli.tasks import Task
@@ -89,6 +89,8 @@ def fit(
         if amp and device.type == "cuda"
         else contextlib.nullcontext()
     )
+    lr = optimizer.defaults.get("lr")  # the configured rate, named in a NaN message
+    watch = FiniteWatch(label, loss_fn, lr, amp=amp and device.type == "cuda")
     images = 0
     epoch_loss = score = float("nan")
     started = time.perf_counter()
@@ -115,6 +117,7 @@ def fit(
                     logits = trained(batch.x)  # fills tap.outputs with the student's layers
                     teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
                     loss = loss_fn(*task.flatten(logits, teacher_logits, batch.y), features)
+                watch.record(step, len(loader), teacher_logits, features, logits, loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.average_gradients(loss_fn)
@@ -126,7 +129,7 @@ def fit(
                 images += batch.x.shape[0] * distributed.world_size()
                 if (step + 1) % log_every == 0 or step + 1 == len(loader):
                     totals = distributed.sum_over_ranks(loss_sum, correct, seen)
-                    epoch_loss, score = _check_finite(*totals, label, epoch)
+                    epoch_loss, score = _check_finite(*totals, watch, epoch)
                     rate = images / max(time.perf_counter() - started, 1e-9)
                     progress.update(
                         bar,
@@ -164,12 +167,11 @@ def _loss_inputs(
     return teacher_logits, Features(dict(tap.outputs), teacher_features)
 
 
-def _check_finite(loss_sum, correct, seen, label, epoch) -> tuple[float, float]:
-    """One host sync: the running epoch loss and accuracy, failing fast on NaN or inf."""
+def _check_finite(loss_sum, correct, seen, watch: FiniteWatch, epoch: int) -> tuple[float, float]:
+    """One host sync: the running epoch loss and accuracy, failing fast on NaN or inf with
+    the diagnosis of what went non-finite first."""
     epoch_loss = float(loss_sum) / float(seen)
     if not math.isfinite(epoch_loss):
-        raise RunError(
-            f"the {label} loss became {epoch_loss} in epoch {epoch + 1}; lower the learning "
-            f"rate (e.g. {label}.optimizer.lr) or check the loss settings."
-        )
+        raise watch.diagnose(epoch, epoch_loss)
+    watch.rows.clear()
     return epoch_loss, float(correct) / float(seen)

@@ -7,10 +7,14 @@ An entry directory holds plain .npy arrays (never pickles), one row per training
 - `feature-<path>.npy` [N, ...]: tapped teacher layers, for feature losses (`static` only).
 `out` is the task's per-sample output shape (classes for classification); the class axis
 is the last one.
+
+Stored logits are shifted by each row's maximum (`encode_soft_labels`), so they fit the
+storage dtype whatever the teacher's scale; stores are checked finite when written and loaded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,12 @@ from torch import nn
 from kdcli.data import Loader
 from kdcli.engine.infer import outputs
 from kdcli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SOFT_LABEL_FORMAT = 2
+"""The stored encoding's version, part of the soft-label cache key so that entries written in
+another encoding are not reused (1: raw logits; 2: logits shifted by their row maximum)."""
 
 
 @dataclass
@@ -50,7 +60,10 @@ class SoftLabels:
             self.num_classes - top.shape[-1]
         )
         probs = rest.expand(*top.shape[:-1], self.num_classes).clone()
-        return probs.scatter_(-1, indices[index].long(), top).log()
+        probs.scatter_(-1, indices[index].long(), top)
+        # a kept probability below float16's smallest is stored as 0: log(0) = -inf would make
+        # KL terms 0 * inf = NaN, so floor it at float32's smallest normal (log = -87.3)
+        return probs.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
 def topk_probabilities(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,15 +85,87 @@ def index_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
 
 
-def _compress(logits: torch.Tensor, topk: int | None, dtype: np.dtype) -> dict[str, np.ndarray]:
-    """The arrays stored for a batch of teacher logits: all of them, or the top-k."""
-    if topk is None:
-        return {"logits": logits.cpu().numpy().astype(dtype)}
-    probs, classes = topk_probabilities(logits, topk)
-    return {
-        "topk_probs": probs.cpu().numpy().astype(dtype),
-        "topk_classes": classes.cpu().numpy().astype(index_dtype(logits.shape[-1])),
-    }
+def encode_soft_labels(
+    logits: torch.Tensor, topk: int | None, dtype: np.dtype
+) -> tuple[dict[str, np.ndarray], int]:
+    """The arrays stored for a batch of finite teacher logits [..., K], and how many rows were
+    clamped.
+
+    All logits: each row shifted by its maximum. Softmax is shift-invariant, so every
+    softmax-based loss sees the teacher's exact distribution; the largest logit becomes 0 and
+    the rest <= 0, which float16 holds however large the teacher's logits are (raw logits
+    above 65504 would be inf, and inf - inf = NaN downstream). A row spanning more than the
+    dtype's range has its tail clamped to the dtype's lowest value (-65504 for float16),
+    where exp(z / T) is 0 in float32 anyway for any T < 600. Top-k: the k largest softmax
+    probabilities (in [0, 1], finite) and their classes.
+    """
+    if topk is not None:
+        probs, classes = topk_probabilities(logits, topk)
+        return {
+            "topk_probs": probs.cpu().numpy().astype(dtype),
+            "topk_classes": classes.cpu().numpy().astype(index_dtype(logits.shape[-1])),
+        }, 0
+    shifted = logits.float() - logits.float().amax(dim=-1, keepdim=True)
+    lowest = float(np.finfo(dtype).min)
+    clamped = int((shifted < lowest).any(dim=-1).sum())
+    return {"logits": shifted.clamp_min(lowest).cpu().numpy().astype(dtype)}, clamped
+
+
+def nonfinite_rows(values: torch.Tensor) -> int:
+    """How many samples (rows of the first dimension) hold a NaN or an inf."""
+    return int((~torch.isfinite(values)).reshape(values.shape[0], -1).any(dim=1).sum())
+
+
+def all_finite(array: np.ndarray, chunk: int = 1 << 24) -> bool:
+    """No NaN or inf in `array` (integer arrays always pass), checked a chunk at a time so a
+    large memory-mapped store is never copied whole."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return True
+    flat = array.reshape(-1)
+    return all(np.isfinite(flat[i : i + chunk]).all() for i in range(0, flat.size, chunk))
+
+
+def store_features(
+    directory: Path, features: dict[str, torch.Tensor], dtype: np.dtype
+) -> dict[str, str]:
+    """Save each tapped layer's (finite) maps as feature-<path>.npy; returns their dtypes.
+
+    Feature maps are compared value for value, not through a softmax, so they are not
+    shifted; a layer whose values exceed `dtype`'s range (65504 for float16), where the cast
+    would give inf, is stored as float32 instead, with a warning.
+    """
+    dtypes = {}
+    for path, values in features.items():
+        kind = dtype
+        if values.numel() and float(values.abs().max()) > float(np.finfo(dtype).max):
+            kind = np.dtype(np.float32)
+            log.warning(
+                "soft labels  teacher layer %s outputs values beyond %s's range; stored as float32",
+                path,
+                dtype.name,
+            )
+        array = values.cpu().numpy().astype(kind)
+        np.save(directory / f"feature-{path}.npy", array, allow_pickle=False)
+        dtypes[path] = kind.name
+    return dtypes
+
+
+def nonfinite_files(directory: Path) -> list[str]:
+    """The .npy files in `directory` that hold a NaN or an inf, read back from disk."""
+    paths = sorted(directory.glob("*.npy"))
+    return [p.name for p in paths if not all_finite(np.load(p, mmap_mode="r", allow_pickle=False))]
+
+
+def load_array(path: Path) -> torch.Tensor:
+    """A stored array, checked finite: it was when written, so NaN or inf means a damaged
+    cache entry."""
+    array = np.load(path, allow_pickle=False)
+    if not all_finite(array):
+        raise UserError(
+            f"{path} holds NaN or inf values: that cache entry is damaged (soft labels are "
+            f"checked finite when written); delete {path.parent} and run again to recompute it."
+        )
+    return torch.from_numpy(array)
 
 
 def save_static(
@@ -89,13 +174,13 @@ def save_static(
     features: dict[str, torch.Tensor],
     topk: int | None,
     dtype: np.dtype,
-) -> None:
-    """Write one clean view's outputs (and tapped layers) of every training sample."""
-    for name, array in _compress(logits, topk, dtype).items():
+) -> tuple[int, dict[str, str]]:
+    """Write one clean view's outputs (and tapped layers) of every training sample; returns
+    the rows clamped and the stored features' dtypes."""
+    arrays, clamped = encode_soft_labels(logits, topk, dtype)
+    for name, array in arrays.items():
         np.save(directory / f"{name}.npy", array, allow_pickle=False)
-    for path, values in features.items():
-        array = values.cpu().numpy().astype(dtype)
-        np.save(directory / f"feature-{path}.npy", array, allow_pickle=False)
+    return clamped, store_features(directory, features, dtype)
 
 
 def _store_views(
@@ -107,8 +192,10 @@ def _store_views(
     output_shape: tuple[int, ...],
     topk: int | None,
     dtype: np.dtype,
-) -> int:
-    """Write the teacher's outputs on every epoch's views straight into .npy files on disk."""
+    check: Callable[[torch.Tensor], None],
+) -> tuple[int, int]:
+    """Write the teacher's outputs on every epoch's views straight into .npy files on disk,
+    each batch passed to `check` first; returns the images seen and the rows clamped."""
     num_classes = output_shape[-1]
     shape = (epochs, num_samples, *output_shape[:-1], topk or num_classes)
     dtypes = (
@@ -123,15 +210,21 @@ def _store_views(
         for name, kind in dtypes.items()
     }
 
+    clamped = 0
+
     def write(epoch: int, index: torch.Tensor, logits: torch.Tensor) -> None:
+        nonlocal clamped
+        check(logits)
         rows = index.cpu().numpy()
-        for name, part in _compress(logits, topk, dtype).items():
+        parts, clamped_here = encode_soft_labels(logits, topk, dtype)
+        clamped += clamped_here
+        for name, part in parts.items():
             arrays[name][epoch, rows] = part
 
     images = predict_views(model, loader, epochs, write)
     for array in arrays.values():
         array.flush()
-    return images
+    return images, clamped
 
 
 def predict_views(
@@ -184,7 +277,7 @@ def _load_soft_labels(
 
 
 def _load_array(path: Path, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.load(path, allow_pickle=False)).to(device)
+    return load_array(path).to(device)
 
 
 def load_features(

@@ -1,4 +1,7 @@
-"""The run's report: report.json (its one owner), report.md and the table on stdout."""
+"""The run's report: report.json (its one owner), report.md and the table on stdout.
+
+Also the report's `warnings`: what in the figures says the distillation did not work.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kdcli import __version__
 from kdcli.data import DatasetInfo
@@ -44,12 +48,60 @@ def _cells(report: dict[str, Any], task: Task = TASK) -> tuple[list[str], list[l
     return header, rows
 
 
+SIGNIFICANCE = 0.05  # a negative gain with McNemar p below this is flagged
+
+
+def format_p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def gain_line(report: dict[str, Any]) -> str:
+    """ "KD gain +1.11 pts (95% CI +0.28 to +1.94, p = 0.012): ..." (interval when known)."""
+    line = f"KD gain {100 * report['kd_gain']:+.2f} pts"
+    if "kd_gain_ci" not in report:
+        return f"{line}: student - baseline {TASK.metric_label}"
+    low, high = report["kd_gain_ci"]
+    images = report["kd_gain_images"]
+    return (
+        f"{line} (95% CI {100 * low:+.2f} to {100 * high:+.2f}, {format_p(report['kd_gain_p'])}): "
+        f"student - baseline {TASK.metric_label} on {images['total']} test images; "
+        f"the student alone gets {images['student_only']} right, "
+        f"the baseline alone {images['baseline_only']}"
+    )
+
+
+def warnings(report: dict[str, Any]) -> list[str]:
+    """What says the teacher could not teach: a teacher below the baseline student (on the
+    validation split when there is one, else test), or a student significantly worse than its
+    baseline (negative gain with exact McNemar p < 0.05)."""
+    found = []
+    teacher, baseline = report["teacher"], report.get("baseline")
+    metric = TASK.metric
+    key = f"val_{metric}" if teacher.get(f"val_{metric}") is not None else metric
+    split = "validation" if key.startswith("val_") else "test"
+    if baseline is not None and teacher[key] < baseline[key]:
+        found.append(
+            f"teacher weaker than the student alone: the teacher ({teacher['name']}) reaches "
+            f"{100 * teacher[key]:.2f}% {TASK.metric_label} on the {split} split, the student "
+            f"trained without it ({baseline['name']}) {100 * baseline[key]:.2f}%; train the "
+            "teacher longer or with another recipe (teacher.min_top1 stops such runs before "
+            "distilling)."
+        )
+    p, gain = report.get("kd_gain_p"), report.get("kd_gain")
+    if p is not None and gain < 0 and p < SIGNIFICANCE:
+        found.append(
+            f"distillation made the student worse: {100 * gain:+.2f} points against its "
+            f"baseline ({format_p(p)}, McNemar); check the teacher's accuracy and the loss "
+            "settings (loss.alpha, loss.temperature)."
+        )
+    return found
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """KD gain and compression, one line each."""
     lines = []
     if "kd_gain" in report:
-        gain = 100 * report["kd_gain"]
-        lines.append(f"KD gain (student - baseline {TASK.metric_label}): {gain:+.2f} points")
+        lines.append(gain_line(report))
     c = report["compression"]
     lines.append(
         f"compression: {c['params']:.1f}x fewer parameters, {c['flops']:.1f}x fewer FLOPs, "
@@ -86,6 +138,8 @@ def markdown(report: dict[str, Any], task: Task = TASK) -> str:
         *(f"- {line}" for line in summary_lines(report)),
         "",
     ]
+    if report.get("warnings"):
+        lines += ["## Warnings", "", *(f"- {text}" for text in report["warnings"]), ""]
     return "\n".join(lines)
 
 
@@ -96,6 +150,8 @@ def write(report: dict[str, Any], run_dir: Path, console: Console, task: Task = 
     console.print(table(report, task))
     for line in summary_lines(report):
         console.print(line)
+    for text in report.get("warnings", []):
+        console.print(Text(f"warning: {text}", style="bold yellow"))
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -111,8 +167,9 @@ def build_report(
     soft_labels: dict[str, Any],
     stages: dict[str, Stage],
     run_dir: Path,
+    gain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """report.json's contents (its one owner)."""
+    """report.json's contents (its one owner); `gain`: the KD gain's interval and p-value."""
     teacher, student = results["teacher"], results["student"]
     report: dict[str, Any] = {
         "kdcli_version": __version__,
@@ -136,4 +193,6 @@ def build_report(
     }
     if "baseline" in results:
         report["kd_gain"] = student[task.metric] - results["baseline"][task.metric]
+        report.update(gain or {})
+    report["warnings"] = warnings(report)
     return report

@@ -19,7 +19,7 @@ from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
 from kdcli.pipeline.report import build_report
 from kdcli.pipeline.soft_labels import teacher_knowledge
-from kdcli.pipeline.teacher import teacher_stage
+from kdcli.pipeline.teacher import check_teacher, teacher_stage
 from kdcli.store.cache import ArtifactCache
 from kdcli.tasks.classify import TASK
 
@@ -41,6 +41,9 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
 
     teacher, teacher_time = teacher_stage(ctx, built.teacher, built.training["teacher"])
     stages: dict[str, Stage] = {"teacher": teacher_time}
+    started = time.perf_counter()
+    teacher_logits = check_teacher(ctx, teacher)  # stops here below teacher.min_top1
+    teacher_eval_seconds = time.perf_counter() - started
     knowledge = None
     soft_report: dict[str, Any] = {"mode": "none", "reused": False}
     if loss_fn.needs_teacher:
@@ -59,9 +62,10 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
         return None
 
     started = time.perf_counter()
-    results = evaluate_stage(ctx, models)
-    stages["evaluate"] = Stage(time.perf_counter() - started, None, reused=False)
+    results, gain = evaluate_stage(ctx, models, {"teacher": teacher_logits})
+    seconds = time.perf_counter() - started + teacher_eval_seconds
+    stages["evaluate"] = Stage(seconds, None, reused=False)
 
-    report = build_report(cfg, task, data.info, device, results, soft_report, stages, run_dir)
+    report = build_report(cfg, task, data.info, device, results, soft_report, stages, run_dir, gain)
     report_io.write(report, run_dir, Console(), task)  # the table goes to stdout
     return report

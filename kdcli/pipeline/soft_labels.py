@@ -15,10 +15,14 @@ from omegaconf import DictConfig
 
 from kdcli.data import Dataset
 from kdcli.engine import distributed
+from kdcli.errors import RunError
 from kdcli.knowledge.format import (
+    SOFT_LABEL_FORMAT,
     _load_soft_labels,
     _store_views,
     load_features,
+    nonfinite_files,
+    nonfinite_rows,
     predict_with_features,
     save_static,
     views_bytes,
@@ -77,7 +81,7 @@ def soft_label_stage(
     started = time.perf_counter()
     dtype = np.dtype(cfg.soft_labels.dtype)
     topk = _topk(cfg, data)
-    key_parts = [teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
+    key_parts = [SOFT_LABEL_FORMAT, teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
     if mode == "views":
         key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
     key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
@@ -85,8 +89,9 @@ def soft_label_stage(
     def make(tmp: Path) -> dict[str, Any]:
         begun = time.perf_counter()
         features: dict[str, torch.Tensor] = {}
+        feature_dtypes: dict[str, str] = {}
         if mode == "views":
-            images = _store_views(
+            images, clamped = _store_views(
                 tmp,
                 teacher.module,
                 data.train_loader(cfg.student.batch_size, cfg.seed),
@@ -95,6 +100,7 @@ def soft_label_stage(
                 task.output_shape(data.info),
                 topk,
                 dtype,
+                lambda logits: _check_teacher_output(teacher, logits, "logits"),
             )
         else:
             loader = data.eval_loader("train", cfg.eval.batch_size)
@@ -102,14 +108,29 @@ def soft_label_stage(
                 logits, features = predict_with_features(teacher.module, loader, layers, device)
             else:  # split across ranks under torchrun
                 logits = distributed.predict_sharded(teacher.module, loader, device)
-            save_static(tmp, logits, features, topk, dtype)
+            _check_teacher_output(teacher, logits, "logits")
+            for path, values in features.items():
+                _check_teacher_output(teacher, values, f"outputs at layer {path}")
+            clamped, feature_dtypes = save_static(tmp, logits, features, topk, dtype)
             images = logits.shape[0]
+        if clamped:
+            log.warning(
+                "soft labels  %d row(s) of teacher logits span more than %s holds: their tail "
+                "is clamped (exact for softmax over all classes; for dkd or kd_ls use "
+                "soft_labels.dtype=float32)",
+                clamped,
+                dtype.name,
+            )
+        _check_store(tmp, teacher)
         seconds = time.perf_counter() - begun
         return {
             "mode": mode,
             "teacher": teacher.key,
             "topk": topk,
             "dtype": dtype.name,
+            "soft_label_format": SOFT_LABEL_FORMAT,
+            "clamped_rows": clamped,
+            "feature_dtypes": feature_dtypes,
             "features": {path: list(values.shape) for path, values in features.items()},
             "seconds": seconds,
             "images_per_s": images / max(seconds, 1e-9),
@@ -121,6 +142,34 @@ def soft_label_stage(
     stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
     _log_stage("soft labels", entry, stage)
     return StoredKnowledge(soft_labels, features), entry, stage
+
+
+def _check_teacher_output(teacher: Model, values: torch.Tensor, what: str) -> None:
+    """Non-finite teacher outputs are the teacher's fault: stop with the fix for its source."""
+    bad = nonfinite_rows(values)
+    if not bad:
+        return
+    if teacher.source == "checkpoint":
+        fix = f"check teacher.checkpoint={teacher.checkpoint}: does it hold a trained model?"
+    else:
+        fix = (
+            f"retrain it (e.g. a lower teacher.optimizer.lr or more teacher.epochs), or delete "
+            f"its cache entry {teacher.checkpoint.parent} to train it afresh."
+        )
+    raise RunError(
+        f"the teacher {teacher.name} gave NaN or inf {what} on {bad} training image(s) while "
+        f"its soft labels were computed (stage soft_labels), so it cannot teach; {fix}"
+    )
+
+
+def _check_store(directory: Path, teacher: Model) -> None:
+    """Every stored array is finite, read back from disk before the manifest is written."""
+    if bad := nonfinite_files(directory):
+        raise RunError(
+            f"the soft labels of teacher {teacher.name} hold NaN or inf in {', '.join(bad)} "
+            "after encoding (stage soft_labels), though the teacher's outputs were finite; "
+            "nothing was cached. Please report this as a kdcli bug."
+        )
 
 
 def teacher_knowledge(

@@ -11,8 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from kdcli.engine.infer import predict
 from kdcli.engine.loop import fit
 from kdcli.engine.state import Built
+from kdcli.errors import RunError
 from kdcli.losses import CrossEntropy
 from kdcli.pipeline.common import (
     Context,
@@ -25,6 +29,7 @@ from kdcli.pipeline.common import (
     plain,
     training_settings,
 )
+from kdcli.pipeline.evaluate import eval_splits
 from kdcli.store.cache import file_sha256, fingerprint
 from kdcli.store.checkpoint import load_model, save_model
 
@@ -93,3 +98,31 @@ def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
         return Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint"), stage
     return train_or_reuse(ctx, "teacher", "teacher", built, training)
+
+
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def check_teacher(ctx: Context, teacher: Model) -> dict[str, torch.Tensor]:
+    """The teacher's outputs on each evaluation split, right after its stage (the evaluate
+    stage reuses them). Stops the run, before any soft labels are computed, when the teacher's
+    headline metric falls short of `teacher.min_top1`."""
+    cfg, data, task = ctx.cfg, ctx.data, ctx.task
+    logits = {
+        split: predict(teacher.module, data.eval_loader(split, cfg.eval.batch_size), ctx.device)
+        for split in eval_splits(data)
+    }
+    minimum = cfg.teacher.min_top1
+    split = "val" if "val" in data.splits else "test"
+    score = task.metrics(logits[split], data.labels(split))[task.metric]
+    where = f"on the {SPLIT_NAMES[split]} split"
+    log.info("teacher      %s %.2f%% %s", task.metric_label, 100 * score, where)
+    if minimum is not None and score < minimum:
+        raise RunError(
+            f"teacher.min_top1={minimum}: the teacher ({teacher.name}) reaches {100 * score:.2f}% "
+            f"{task.metric_label} {where}, below the {100 * minimum:.2f}% asked, so the run "
+            "stopped before computing soft labels. Train a better teacher (e.g. more "
+            "teacher.epochs or another teacher.optimizer.lr), load one with teacher.checkpoint, "
+            "or lower teacher.min_top1 (the trained teacher is cached: a rerun reuses it)."
+        )
+    return logits

@@ -45,6 +45,10 @@ class Task(Protocol):
         """The report's figures for a split (the headline `metric` among them)."""
         ...
 
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per item: whether the prediction is right (paired comparisons of two models)."""
+        ...
+
     def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
         """How often two models' predictions agree."""
         ...
