@@ -51,9 +51,14 @@ def build_optimizer(
     return instantiate(stage.optimizer)([*model.parameters(), *loss_fn.parameters()])
 
 
-def build_scheduler(stage: DictConfig, optimizer: torch.optim.Optimizer):
-    """`stage.scheduler` is a partial `_target_` config stepped once per epoch."""
-    return instantiate(stage.scheduler)(optimizer)
+def build_scheduler(stage: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int = 1):
+    """`stage.scheduler` is a partial `_target_` config. Torch's schedulers are stepped once
+    per epoch; one whose class sets `per_batch` (kdcli.lr_schedule.WarmupCosine) is built
+    with `steps_per_epoch` and stepped after every batch."""
+    factory = instantiate(stage.scheduler)
+    if getattr(factory.func, "per_batch", False):
+        return factory(optimizer, steps_per_epoch=steps_per_epoch)
+    return factory(optimizer)
 
 
 def fit(
@@ -80,7 +85,8 @@ def fit(
     model.to(device)
     loss_fn.to(device)
     optimizer = build_optimizer(stage, model, loss_fn)
-    scheduler = build_scheduler(stage, optimizer)
+    scheduler = build_scheduler(stage, optimizer, len(loader))
+    per_batch = getattr(scheduler, "per_batch", False)
     epochs = int(stage.epochs)
     start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
     trained = distributed.wrap_model(model, device)  # shares `model`'s weights
@@ -120,6 +126,8 @@ def fit(
                 loss.backward()
                 distributed.average_gradients(loss_fn)
                 optimizer.step()
+                if per_batch:
+                    scheduler.step()
                 size = batch.y.shape[0]
                 loss_sum += loss.detach().float() * size
                 correct += (logits.detach().argmax(1) == batch.y).sum()
@@ -137,7 +145,8 @@ def fit(
                         acc=f"{top1:.3f}",
                         speed=f"{rate:,.0f}",
                     )
-            scheduler.step()
+            if not per_batch:
+                scheduler.step()
             if state_path is not None and distributed.is_main():
                 _save_state(state_path, model, loss_fn, optimizer, scheduler, epoch)
     seconds = time.perf_counter() - started
