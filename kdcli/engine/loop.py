@@ -49,6 +49,17 @@ Knowledge = Callable[[int, Batch], Any]
 """(epoch, batch) -> the teacher's knowledge of that batch (`.logits`, `.features`)."""
 
 
+def build_scheduler(
+    factory: Callable[..., Any], optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> Any:
+    """Torch's schedulers are stepped once per epoch; one whose class sets `per_batch`
+    (kdcli.engine.lr_schedule.WarmupCosine) is built with `steps_per_epoch` and stepped after every
+    batch."""
+    if getattr(getattr(factory, "func", None), "per_batch", False):
+        return factory(optimizer, steps_per_epoch=steps_per_epoch)
+    return factory(optimizer)
+
+
 def fit(
     model: nn.Module,
     loader: Loader,
@@ -80,7 +91,8 @@ def fit(
     model.to(device)
     loss_fn.to(device)
     optimizer = optimizer([*model.parameters(), *loss_fn.parameters()])
-    scheduler = scheduler(optimizer)
+    scheduler = build_scheduler(scheduler, optimizer, len(loader))
+    per_batch = getattr(scheduler, "per_batch", False)
     start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
     trained = distributed.wrap_model(model, device)  # shares `model`'s weights
     loader = distributed.shard_loader(loader)
@@ -122,6 +134,8 @@ def fit(
                 loss.backward()
                 distributed.average_gradients(loss_fn)
                 optimizer.step()
+                if per_batch:
+                    scheduler.step()
                 size = task.count(batch.y)  # images, or scored tokens
                 loss_sum += loss.detach().float() * size
                 correct += task.score(logits.detach(), batch.y)
@@ -139,7 +153,8 @@ def fit(
                         acc=f"{score:.3f}",
                         speed=f"{rate:,.0f}",
                     )
-            scheduler.step()
+            if not per_batch:
+                scheduler.step()
             if state_path is not None and distributed.is_main():
                 _save_state(state_path, model, loss_fn, optimizer, scheduler, epoch)
     seconds = time.perf_counter() - started
