@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kdcli.checkpoint import save_model
+from kdcli.store.checkpoint import save_model
 
 from kdcli.data.digits import Digits
 from kdcli.models.smallcnn import SmallCNN
