@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kdcli.store.checkpoint import save_model
 
 from kdcli.data.digits import Digits
 from kdcli.models.smallcnn import SmallCNN
+from kdcli.store.checkpoint import save_model
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,13 @@ def train(digits, model, loss, **kwargs):
     return fit(model, digits.train_loader(64, 0), loss, **plan(stage(3)), device=CPU, **kwargs)
 
 
+def one_epoch(digits, loss, lr: float = 0.05, label: str = "student", **kwargs):
+    """One epoch of an MLP on digits, as the NaN-diagnosis tests run it."""
+    model = MLP(10, 1, 8, hidden=[64])
+    loader = digits.train_loader(64, 0)
+    return fit(model, loader, loss, **plan(stage(1, lr=lr)), device=CPU, label=label, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return Digits().load()
@@ -71,17 +78,8 @@ def test_fit_learns_digits(digits):
 
 
 def test_diverging_student_logits_are_blamed_on_the_learning_rate(digits):
-    model = MLP(10, 1, 8, hidden=[64])
     with pytest.raises(RunError) as error:
-        fit(
-            model,
-            digits.train_loader(64, 0),
-            SoftTargetKD(),
-            **plan(stage(1, lr=1e30)),
-            device=CPU,
-            label="student",
-            teacher=FakeTeacher(),
-        )
+        one_epoch(digits, SoftTargetKD(), lr=1e30, teacher=FakeTeacher())
     message = str(error.value)
     assert "the student loss became nan in epoch 1, step 2 of 22:" in message, message
     assert "the student's logits went non-finite" in message
@@ -90,14 +88,7 @@ def test_diverging_student_logits_are_blamed_on_the_learning_rate(digits):
 
 def test_a_diverging_baseline_names_the_students_settings(digits):
     with pytest.raises(RunError, match=r"baseline's logits.*student\.optimizer\.lr"):
-        fit(
-            MLP(10, 1, 8, hidden=[64]),
-            digits.train_loader(64, 0),
-            CrossEntropy(),
-            **plan(stage(1, lr=1e30)),
-            device=CPU,
-            label="baseline",
-        )
+        one_epoch(digits, CrossEntropy(), lr=1e30, label="baseline")
 
 
 class FakeTeacher:
@@ -118,15 +109,7 @@ def test_non_finite_teacher_soft_labels_are_blamed_on_the_teacher(digits):
     """The NaN comes in at step 3; by the log point (step 10) it has reached the student's
     weights and logits, but the first thing that went non-finite is what is named."""
     with pytest.raises(RunError) as error:
-        fit(
-            MLP(10, 1, 8, hidden=[64]),
-            digits.train_loader(64, 0),
-            SoftTargetKD(),
-            **plan(stage(1)),
-            device=CPU,
-            label="student",
-            teacher=FakeTeacher(bad_step=2),
-        )
+        one_epoch(digits, SoftTargetKD(), teacher=FakeTeacher(bad_step=2))
     message = str(error.value)
     assert "the student loss became nan in epoch 1, step 3 of 22:" in message, message
     assert "teacher's soft labels" in message and "teacher.checkpoint" in message
@@ -135,15 +118,7 @@ def test_non_finite_teacher_soft_labels_are_blamed_on_the_teacher(digits):
 
 def test_a_non_finite_loss_on_finite_logits_names_the_loss_settings(digits):
     with pytest.raises(RunError) as error:
-        fit(
-            MLP(10, 1, 8, hidden=[64]),
-            digits.train_loader(64, 0),
-            SoftTargetKD(alpha=0.5, temperature=0.0),
-            **plan(stage(1)),
-            device=CPU,
-            label="student",
-            teacher=FakeTeacher(),
-        )
+        one_epoch(digits, SoftTargetKD(alpha=0.5, temperature=0.0), teacher=FakeTeacher())
     message = str(error.value)
     assert "epoch 1, step 1 of 22: the loss went non-finite on finite logits" in message, message
     assert "loss.alpha=0.5, loss.temperature=0.0" in message
@@ -155,15 +130,7 @@ def test_a_combo_loss_names_the_term_that_went_non_finite(digits):
         "dkd": {"weight": 0.5, "loss": DecoupledKD(warmup=0)},
     }
     with pytest.raises(RunError) as error:
-        fit(
-            MLP(10, 1, 8, hidden=[64]),
-            digits.train_loader(64, 0),
-            WeightedSum(terms),
-            **plan(stage(1)),
-            device=CPU,
-            label="student",
-            teacher=FakeTeacher(),
-        )
+        one_epoch(digits, WeightedSum(terms), teacher=FakeTeacher())
     message = str(error.value)
     assert "the loss term(s) kd went non-finite" in message, message
     assert "loss.terms.kd.loss.temperature=0.0, loss.terms.kd.weight=1.0" in message
