@@ -8,8 +8,9 @@ fresh cache, so nothing is reused and the recipe is the one a user gets. The oth
 comes after the teacher stage; they are not part of the teacher's fingerprint. The generic
 `torchvision` option needs `teacher.name`: `--torchvision-name` picks the architecture.
 
-Prints a markdown table (teacher, recipe, params, test top-1, seconds of teacher training) and
-exits 1 when a teacher fails or scores below `--min-top1`.
+Prints a markdown table (teacher, recipe, params, test top-1, train top-1 over its last epoch
+(augmented views, batch-norm in training mode), seconds of teacher training) and exits 1 when a
+teacher fails or scores below `--min-top1`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def train_teacher(option: str, out: Path, threads: int, seed: int, tv_name: str)
             f"hydra.run.dir={run_dir}",
         ]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
+        manifests = list(Path(cache).glob("teachers/*/manifest.json"))
+        train_top1 = json.loads(manifests[0].read_text()).get("train_top1") if manifests else None
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-3:]
         return {"option": option, "error": f"exit {done.returncode}: {' '.join(tail)}"}
@@ -71,6 +74,7 @@ def train_teacher(option: str, out: Path, threads: int, seed: int, tv_name: str)
         "recipe": recipe(config),
         "params": report["teacher"]["params"],
         "top1": report["teacher"]["top1"],
+        "train_top1": train_top1,
         "seconds": report["stages"]["teacher"]["seconds"],
     }
 
@@ -88,10 +92,12 @@ def row(result: dict) -> str:
     if name == "torchvision" and "name" in result:
         name = f"torchvision ({result['name']})"
     if "error" in result:
-        return f"| {name} | | | failed: {result['error'][:120]} | |"
+        return f"| {name} | | | failed: {result['error'][:120]} | | |"
+    train = result["train_top1"]
     return (
         f"| {name} | {result['recipe']} | {result['params'] / 1e6:.2f} M "
-        f"| {100 * result['top1']:.2f} | {result['seconds']:.0f} |"
+        f"| {100 * result['top1']:.2f} | {'' if train is None else f'{100 * train:.1f}'} "
+        f"| {result['seconds']:.0f} |"
     )
 
 
@@ -124,8 +130,8 @@ def main() -> int:
         results = list(pool.map(one, chosen))
 
     print(f"\ndigits, seed {options.seed}, test top-1 % (360 images: one is 0.28 points)")
-    print("| teacher | recipe | params | test top-1 | seconds |")
-    print("|---|---|---|---|---|")
+    print("| teacher | recipe | params | test top-1 | last-epoch train top-1 | seconds |")
+    print("|---|---|---|---|---|---|")
     for result in results:
         print(row(result))
     failed = [r["option"] for r in results if "error" in r or r["top1"] < options.min_top1]

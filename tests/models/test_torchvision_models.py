@@ -86,6 +86,16 @@ def test_small_input_drops_the_resnet_max_pool_and_keeps_parameters():
     assert grey.conv1.in_channels == 1 and grey.conv1.stride == (2, 2)
 
 
+def test_bn_momentum_sets_every_batch_norm_layer():
+    def momenta(model: nn.Module) -> set[float]:
+        return {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+
+    assert momenta(torchvision_classifier("mobilenet_v3_small", 10, 1, 8)) == {0.01}
+    tuned = torchvision_classifier("mobilenet_v3_small", 10, 1, 8, bn_momentum=0.1)
+    assert momenta(tuned) == {0.1}
+    assert momenta(build(["teacher=mobilenet_v3_large"], DIGITS)) == {0.1}
+
+
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(UserError, match="efficientnet_b0"):
         torchvision_classifier("efficientnet_bo", 10, 3, 32)
