@@ -7,6 +7,11 @@
   a max-pool that follows it (ResNets), so a 32x32 image is not shrunk 4x (or 32x) at once;
 - a dataset with other than 3 channels gets a first convolution with that many inputs.
 
+A model trained from scratch gets its head (the last `nn.Linear`) initialised like any new
+`nn.Linear`, as a pretrained one does: torchvision draws EfficientNet's head from
+uniform(+-1/sqrt(num_classes)), sized for 1,000 classes; with 10 its first logits have a
+standard deviation near 5 and the loss starts at 6 instead of ln 10 = 2.3.
+
 `bn_momentum` sets the momentum of every batch-norm layer's running statistics. MobileNetV3
 (0.01) and MNASNet (0.0003) keep ImageNet-length averages that lag far behind the weights in a
 run of a few hundred steps: trained on digits, MobileNetV3 reaches 89 % train top-1 but predicts
@@ -160,6 +165,9 @@ def torchvision_classifier(
         replace_head(model, num_classes)
     else:
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if heads:
+            heads[-1].reset_parameters()
     if small_input or in_channels != 3:
         adapt_stem(model, in_channels, small_input)
     if bn_momentum is not None:

@@ -96,6 +96,12 @@ def test_bn_momentum_sets_every_batch_norm_layer():
     assert momenta(build(["teacher=mobilenet_v3_large"], DIGITS)) == {0.1}
 
 
+def test_a_head_trained_from_scratch_has_nn_linear_default_init():
+    # torchvision's own EfficientNet head init is uniform(+-1/sqrt(10)) for 10 classes
+    head = torchvision_classifier("efficientnet_b0", 10, 1, 8).classifier[-1]
+    assert head.weight.abs().max() <= 1 / head.in_features**0.5
+
+
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(UserError, match="efficientnet_b0"):
         torchvision_classifier("efficientnet_bo", 10, 3, 32)
