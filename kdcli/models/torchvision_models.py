@@ -5,6 +5,9 @@
 
 - `small_input=True` replaces the stem's first convolution by a 3x3 stride-1 one and drops
   a max-pool that follows it (ResNets), so a 32x32 image is not shrunk 4x (or 32x) at once;
+  in MobileNetV2/V3, EfficientNet and MNASNet, whose stems are one stride-2 convolution, the
+  first stride-2 block runs at stride 1 as well. On the 8x8 digits, MobileNetV3-small left at
+  4x4 after its first block reaches 52 % test top-1 after 9 epochs, 97 % with it at 8x8;
 - a dataset with other than 3 channels gets a first convolution with that many inputs.
 
 A model trained from scratch gets its head (the last `nn.Linear`) initialised like any new
@@ -33,6 +36,16 @@ import torchvision
 from torch import nn
 
 from kdcli.errors import UserError, did_you_mean
+
+# Their stems shrink an image 2x and their first stride-2 block 2x more, where a ResNet's stem
+# convolution and max-pool do: `small_input` undoes both. Their stride-2 blocks have a single
+# path (no shortcut), so one convolution carries the stride.
+INVERTED_RESIDUAL_NETS = (
+    torchvision.models.MobileNetV2,
+    torchvision.models.MobileNetV3,
+    torchvision.models.EfficientNet,
+    torchvision.models.MNASNet,
+)
 
 
 def classifier_names() -> list[str]:
@@ -104,6 +117,8 @@ def adapt_stem(model: nn.Module, in_channels: int, small_input: bool) -> None:
             in_channels, conv.out_channels, 3, 1, padding=1, bias=conv.bias is not None
         )
         _drop_stem_max_pool(model, conv_path)
+        if isinstance(model, INVERTED_RESIDUAL_NETS):
+            _first_stride_two_conv(model, after=conv_path).stride = (1, 1)
     else:
         new_conv = nn.Conv2d(
             in_channels,
@@ -114,6 +129,16 @@ def adapt_stem(model: nn.Module, in_channels: int, small_input: bool) -> None:
             bias=conv.bias is not None,
         )
     _set_submodule(model, conv_path, new_conv)
+
+
+def _first_stride_two_conv(model: nn.Module, after: str) -> nn.Conv2d:
+    """The first stride-2 convolution after the module at path `after`."""
+    modules = list(model.named_modules())
+    start = [path for path, _ in modules].index(after) + 1
+    for _, module in modules[start:]:
+        if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+            return module
+    raise UserError(f"{type(model).__name__} has no stride-2 convolution after its stem.")
 
 
 def _drop_stem_max_pool(model: nn.Module, conv_path: str) -> None:
