@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import kdcli, torch, torchvision, hydra"
 	touch $(STAMP)
 
-run: setup ## run `kd train` on the embedded default (digits, resnet18 -> smallcnn)
+run: setup ## run `kd train` on the embedded default (digits, resnet8x4 -> smallcnn)
 	$(VENV)/bin/kd train
 
 test: setup ## run the whole test suite (two workers: the end-to-end tests are mostly process start-up)

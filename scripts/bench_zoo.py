@@ -1,6 +1,6 @@
 """Every option of the `teacher` config group, trained on digits with its own recipe: test top-1.
 
-    python scripts/bench_zoo.py [--only resnet50,vgg8] [--jobs 2] [--min-top1 0.97]
+    python scripts/bench_zoo.py [--only resnet50,vgg8] [--jobs 2] [--min-top1 0.97] [--resume]
 
 Each teacher is trained by the real command, `kd train teacher=NAME`, in a subprocess with a
 fresh cache, so nothing is reused and the recipe is the one a user gets. The other overrides
@@ -8,8 +8,9 @@ fresh cache, so nothing is reused and the recipe is the one a user gets. The oth
 comes after the teacher stage; they are not part of the teacher's fingerprint. The generic
 `torchvision` option needs `teacher.name`: `--torchvision-name` picks the architecture.
 
-Prints a markdown table (teacher, recipe, params, test top-1, seconds of teacher training) and
-exits 1 when a teacher fails or scores below `--min-top1`.
+Prints a markdown table (teacher, recipe, params, test top-1, train top-1 over its last epoch
+(augmented views, batch-norm in training mode), seconds of teacher training) and exits 1 when a
+teacher fails or scores below `--min-top1`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from kdcli.paths import config_dir
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from kdcli.config.paths import config_dir
 
 AFTER_TEACHER = [
     "loss=ce",
@@ -40,10 +44,32 @@ def teacher_options() -> list[str]:
     return sorted(path.stem for path in (config_dir() / "teacher").glob("*.yaml"))
 
 
+def overrides(option: str, seed: int, tv_name: str) -> list[str]:
+    extra = [f"teacher.name={tv_name}"] if option == "torchvision" else []
+    return [f"teacher={option}", *extra, *AFTER_TEACHER, f"seed={seed}"]
+
+
+def settings(option: str, seed: int, tv_name: str) -> dict:
+    """What determines the teacher, as `kd train` would compose it now."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="bench_zoo"):
+        cfg = compose("train", overrides=overrides(option, seed, tv_name))
+    return OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, ["teacher", "dataset", "seed"]), resolve=True
+    )
+
+
+def earlier_result(option: str, out: Path, seed: int, tv_name: str) -> dict | None:
+    """The result of an earlier run in `out` for the same teacher settings (`--resume`)."""
+    path = out / option / "bench.json"
+    if not path.is_file():
+        return None
+    earlier = json.loads(path.read_text())
+    return earlier["result"] if earlier["settings"] == settings(option, seed, tv_name) else None
+
+
 def train_teacher(option: str, out: Path, threads: int, seed: int, tv_name: str) -> dict:
     """`kd train teacher=OPTION` in a fresh cache; the figures from its report.json."""
     run_dir = out / option
-    extra = [f"teacher.name={tv_name}"] if option == "torchvision" else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory(prefix="bench_zoo_cache_") as cache:
         command = [
@@ -51,27 +77,30 @@ def train_teacher(option: str, out: Path, threads: int, seed: int, tv_name: str)
             "-m",
             "kdcli",
             "train",
-            f"teacher={option}",
-            *extra,
-            *AFTER_TEACHER,
-            f"seed={seed}",
+            *overrides(option, seed, tv_name),
             f"cache_dir={cache}",
             f"hydra.run.dir={run_dir}",
         ]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
+        manifests = list(Path(cache).glob("teachers/*/manifest.json"))
+        train_top1 = json.loads(manifests[0].read_text()).get("train_top1") if manifests else None
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-3:]
         return {"option": option, "error": f"exit {done.returncode}: {' '.join(tail)}"}
     report = json.loads((run_dir / "report.json").read_text())
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())["teacher"]
-    return {
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    result = {
         "option": option,
         "name": report["teacher"]["name"],
-        "recipe": recipe(config),
+        "recipe": recipe(config["teacher"]),
         "params": report["teacher"]["params"],
         "top1": report["teacher"]["top1"],
+        "train_top1": train_top1,
         "seconds": report["stages"]["teacher"]["seconds"],
     }
+    ran_with = {key: config[key] for key in ("teacher", "dataset", "seed")}
+    (run_dir / "bench.json").write_text(json.dumps({"settings": ran_with, "result": result}))
+    return result
 
 
 def recipe(teacher: dict) -> str:
@@ -87,10 +116,12 @@ def row(result: dict) -> str:
     if name == "torchvision" and "name" in result:
         name = f"torchvision ({result['name']})"
     if "error" in result:
-        return f"| {name} | | | failed: {result['error'][:120]} | |"
+        return f"| {name} | | | failed: {result['error'][:120]} | | |"
+    train = result["train_top1"]
     return (
         f"| {name} | {result['recipe']} | {result['params'] / 1e6:.2f} M "
-        f"| {100 * result['top1']:.2f} | {result['seconds']:.0f} |"
+        f"| {100 * result['top1']:.2f} | {'' if train is None else f'{100 * train:.1f}'} "
+        f"| {result['seconds']:.0f} |"
     )
 
 
@@ -103,7 +134,13 @@ def main() -> int:
     parser.add_argument("--min-top1", type=float, default=0.97)
     parser.add_argument("--torchvision-name", default="regnet_x_400mf")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_zoo"))
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse results in --out whose teacher, dataset and seed settings are unchanged",
+    )
     options = parser.parse_args()
+    tv_name = options.torchvision_name
     known = teacher_options()
     chosen = [o for o in options.only.split(",") if o] or known
     unknown = sorted(set(chosen) - set(known))
@@ -113,8 +150,13 @@ def main() -> int:
     out = options.out.resolve()
     started = time.perf_counter()
 
+    # composed here, not in the worker threads: Hydra's compose API keeps global state
+    earlier = (
+        {o: earlier_result(o, out, options.seed, tv_name) for o in chosen} if options.resume else {}
+    )
+
     def one(option: str) -> dict:
-        result = train_teacher(option, out, threads, options.seed, options.torchvision_name)
+        result = earlier.get(option) or train_teacher(option, out, threads, options.seed, tv_name)
         elapsed = time.perf_counter() - started
         print(f"[{elapsed:6.0f} s] {row(result)}", file=sys.stderr, flush=True)
         return result
@@ -123,8 +165,8 @@ def main() -> int:
         results = list(pool.map(one, chosen))
 
     print(f"\ndigits, seed {options.seed}, test top-1 % (360 images: one is 0.28 points)")
-    print("| teacher | recipe | params | test top-1 | seconds |")
-    print("|---|---|---|---|---|")
+    print("| teacher | recipe | params | test top-1 | last-epoch train top-1 | seconds |")
+    print("|---|---|---|---|---|---|")
     for result in results:
         print(row(result))
     failed = [r["option"] for r in results if "error" in r or r["top1"] < options.min_top1]

@@ -35,7 +35,7 @@ def test_list_shows_every_group_with_defaults_marked(kd):
     assert result.returncode == 0
     for group in ("teacher", "student", "dataset", "loss", "device", "optimizer", "scheduler"):
         assert group in result.stdout
-    assert "resnet18 (default)" in result.stdout
+    assert "resnet8x4 (default)" in result.stdout
     assert "smallcnn (default)" in result.stdout
 
 

@@ -32,7 +32,7 @@ def test_a_missing_layer_names_the_key_and_kd_list():
     assert "`kd list student --layers smallcnn`" in message
     message = refused("loss=at", "loss.teacher_layers=[layer1,layr2]")
     assert (
-        "loss.teacher_layers='layr2'" in message and "kd list teacher --layers resnet18" in message
+        "loss.teacher_layers='layr2'" in message and "kd list teacher --layers resnet8x4" in message
     )
     message = refused("loss=combo", "loss.terms.fitnet.loss.teacher_layer=stage2")
     assert message.startswith("loss.terms.fitnet.loss.teacher_layer='stage2'")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from kdcli.models.torchvision_models import torchvision_classifier
+from kdcli.models.cifar.resnet import CifarResNet
 
 TINY = [
     "teacher.epochs=1",
@@ -76,17 +76,13 @@ def len_train(report: dict) -> int:
     return round(1797 * 0.8) - 1  # digits' stratified 80 % train split
 
 
-def test_feature_methods_on_the_default_resnet18_to_smallcnn_pair(tmp_path):
+def test_feature_methods_on_the_default_resnet8x4_to_smallcnn_pair(tmp_path):
     """The default (CIFAR-shaped) pair with the configs' default layer paths: teacher
     `layer1`/`layer2`, student `stage1`/`stage2`. Digits is augmented, so the teacher runs
-    online. The teacher is a saved untrained resnet18, to stay fast."""
-    checkpoint = tmp_path / "resnet18.pt"
-    torch.save(
-        torchvision_classifier(
-            "resnet18", num_classes=10, in_channels=1, image_size=8
-        ).state_dict(),
-        checkpoint,
-    )
+    online. The teacher is a saved untrained resnet8x4, to stay fast."""
+    checkpoint = tmp_path / "resnet8x4.pt"
+    teacher = CifarResNet(10, in_channels=1, image_size=8, depth=8, widths=[32, 64, 128, 256])
+    torch.save(teacher.state_dict(), checkpoint)
     result = kd_train(
         tmp_path,
         f"teacher.checkpoint={checkpoint}",
@@ -108,5 +104,5 @@ def test_a_missing_layer_is_refused_before_anything_is_written(tmp_path):
     result = kd_train(tmp_path, "loss=fitnet", "loss.teacher_layer=layer9")
     assert result.returncode == 2
     assert "loss.teacher_layer='layer9'" in result.stderr
-    assert "kd list teacher --layers resnet18" in result.stderr
+    assert "kd list teacher --layers resnet8x4" in result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

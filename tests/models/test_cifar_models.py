@@ -12,6 +12,7 @@ from kdcli.config.paths import config_dir
 from kdcli.data import DatasetInfo
 from kdcli.engine.measure import count_params
 from kdcli.errors import UserError
+from kdcli.models.cifar.mobilenetv2 import MobileNetV2
 from kdcli.models.cifar.resnet import CifarResNet
 from kdcli.models.cifar.vgg import VGG
 from kdcli.models.cifar.wrn import WideResNet
@@ -106,6 +107,15 @@ def test_vgg_pools_a_fourth_time_from_64_pixels():
     large = VGG(10, 3, 64, blocks=[[8], [8], [8], [8], [8]])
     assert not hasattr(small.features, "pool3")
     assert large(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_mobilenetv2_stem_strides_2_from_16_pixels_and_1_below():
+    assert MobileNetV2(10, 3, 32).conv1[0].stride == (2, 2)
+    assert MobileNetV2(10, 1, 16).conv1[0].stride == (2, 2)
+    digits = MobileNetV2(10, 1, 8)
+    assert digits.conv1[0].stride == (1, 1)
+    assert digits(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert MobileNetV2(10, 1, 8, stem_stride=2).conv1[0].stride == (2, 2)
 
 
 @pytest.mark.parametrize(

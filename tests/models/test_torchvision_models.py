@@ -86,6 +86,36 @@ def test_small_input_drops_the_resnet_max_pool_and_keeps_parameters():
     assert grey.conv1.in_channels == 1 and grey.conv1.stride == (2, 2)
 
 
+def test_bn_momentum_sets_every_batch_norm_layer():
+    def momenta(model: nn.Module) -> set[float]:
+        return {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+
+    assert momenta(torchvision_classifier("mobilenet_v3_small", 10, 1, 8)) == {0.01}
+    tuned = torchvision_classifier("mobilenet_v3_small", 10, 1, 8, bn_momentum=0.1)
+    assert momenta(tuned) == {0.1}
+    assert momenta(build(["teacher=mobilenet_v3_large"], DIGITS)) == {0.1}
+
+
+def test_a_head_trained_from_scratch_has_nn_linear_default_init():
+    # torchvision's own EfficientNet head init is uniform(+-1/sqrt(10)) for 10 classes
+    head = torchvision_classifier("efficientnet_b0", 10, 1, 8).classifier[-1]
+    assert head.weight.abs().max() <= 1 / head.in_features**0.5
+
+
+def stride_two_convs(model: nn.Module) -> list[str]:
+    return [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "efficientnet_b0", "mnasnet0_5"])
+def test_small_input_keeps_inverted_residual_nets_at_full_size_through_the_first_block(arch):
+    plain = torchvision_classifier(arch, 10, 3, 224, small_input=False)
+    adapted = torchvision_classifier(arch, 10, 1, 8).eval()
+    # the stem's and the first block's stride are gone, the later ones are kept
+    assert stride_two_convs(adapted) == stride_two_convs(plain)[2:]
+    with torch.no_grad():
+        assert adapted(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(UserError, match="efficientnet_b0"):
         torchvision_classifier("efficientnet_bo", 10, 3, 32)

@@ -7,7 +7,7 @@ stages see 2x2 maps. `width_mult=0.5` is the half-width network those benchmarks
 MobileNetV2; the final 1x1 convolution keeps 1280 channels for widths up to 1.
 
 Below 16x16 the stem runs at stride 1 (`stem_stride=None`): on the 8x8 digits a stride-2
-stem leaves 4x4 maps to a 16-channel layer, and the network learns so slowly that 60 epochs
+stem leaves 4x4 maps to a 16-channel layer, and the network learns so slowly that 50 epochs
 stay under 90 % test top-1 (97.5 % in 15 epochs at stride 1).
 """
 
