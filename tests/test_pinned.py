@@ -16,6 +16,8 @@ REPORT_SHAPE = {
     "seed": "int",
     "device": "str",
     "processes": "int",
+    "metric": "str",
+    "metric_label": "str",
     "dataset.name": "str",
     "dataset.num_classes": "int",
     "dataset.channels": "int",

@@ -174,16 +174,20 @@ def fake_run(
     epochs: int = 30,
     warnings: tuple[str, ...] = (),
     config: bool = True,
+    metric: tuple[str, str] = ("top1", "top-1"),
 ) -> None:
     """A run directory as `kd train` leaves it: report.json, config.yaml, .hydra/."""
     student, baseline, teacher = top1
     (run / ".hydra").mkdir(parents=True)
     model = {"params": 1000, "checkpoint_bytes": 4096, "ece": 0.05}
+    key = metric[0]
     report = {
         "seed": seed,
-        "teacher": {**model, "name": "resnet18", "top1": teacher, "params": 9000},
-        "student": {**model, "name": "smallcnn", "top1": student},
-        "baseline": {**model, "name": "smallcnn", "top1": baseline},
+        "metric": metric[0],
+        "metric_label": metric[1],
+        "teacher": {**model, "name": "resnet18", key: teacher, "params": 9000},
+        "student": {**model, "name": "smallcnn", key: student},
+        "baseline": {**model, "name": "smallcnn", key: baseline},
         "kd_gain": student - baseline,
         "kd_gain_ci": [student - baseline - 0.01, student - baseline + 0.01],
         "kd_gain_p": 0.2,
@@ -295,3 +299,22 @@ def test_plot_draws_error_bars_over_seeds(seeds, monkeypatch):
     [(xs, ys, errors)] = drawn
     assert xs == [0.5, 0.9]
     assert ys == pytest.approx([91.0, 94.0]) and errors == pytest.approx([1.0, 1.0])
+
+
+def test_columns_follow_the_tasks_headline_metric(tmp_path, capsys):
+    """report.json names its headline metric; the table and the CSV follow it."""
+    for seed in (0, 1):
+        fake_run(tmp_path / str(seed), seed, 0.5, (0.6, 0.5, 0.7), metric=("tok1", "token top-1"))
+    assert main(["report", str(tmp_path)]) == 0
+    assert "student token top-1 %" in capsys.readouterr().out
+    [row] = read_csv(tmp_path / "report.csv")
+    assert float(row["student_tok1_mean"]) == pytest.approx(0.6) and "student_top1_mean" not in row
+
+
+def test_runs_of_different_tasks_are_not_mixed(tmp_path, capsys):
+    fake_run(tmp_path / "0", 0, 0.5, (0.6, 0.5, 0.7), metric=("tok1", "token top-1"))
+    fake_run(tmp_path / "1", 0, 0.9, (0.6, 0.5, 0.7))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "different headline metrics (tok1, top1)" in err
+    assert not (tmp_path / "report.csv").exists()

@@ -39,7 +39,8 @@ def report_error(error: UserError | RunError) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_job(cfg: DictConfig) -> float | None:
-    """One Hydra job (one point of a sweep). Returns the student's top-1 for sweepers."""
+    """One Hydra job (one point of a sweep). Returns the student's headline metric (top-1)
+    for sweepers."""
     import torch
     from hydra.core.hydra_config import HydraConfig
 
@@ -70,7 +71,7 @@ def _train_job(cfg: DictConfig) -> float | None:
                 )
             )
         )
-    return None if report is None else report["student"]["top1"]  # None: not rank 0
+    return None if report is None else report["student"][report["metric"]]  # None: not rank 0
 
 
 def _discard(run_dir: Path) -> None:

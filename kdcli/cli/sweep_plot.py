@@ -1,4 +1,4 @@
-"""`kd report --plot`: the student's top-1 against each swept parameter, as a PNG.
+"""`kd report --plot`: the student's headline metric (top-1) against each swept parameter, as a PNG.
 
 matplotlib is an optional extra (`kdcli[plot]`), imported only when a plot is asked for.
 """
@@ -26,17 +26,25 @@ def pyplot() -> Any:
     return plt
 
 
-def plot(path: Path, header: list[str], table: list[list[Any]], params: list[str]) -> None:
-    """One panel per swept parameter; over seed groups (a `student_top1_mean` column), the
+def plot(
+    path: Path,
+    header: list[str],
+    table: list[list[Any]],
+    params: list[str],
+    metric: str = "top1",
+    label: str = "top-1",
+) -> None:
+    """One panel per swept parameter; over seed groups (a `student_<metric>_mean` column), the
     mean with the standard deviation over seeds as an error bar."""
     plt = pyplot()
     if not params:
         raise UserError(
             "--plot: the runs share all their settings (seeds aside); there is nothing to plot."
         )
-    grouped = "student_top1_mean" in header
-    accuracy = header.index("student_top1_mean" if grouped else "student_top1")
-    spread = header.index("student_top1_std") if grouped else None
+    column = f"student_{metric}"
+    grouped = f"{column}_mean" in header
+    accuracy = header.index(f"{column}_mean" if grouped else column)
+    spread = header.index(f"{column}_std") if grouped else None
     figure, axes = plt.subplots(1, len(params), figsize=(4 * len(params), 3.5), squeeze=False)
     for axis, param in zip(axes[0], params, strict=True):
         at = header.index(param)
@@ -50,7 +58,7 @@ def plot(path: Path, header: list[str], table: list[list[Any]], params: list[str
             xs = [labels.index(str(x)) for x in xs]
         axis.errorbar(xs, ys, yerr=errors, fmt="o", capsize=4)
         axis.set_xlabel(param)
-        axis.set_ylabel("student top-1 (%)" + (", mean ± std over seeds" if grouped else ""))
+        axis.set_ylabel(f"student {label} (%)" + (", mean ± std over seeds" if grouped else ""))
         axis.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -72,65 +72,80 @@ def _total_seconds(report: dict[str, Any]) -> float | None:
     return sum(s["seconds"] for s in stages.values()) if stages else None
 
 
-# The figures of every run; the CSV holds the raw values, the table the shown ones.
-FIGURES = (
-    Column("teacher", _get("teacher", "name"), str),
-    Column("student", _get("student", "name"), str),
-    Column("teacher_top1", _get("teacher", "top1"), _percent),
-    Column("student_top1", _get("student", "top1"), _percent),
-    Column("baseline_top1", _get("baseline", "top1"), _percent),
-    Column("kd_gain", _get("kd_gain"), _points),
-    Column("kd_gain_ci_low", lambda r: (r.get("kd_gain_ci") or [None])[0], _points),
-    Column("kd_gain_ci_high", lambda r: (r.get("kd_gain_ci") or [None, None])[1], _points),
-    Column("kd_gain_p", _get("kd_gain_p"), lambda v: f"{v:.2g}"),
-    Column("teacher_ece", _get("teacher", "ece"), _percent),
-    Column("student_ece", _get("student", "ece"), _percent),
-    Column("baseline_ece", _get("baseline", "ece"), _percent),
-    Column("teacher_params", _get("teacher", "params"), _millions),
-    Column("student_params", _get("student", "params"), _millions),
-    Column("student_bytes", _get("student", "checkpoint_bytes"), lambda v: f"{v / 2**20:.2f}"),
-    Column("teacher_reused", _get("teacher", "reused"), lambda v: "yes" if v else "no"),
-    Column("warnings", lambda r: len(r["warnings"]) if "warnings" in r else None, str),
-    Column("seconds", _total_seconds, _seconds),
-)
-SHOWS = {c.name: c.show for c in FIGURES}
-# The table's titles (the CSV uses the names above); figures without a title are CSV-only,
-# like the model names, which a sweep over models shows among the swept parameters anyway.
-TITLES = {
-    "teacher_top1": "teacher top-1 %",
-    "student_top1": "student top-1 %",
-    "baseline_top1": "baseline top-1 %",
-    "kd_gain": "KD gain points",
-    "kd_gain_ci_low": "KD gain 95% CI",  # shown with kd_gain_ci_high as "low to high"
-    "kd_gain_p": "p",
-    "teacher_params": "teacher params M",
-    "student_params": "student params M",
-    "student_bytes": "student MiB",
-    "teacher_reused": "teacher reused",
-    "warnings": "warnings",
-    "seconds": "time s",
-    "n_seeds": "seeds",
-}
-# A seed group's figures: those in MEANS averaged over its runs (CSV: <name>_mean and
-# <name>_std), `warnings` added up, the rest (which the seed does not change) from its first run.
-GROUPED = (
-    "teacher",
-    "student",
-    "teacher_top1",
-    "student_top1",
-    "baseline_top1",
-    "kd_gain",
-    "teacher_ece",
-    "student_ece",
-    "baseline_ece",
-    "teacher_params",
-    "student_params",
-    "student_bytes",
-    "warnings",
-    "seconds",
-)
-MEANS = {"teacher_top1", "student_top1", "baseline_top1", "kd_gain", "seconds"}
-MEANS |= {"teacher_ece", "student_ece", "baseline_ece"}
+@dataclass
+class Figures:
+    """What `kd report` shows of each run, for the runs' headline metric (the task's: `top1`
+    for classification): its columns, the table's titles (figures without one are CSV-only),
+    which figures a seed group keeps and which of those it averages."""
+
+    columns: tuple[Column, ...]
+    titles: dict[str, str]
+    grouped: tuple[str, ...]
+    means: set[str]
+
+    @property
+    def shows(self) -> dict[str, Callable[[Any], str]]:
+        return {c.name: c.show for c in self.columns}
+
+
+ROLES = ("teacher", "student", "baseline")
+
+
+def figures(metric: str = "top1", label: str = "top-1") -> Figures:
+    """The figures for a headline `metric` (a fraction, higher is better) written `label`:
+    CSV columns `teacher_<metric>`, `student_<metric>`, `baseline_<metric>`."""
+    scores = [Column(f"{role}_{metric}", _get(role, metric), _percent) for role in ROLES]
+    eces = [Column(f"{role}_ece", _get(role, "ece"), _percent) for role in ROLES]
+    columns = (
+        Column("teacher", _get("teacher", "name"), str),
+        Column("student", _get("student", "name"), str),
+        *scores,
+        Column("kd_gain", _get("kd_gain"), _points),
+        Column("kd_gain_ci_low", lambda r: (r.get("kd_gain_ci") or [None])[0], _points),
+        Column("kd_gain_ci_high", lambda r: (r.get("kd_gain_ci") or [None, None])[1], _points),
+        Column("kd_gain_p", _get("kd_gain_p"), lambda v: f"{v:.2g}"),
+        *eces,
+        Column("teacher_params", _get("teacher", "params"), _millions),
+        Column("student_params", _get("student", "params"), _millions),
+        Column("student_bytes", _get("student", "checkpoint_bytes"), lambda v: f"{v / 2**20:.2f}"),
+        Column("teacher_reused", _get("teacher", "reused"), lambda v: "yes" if v else "no"),
+        Column("warnings", lambda r: len(r["warnings"]) if "warnings" in r else None, str),
+        Column("seconds", _total_seconds, _seconds),
+    )
+    titles = {
+        **{f"{role}_{metric}": f"{role} {label} %" for role in ROLES},
+        "kd_gain": "KD gain points",
+        "kd_gain_ci_low": "KD gain 95% CI",  # shown with kd_gain_ci_high as "low to high"
+        "kd_gain_p": "p",
+        "teacher_params": "teacher params M",
+        "student_params": "student params M",
+        "student_bytes": "student MiB",
+        "teacher_reused": "teacher reused",
+        "warnings": "warnings",
+        "seconds": "time s",
+        "n_seeds": "seeds",
+    }
+    # A seed group averages the scores, ECEs, gain and time (CSV: <name>_mean and <name>_std),
+    # adds up `warnings`, and takes the rest (which the seed does not change) from its first run.
+    averaged = [c.name for c in (*scores, *eces)]
+    grouped = ("teacher", "student", *averaged[:3], "kd_gain", *averaged[3:])
+    grouped += ("teacher_params", "student_params", "student_bytes", "warnings", "seconds")
+    return Figures(columns, titles, grouped, {*averaged, "kd_gain", "seconds"})
+
+
+def headline_metric(runs: list[Run]) -> tuple[str, str]:
+    """The runs' headline metric and its label, from report.json (`metric`, `metric_label`;
+    top-1 in reports written before they were recorded). One table holds one metric."""
+    found = {(r.report.get("metric", "top1"), r.report.get("metric_label", "top-1")) for r in runs}
+    if len(found) > 1:
+        names = ", ".join(sorted(metric for metric, _ in found))
+        raise UserError(
+            f"the runs report different headline metrics ({names}): they come from different "
+            "tasks; give `kd report` the runs of one task at a time."
+        )
+    return found.pop()
+
+
 # Config keys that do not change what a run computes, ignored when grouping with `seed`.
 NOT_SETTINGS = ("seed", "cache_dir")
 
@@ -243,17 +258,17 @@ def run_names(runs: list[Run]) -> list[str]:
     return [str(run.path.relative_to(shared)) for run in runs]
 
 
-def rows(runs: list[Run]) -> tuple[list[str], list[list[Any]]]:
+def rows(runs: list[Run], shown: Figures) -> tuple[list[str], list[list[Any]]]:
     """The header and raw values: run, swept parameters, then the figures."""
     params = swept_keys(runs)
-    header = ["run", *params, *(c.name for c in FIGURES)]
+    header = ["run", *params, *(c.name for c in shown.columns)]
     table = []
     for run, name in zip(runs, run_names(runs), strict=True):
         table.append(
             [
                 name,
                 *(_number_or_text(run.overrides.get(k)) for k in params),
-                *(c.value(run.report) for c in FIGURES),
+                *(c.value(run.report) for c in shown.columns),
             ]
         )
     return header, table
@@ -269,15 +284,15 @@ def seed_groups(runs: list[Run]) -> list[list[int]]:
     return list(groups.values())
 
 
-def group_rows(runs: list[Run]) -> tuple[list[str], list[list[Any]]]:
+def group_rows(runs: list[Run], shown: Figures) -> tuple[list[str], list[list[Any]]]:
     """One row per seed group: its runs, swept parameters (bar seed), the number of seeds and
     which, then the GROUPED figures."""
     params = [k for k in swept_keys(runs) if k != "seed"]
     names = run_names(runs)
     header = ["runs", *params, "n_seeds", "seeds"]
-    for name in GROUPED:
-        header += [f"{name}_mean", f"{name}_std"] if name in MEANS else [name]
-    figures = {c.name: c for c in FIGURES}
+    for name in shown.grouped:
+        header += [f"{name}_mean", f"{name}_std"] if name in shown.means else [name]
+    columns = {c.name: c for c in shown.columns}
     table = []
     for members in seed_groups(runs):
         group = [runs[i] for i in members]
@@ -287,10 +302,10 @@ def group_rows(runs: list[Run]) -> tuple[list[str], list[list[Any]]]:
             len(group),
             " ".join(str(run.report.get("seed")) for run in group),
         ]
-        for name in GROUPED:
-            values = [figures[name].value(run.report) for run in group]
+        for name in shown.grouped:
+            values = [columns[name].value(run.report) for run in group]
             present = [v for v in values if v is not None]
-            if name in MEANS:
+            if name in shown.means:
                 row += list(mean_std(present)) if present else [None, None]
             elif name == "warnings":
                 row.append(sum(present) if present else None)
@@ -346,19 +361,21 @@ def show(
     if plot_path is not None:
         pyplot()  # fail before writing anything
     runs = load_runs(paths)
-    header, table = rows(runs) if per_run else group_rows(runs)
+    metric, label = headline_metric(runs)
+    shown = figures(metric, label)
+    header, table = rows(runs, shown) if per_run else group_rows(runs, shown)
     params = swept_keys(runs) if per_run else [k for k in swept_keys(runs) if k != "seed"]
     if sort is not None:
         table = sort_rows(header, table, sort, descending)
     csv_path = csv_path or default_csv_path(paths)
     write_csv(csv_path, header, table)
     if plot_path is not None:
-        plot(plot_path, header, table, params)
+        plot(plot_path, header, table, params, metric, label)
     names = {f"{r.report['teacher']['name']} -> {r.report['student']['name']}" for r in runs}
     title = f"kd report: {len(runs)} run(s), {', '.join(sorted(names))}"
     if not per_run:
         title += f"; {len(table)} setting(s), mean ± std over seeds"
-    result = rich_table(header, table, title, 1 + len(params), SHOWS, TITLES)
+    result = rich_table(header, table, title, 1 + len(params), shown.shows, shown.titles)
     console = console or Console()
     if not console.is_terminal:  # a file or a pipe: the whole table, not cut at 80 columns
         natural = Console(width=1000).measure(result).maximum

@@ -177,6 +177,8 @@ def build_report(
         "seed": cfg.seed,
         "device": str(device),
         "processes": distributed.world_size(),
+        "metric": task.metric,  # the headline metric's key in each model's figures
+        "metric_label": task.metric_label,
         "dataset": asdict(info),
         "loss": {
             "name": config_choice("loss", cfg.loss),
