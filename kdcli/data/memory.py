@@ -88,25 +88,18 @@ class EpochLoader:
             yield Batch(self.normalise(images), self.split.labels[index], index)
 
 
+@dataclass(eq=False)  # splits are tensors: identity, not element-wise equality
 class InMemoryDataset:
     """Train, test and (optionally) validation splits held as uint8 tensors.
 
     `augmentation` applies to the training split only; validation and test are never augmented.
     """
 
-    def __init__(
-        self,
-        info: DatasetInfo,
-        train: Split,
-        test: Split,
-        augmentation: ShiftFlip | None,
-        val: Split | None = None,
-    ) -> None:
-        self.info = info
-        self.train = train
-        self.test = test
-        self.val = val
-        self.augmentation = augmentation
+    info: DatasetInfo
+    train: Split
+    test: Split
+    augmentation: ShiftFlip | None
+    val: Split | None = None
 
     @property
     def splits(self) -> tuple[str, ...]:

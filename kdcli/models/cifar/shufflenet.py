@@ -5,7 +5,7 @@ halving the resolution, global average pooling and a linear head.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -19,6 +19,22 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of `groups` groups so that the next grouped conv mixes them."""
     n, c, h, w = x.shape
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def _stages(
+    stage_channels: Sequence[int],
+    stage_units: Sequence[int],
+    make_stage: Callable[[int, int, int], nn.Sequential],
+) -> tuple[list[nn.Sequential], int]:
+    """The three stages after the stem, `make_stage(in_channels, out_channels, units)` each,
+    and the channels they end with."""
+    if len(stage_channels) != 3 or len(stage_units) != 3:
+        raise UserError("model.stage_channels and model.stage_units need 3 entries each.")
+    channels, stages = STEM_CHANNELS, []
+    for width, count in zip(stage_channels, stage_units, strict=True):
+        stages.append(make_stage(channels, width, count))
+        channels = width
+    return stages, channels
 
 
 def _stem(in_channels: int) -> nn.Sequential:
@@ -81,17 +97,15 @@ class ShuffleNetV1(nn.Module):
         groups: int = 3,
     ) -> None:
         super().__init__()
-        if len(stage_channels) != 3 or len(stage_units) != 3:
-            raise UserError("model.stage_channels and model.stage_units need 3 entries each.")
+
+        def stage(in_channels: int, width: int, count: int) -> nn.Sequential:
+            first = ShuffleUnitV1(in_channels, width, 2, groups)
+            return nn.Sequential(
+                first, *(ShuffleUnitV1(width, width, 1, groups) for _ in range(count - 1))
+            )
+
         self.stem = _stem(in_channels)
-        channels = STEM_CHANNELS
-        stages = []
-        for width, count in zip(stage_channels, stage_units, strict=True):
-            units = []
-            for i in range(count):
-                units.append(ShuffleUnitV1(channels, width, 2 if i == 0 else 1, groups))
-                channels = width
-            stages.append(nn.Sequential(*units))
+        stages, channels = _stages(stage_channels, stage_units, stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
@@ -161,16 +175,14 @@ class ShuffleNetV2(nn.Module):
         final_channels: int = 1024,
     ) -> None:
         super().__init__()
-        if len(stage_channels) != 3 or len(stage_units) != 3:
-            raise UserError("model.stage_channels and model.stage_units need 3 entries each.")
+
+        def stage(in_channels: int, width: int, count: int) -> nn.Sequential:
+            return nn.Sequential(
+                DownsampleUnitV2(in_channels, width), *(ShuffleUnitV2(width) for _ in range(count))
+            )
+
         self.stem = _stem(in_channels)
-        channels = STEM_CHANNELS
-        stages = []
-        for width, count in zip(stage_channels, stage_units, strict=True):
-            units = [DownsampleUnitV2(channels, width)]
-            units += [ShuffleUnitV2(width) for _ in range(count)]
-            stages.append(nn.Sequential(*units))
-            channels = width
+        stages, channels = _stages(stage_channels, stage_units, stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.conv2 = nn.Sequential(*_bn_conv(channels, final_channels, 1), nn.ReLU())
         self.avgpool = nn.AdaptiveAvgPool2d(1)
