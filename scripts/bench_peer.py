@@ -10,9 +10,11 @@ whole distillation, images/s (student training images over that time), the final
 top-1, the precision it trained in, and its speed against torchdistill (torchdistill's seconds
 over the row's), for one run and for a 4-point sweep over the KD weight alpha:
 
-- kdcli, stored soft labels: one `kd train -m` (every point in one process, as users sweep) with
-  the default `soft_labels.mode=auto` (per-epoch views on augmented data). Time: the report's
-  `soft_labels` + `distill` stage seconds; the sweep computes the soft labels once and shares them.
+- kdcli, stored soft labels: `kd train` with the default `soft_labels.mode=auto` (per-epoch views
+  on augmented data), one command per alpha, all with one cache directory, as the points of a
+  `kd train -m` sweep share it: the soft labels are computed once and reused by the other points.
+  Time: the report's `soft_labels` + `distill` stage seconds (a single run pays for computing the
+  soft labels, a reusing point for loading them).
 - kdcli, online: the same with `soft_labels.mode=online` (the teacher runs on every batch).
 - torchdistill: `get_distillation_box` with a config dict shaped like its sample CIFAR KD configs
   (`KDLoss` in a `WeightedSumLoss`, frozen teacher, fp32) and the epoch loop of its example
@@ -21,8 +23,12 @@ over the row's), for one run and for a 4-point sweep over the KD weight alpha:
   whose checksums are not the real CIFAR's). The teacher runs on every batch of every sweep run.
   Time: building the box plus training; its per-epoch validation (kdcli has none) is left out.
 
-Teacher training is not timed: kdcli trains the teacher once inside the same `kd train -m` (it is
-cached, so every point reuses it), or loads `--teacher-checkpoint`, and torchdistill gets the same
+The runs go point by point (for each alpha: kdcli stored, kdcli online, torchdistill), so that a
+change in the machine's load over the script's run falls on every tool alike; the script prints
+the range of the load average it saw.
+
+Teacher training is not timed: the first `kd train` trains the teacher (cached: every later point
+reuses it), or every point loads `--teacher-checkpoint`, and torchdistill gets the same
 state_dict in eval mode (torchdistill never changes the teacher's mode). Both drop the last
 incomplete batch. torchdistill's `KDLoss` weighs cross-entropy by its `alpha`, so it gets
 `alpha = 1 - a, beta = a` for kdcli's `loss.alpha = a`: the same loss.
@@ -76,8 +82,10 @@ class Row:
 # --- kdcli --------------------------------------------------------------------------------
 
 
-def kd_sweep(args, workdir: Path, alphas: list[float], dataset: list[str]) -> list[Path]:
-    """One `kd train -m` over alpha x {stored, online}; the run directories of its points."""
+def kd_train(args, workdir: Path, alpha: float, mode: str, dataset: list[str]) -> Path:
+    """One `kd train` point (the first trains the teacher, the rest reuse it from the shared
+    cache, as a `kd train -m` sweep's points do); its run directory."""
+    run = workdir / "runs" / f"{mode}-{alpha}"
     overrides = [
         *dataset,
         f"teacher={args.teacher}",
@@ -87,30 +95,31 @@ def kd_sweep(args, workdir: Path, alphas: list[float], dataset: list[str]) -> li
         f"student.epochs={args.epochs}",
         f"student.batch_size={args.batch_size}",
         "loss=kd",
-        f"loss.alpha={','.join(str(a) for a in alphas)}",
-        "soft_labels.mode=auto,online",
+        f"loss.alpha={alpha}",
+        f"soft_labels.mode={mode}",
         "baseline=false",
         "eval.latency_runs=1",
         f"device={args.device}",
         f"seed={args.seed}",
         f"cache_dir={workdir / 'cache'}",
-        f"hydra.sweep.dir={workdir / 'sweep'}",
+        f"hydra.run.dir={run}",
         *args.set,
     ]
     if args.teacher_checkpoint:  # loaded, not trained
         overrides.append(f"teacher.checkpoint={Path(args.teacher_checkpoint).resolve()}")
+    print(f"kdcli: soft_labels.mode={mode}, loss.alpha={alpha} ...", file=sys.stderr)
     log = workdir / "kd.log"
-    with open(log, "w") as out:
+    with open(log, "a") as out:
         done = subprocess.run(
-            [sys.executable, "-m", "kdcli", "train", "-m", *overrides],
+            [sys.executable, "-m", "kdcli", "train", *overrides],
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     if done.returncode != 0:
         tail = log.read_text().splitlines()[-30:]
-        sys.exit(f"kd train -m {' '.join(overrides)} failed:\n" + "\n".join(tail))
-    return sorted(p.parent for p in (workdir / "sweep").glob("*/report.json"))
+        sys.exit(f"kd train {' '.join(overrides)} failed:\n" + "\n".join(tail))
+    return run
 
 
 def stage_seconds(report: dict, name: str) -> float:
@@ -124,12 +133,9 @@ def precision(report: dict, cfg) -> str:
     return "bf16" if cfg.device.get("amp") and report["device"].startswith("cuda") else "fp32"
 
 
-def read_points(runs: list[Path]) -> list[tuple[dict, Any]]:
-    """Each sweep point's report.json and resolved config."""
-    return [
-        (json.loads((run / "report.json").read_text()), OmegaConf.load(run / "config.yaml"))
-        for run in runs
-    ]
+def read_point(run: Path) -> tuple[dict, Any]:
+    """A run's report.json and resolved config."""
+    return json.loads((run / "report.json").read_text()), OmegaConf.load(run / "config.yaml")
 
 
 def add_rows(
@@ -193,24 +199,6 @@ def table(rows: list[Row], alphas: list[float]) -> str:
     return "\n".join(lines)
 
 
-def peer_rows(td, args, cfg, info, state, train, test, alphas, per_run) -> list[Row]:
-    """torchdistill's runs, one per alpha, each rerunning the teacher on every batch."""
-    device = torch.device(args.device)
-    seconds, top1 = [], []
-    for alpha in alphas:
-        print(f"torchdistill: online KD, alpha {alpha} ...", file=sys.stderr)
-        took, seen, student = peer_run(cfg, info, state, train, alpha, device, args.workers)
-        assert seen == per_run, f"torchdistill trained {seen} images, kdcli {per_run}"
-        seconds.append(took)
-        top1.append(test_top1(student, test, info, device))
-    modes = ("online KD (DistillationBox)", "online KD, teacher rerun per run")
-    rows: list[Row] = []
-    add_rows(
-        rows, f"torchdistill {td.__version__}", modes, "fp32", seconds[0], seconds, top1, per_run
-    )
-    return rows
-
-
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
@@ -258,22 +246,36 @@ def main() -> None:
             train, test = cifar_shaped(args.images, seed=1), cifar_shaped(args.test_images, seed=2)
             write_cifar10(workdir / "data", train, test)
             dataset = ["dataset=cifar10", f"dataset.root={workdir / 'data'}"]
-        print(f"kdcli: kd train -m over alpha {alphas} x {{stored, online}} ...", file=sys.stderr)
-        points = read_points(kd_sweep(args, workdir, alphas, dataset))
-        load.append(os.getloadavg()[0])
-        report, cfg = points[0]
-        info = report["dataset"]
-        if args.dataset == "digits":
-            train, test = digits_arrays(cfg.dataset.test_fraction, cfg.dataset.split_seed)
-        per_run = len(train[1]) // args.batch_size * args.batch_size * args.epochs
-        rows = kdcli_rows(points, alphas, per_run)
-        payload = torch.load(report["teacher"]["checkpoint"], map_location="cpu", weights_only=True)
-        state = payload.get("state_dict", payload)
-        check = test_top1(build_model(cfg.teacher.model, info, state), test, info, "cpu")
-        if td is not None:
-            rows += peer_rows(td, args, cfg, info, state, train, test, alphas, per_run)
+        points, peer = [], {"seconds": [], "top1": []}
+        for alpha in alphas:  # point by point, so that a change of load falls on every tool
+            for mode in ("auto", "online"):
+                points.append(read_point(kd_train(args, workdir, alpha, mode, dataset)))
+                load.append(os.getloadavg()[0])
+            if len(points) == 2:  # the teacher, its config and the data torchdistill gets
+                report, cfg = points[0]
+                info = report["dataset"]
+                if args.dataset == "digits":
+                    train, test = digits_arrays(cfg.dataset.test_fraction, cfg.dataset.split_seed)
+                per_run = len(train[1]) // args.batch_size * args.batch_size * args.epochs
+                path = report["teacher"]["checkpoint"]
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+                state = payload.get("state_dict", payload)
+                check = test_top1(build_model(cfg.teacher.model, info, state), test, info, "cpu")
+            if td is not None:
+                print(f"torchdistill: online KD, alpha {alpha} ...", file=sys.stderr)
+                device = torch.device(args.device)
+                took, seen, student = peer_run(cfg, info, state, train, alpha, device, args.workers)
+                assert seen == per_run, f"torchdistill trained {seen} images, kdcli {per_run}"
+                peer["seconds"].append(took)
+                peer["top1"].append(test_top1(student, test, info, device))
+                load.append(os.getloadavg()[0])
+    rows = kdcli_rows(points, alphas, per_run)
+    if td is not None:
+        modes = ("online KD (DistillationBox)", "online KD, teacher rerun per run")
+        seconds = peer["seconds"]
+        tool = f"torchdistill {td.__version__}"
+        add_rows(rows, tool, modes, "fp32", seconds[0], seconds, peer["top1"], per_run)
     rows.sort(key=lambda r: (r.run != "single", r.tool.startswith("torchdistill")))
-    load.append(os.getloadavg()[0])
     where = f"{args.images} CIFAR-shaped" if args.dataset == "cifar" else "digits"
     teacher_top1 = 100 * report["teacher"]["top1"]
     print(
@@ -281,7 +283,7 @@ def main() -> None:
         f"images, batch {args.batch_size}, {args.epochs} epochs, {args.device}, "
         f"{torch.get_num_threads()} threads. Teacher test top-1 {teacher_top1:.1f}% (kdcli's "
         f"report; {100 * check:.1f}% on the arrays torchdistill gets). 1-minute load average "
-        f"{load[0]:.2f} at the start, {load[1]:.2f} after kdcli, {load[2]:.2f} at the end.\n"
+        f"{min(load):.2f} to {max(load):.2f} (sampled at the start and after each run).\n"
     )
     print(table(rows, alphas))
 
