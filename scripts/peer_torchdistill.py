@@ -96,6 +96,11 @@ def peer_run(cfg, info: dict, teacher_state: dict, train: tuple, alpha: float, d
     scheduler, scheduler_kwargs = registry_key(
         cfg.student.scheduler, registry.SCHEDULER_DICT, registry.register_scheduler
     )
+    scheduler_config = {"key": scheduler, "kwargs": scheduler_kwargs}
+    if getattr(get_class(cfg.student.scheduler._target_), "per_batch", False):
+        # kdcli steps such a scheduler after every batch; torchdistill does with scheduling_step 1
+        scheduler_kwargs["steps_per_epoch"] = len(train[1]) // int(cfg.student.batch_size)
+        scheduler_config["scheduling_step"] = 1
     kd_kwargs = {
         "student_module_path": ".",
         "student_module_io": "output",
@@ -121,7 +126,7 @@ def peer_run(cfg, info: dict, teacher_state: dict, train: tuple, alpha: float, d
         "teacher": {"forward_proc": "forward_batch_only", "requires_grad": False},
         "student": {"forward_proc": "forward_batch_only", "requires_grad": True},
         "optimizer": {"key": optimizer, "kwargs": optimizer_kwargs},
-        "scheduler": {"key": scheduler, "kwargs": scheduler_kwargs},
+        "scheduler": scheduler_config,
         "criterion": {
             "key": "WeightedSumLoss",
             "kwargs": {
