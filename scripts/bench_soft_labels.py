@@ -5,7 +5,7 @@
 
 A resnet50 teacher (untrained: only its cost matters here) and a smallcnn student on random
 CIFAR-shaped data (3x32x32, 100 classes, crop + flip), batch 256, through the real training
-loop (`kdcli.train.fit`) and the real knowledge providers (`kdcli.knowledge`):
+loop (`kdcli.engine.loop.fit`) and the real knowledge providers (`kdcli.knowledge.teacher`):
 
 - alone:  the student with cross-entropy, no teacher knowledge;
 - static: KD from stored logits, one clean view per sample;
@@ -26,13 +26,16 @@ from collections.abc import Iterator
 import torch
 from omegaconf import OmegaConf
 
+from kdcli.config.build import training_kwargs
 from kdcli.data import Batch, DatasetInfo, InMemoryDataset, Split
 from kdcli.data.augment import ShiftFlip
-from kdcli.knowledge import OnlineTeacher, SoftLabels, StoredKnowledge, predict_views
+from kdcli.engine.loop import fit
+from kdcli.knowledge.format import SoftLabels, predict_views
+from kdcli.knowledge.teacher import OnlineTeacher, StoredKnowledge
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.models.smallcnn import SmallCNN
 from kdcli.models.torchvision_models import torchvision_classifier
-from kdcli.train import fit
+from kdcli.tasks.classify import TASK
 
 CLASSES = 100
 INFO = DatasetInfo("cifar-shaped", CLASSES, 3, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -81,13 +84,18 @@ def stage(epochs: int):
     )
 
 
+def plan(stage_cfg) -> dict:
+    """fit's settings from a stage config, for image classification."""
+    return {**training_kwargs(stage_cfg, "student"), "task": TASK}
+
+
 def throughput(loader, loss, teacher, epochs: int, device: torch.device) -> float:
     """Images/s of the timed epochs (after one warm-up epoch), through the real loop."""
     torch.manual_seed(0)
     student = SmallCNN(CLASSES, 3, 32)
-    fit(student, loader, loss, stage(1), device=device, label="warm-up", teacher=teacher)
+    fit(student, loader, loss, **plan(stage(1)), device=device, label="warm-up", teacher=teacher)
     result = fit(
-        student, loader, loss, stage(epochs), device=device, label="timed", teacher=teacher
+        student, loader, loss, **plan(stage(epochs)), device=device, label="timed", teacher=teacher
     )
     return result.images_per_s
 

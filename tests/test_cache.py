@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kdcli.cache import ArtifactCache, file_lock, fingerprint
+from kdcli.store.cache import ArtifactCache, file_lock, fingerprint
 
 
 def write_file(content: bytes):

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from kdcli.checkpoint import load_model, save_model
 from kdcli.errors import UserError
 from kdcli.models.cifar.resnet import CifarResNet
 from kdcli.models.cifar.wrn import WideResNet
+from kdcli.store.checkpoint import load_model, save_model
 
 
 def resnet8(num_classes: int = 10) -> torch.nn.Module:

@@ -1,6 +1,6 @@
 """The `kd` command itself: subcommands, help, listing, exit codes."""
 
-from kdcli.cli import build_parser
+from kdcli.cli.main import build_parser
 
 
 def test_kd_help_lists_the_subcommands(kd):
@@ -58,3 +58,9 @@ def test_parser_knows_the_subcommands():
     parser = build_parser()
     assert parser.parse_args(["list"]).command == "list"
     assert parser.parse_args(["report", "outputs"]).command == "report"
+
+
+def test_shell_completion_is_refused_with_what_to_use_instead(kd):
+    result = kd("train", "--shell-completion", "install=bash")
+    assert result.returncode == 2
+    assert "kd list" in result.stderr and "Traceback" not in result.stderr

@@ -6,7 +6,6 @@ SLURM array or Hydra's joblib launcher would.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -17,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock, Timeout
 from kd_settings import TINY
 
-from kdcli.cache import read_verified
+from kdcli.store.cache import read_verified
 
 RUN = [*TINY, "baseline=false"]
 
@@ -103,13 +103,11 @@ def lock_is_held(lock: Path) -> bool:
     """True while some process holds the flock on `lock`."""
     if not lock.exists():
         return False
-    with open(lock, "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    return False
+    try:
+        with FileLock(lock, timeout=0):
+            return False
+    except Timeout:
+        return True
 
 
 def test_a_run_killed_while_building_the_teacher_does_not_block_the_next(tmp_path):

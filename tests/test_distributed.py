@@ -13,11 +13,11 @@ import torch
 import torch.distributed as dist
 from kd_settings import TINY
 
-from kdcli import distributed
+from kdcli.config.checks import check_overrides
 from kdcli.data import DatasetInfo, EpochLoader, Split
+from kdcli.engine import distributed
+from kdcli.engine.infer import predict
 from kdcli.errors import UserError
-from kdcli.evaluate import predict
-from kdcli.validate import check_overrides
 
 RUN = [*TINY, "baseline=false", "device=cpu"]
 

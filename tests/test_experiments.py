@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
+from kdcli.config.checks import check_overrides, group_options
+from kdcli.config.paths import config_dir
 from kdcli.errors import UserError
-from kdcli.paths import config_dir
-from kdcli.validate import check_overrides, group_options
 
 PAIRS = {
     "cifar100_resnet32x4_resnet8x4": ("resnet32x4", "resnet8x4", 0.05),

@@ -27,7 +27,7 @@ def test_the_wheel_ships_the_configs_and_runs_outside_the_repo(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = subprocess.run(
-        [sys.executable, "-c", "import kdcli.paths as p; print(p.config_dir())"],
+        [sys.executable, "-c", "import kdcli.config.paths as p; print(p.config_dir())"],
         cwd=elsewhere,
         env=env,
         capture_output=True,

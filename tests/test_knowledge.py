@@ -1,18 +1,25 @@
-"""Soft labels that match the student's views: stored per epoch, top-k compressed, or online."""
+"""Soft labels that match the student's views: stored per epoch, top-k compressed, or online;
+stored finite and exact whatever the teacher's scale."""
 
 import numpy as np
 import pytest
 import torch
 
 from kdcli.data.digits import Digits
-from kdcli.knowledge import (
-    OnlineTeacher,
+from kdcli.errors import UserError
+from kdcli.knowledge.format import (
     SoftLabels,
-    StoredKnowledge,
+    all_finite,
+    encode_soft_labels,
+    load_array,
+    nonfinite_files,
     predict_views,
+    store_features,
     topk_probabilities,
     views_bytes,
 )
+from kdcli.knowledge.teacher import OnlineTeacher, StoredKnowledge
+from kdcli.losses import SoftTargetKD
 from kdcli.models.smallcnn import SmallCNN
 
 
@@ -85,3 +92,87 @@ def test_views_size_estimate():
     float16 = np.dtype(np.float16)
     assert views_bytes(240, 50_000, 100, None, float16) == 240 * 50_000 * 100 * 2
     assert views_bytes(240, 50_000, 100, 10, float16) == 240 * 50_000 * 10 * (2 + 2)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return SoftTargetKD(alpha=1.0, temperature=4.0)(student, teacher, torch.zeros(len(student)))
+
+
+def huge_logits() -> torch.Tensor:
+    """Teacher logits around 1e5, as from an overconfident teacher; the first row spans more
+    than float16 holds (2e5 > 65504), the second is close ties far above float16's max."""
+    return torch.tensor(
+        [
+            [1.0e5, -1.0e5, 3.0e4, 0.0, 99_990.0],
+            [1.0e5 + 3.0, 1.0e5, 1.0e5 + 1.0, 1.0e5 - 2.0, 1.0e5 + 0.5],
+        ]
+    )
+
+
+def test_stored_logits_are_finite_and_keep_the_softmax_of_huge_logits():
+    logits = huge_logits()
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(logits.numpy().astype(np.float16)).all(), "raw float16 overflows"
+    arrays, clamped = encode_soft_labels(logits, None, np.dtype(np.float16))
+    stored = arrays["logits"]
+    assert stored.dtype == np.float16 and np.isfinite(stored).all()
+    assert (stored.max(axis=1) == 0).all(), "each row is shifted by its maximum"
+    assert clamped == 1, "only the first row's tail lies beyond -65504"
+    restored = SoftLabels(torch.from_numpy(stored)).logits(0, torch.arange(2))
+    for temperature in (1.0, 4.0, 20.0):
+        exact = (logits.double() / temperature).softmax(1)
+        torch.testing.assert_close((restored.double() / temperature).softmax(1), exact)
+    student = torch.randn(2, 5)
+    torch.testing.assert_close(kd_loss(student, restored), kd_loss(student, logits))
+
+
+def test_shifting_keeps_ordinary_logits_as_they_were():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 10) * 5
+    arrays, clamped = encode_soft_labels(logits, None, np.dtype(np.float32))
+    assert clamped == 0
+    shifted = torch.from_numpy(arrays["logits"])
+    torch.testing.assert_close(shifted, logits - logits.amax(1, keepdim=True))
+    torch.testing.assert_close(shifted.softmax(1), logits.softmax(1))
+
+
+def test_topk_of_a_confident_teacher_gives_finite_logits_and_loss():
+    """The kept probabilities of a near one-hot row underflow float16 to 0; log(0) = -inf
+    would make the KL term NaN."""
+    arrays, _ = encode_soft_labels(huge_logits(), 3, np.dtype(np.float16))
+    assert (arrays["topk_probs"][:, 1:] == 0).any(), "probabilities below float16's smallest"
+    soft = SoftLabels(
+        torch.from_numpy(arrays["topk_probs"]),
+        torch.from_numpy(arrays["topk_classes"]),
+        num_classes=5,
+    )
+    restored = soft.logits(0, torch.arange(2))
+    assert torch.isfinite(restored).all()
+    assert restored.argmax(1).tolist() == [0, 0]
+    assert torch.isfinite(kd_loss(torch.randn(2, 5), restored))
+
+
+def test_all_finite_checks_every_chunk():
+    values = np.zeros(10, dtype=np.float16)
+    assert all_finite(values, chunk=3)
+    values[9] = np.inf
+    assert not all_finite(values, chunk=3)
+    assert all_finite(np.array([1, 2], dtype=np.int16))
+
+
+def test_a_stored_array_with_nan_is_refused_naming_its_path(tmp_path):
+    path = tmp_path / "entry" / "logits.npy"
+    path.parent.mkdir()
+    np.save(path, np.array([[0.0, np.nan]], dtype=np.float16))
+    with pytest.raises(UserError, match=f"{path}.*delete {path.parent}"):
+        load_array(path)
+    assert nonfinite_files(path.parent) == ["logits.npy"]
+
+
+def test_features_beyond_float16_are_stored_as_float32(tmp_path):
+    features = {"stage1": torch.full((2, 3), 1e5), "stage2": torch.full((2, 3), -7.5)}
+    dtypes = store_features(tmp_path, features, np.dtype(np.float16))
+    assert dtypes == {"stage1": "float32", "stage2": "float16"}
+    big = np.load(tmp_path / "feature-stage1.npy")
+    assert big.dtype == np.float32 and (big == 1e5).all(), "not shifted, not overflowed"
+    assert np.load(tmp_path / "feature-stage2.npy").dtype == np.float16

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kdcli import listing
+from kdcli.cli import listing
 from kdcli.errors import UserError
 
 

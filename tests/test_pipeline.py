@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -27,6 +28,17 @@ def test_train_writes_the_report_the_readme_documents(kd, tiny):
         assert report["stages"][stage]["seconds"] > 0
         assert report["stages"][stage]["images_per_s"] > 0
     assert report["kd_gain"] == report["student"]["top1"] - report["baseline"]["top1"]
+    low, high = report["kd_gain_ci"]
+    assert -1.0 <= low <= report["kd_gain"] <= high <= 1.0
+    assert 0.0 <= report["kd_gain_p"] <= 1.0
+    images = report["kd_gain_images"]
+    assert images["total"] == 360, "the digits test split"
+    student_only, baseline_only = images["student_only"], images["baseline_only"]
+    assert (student_only - baseline_only) / 360 == pytest.approx(report["kd_gain"], abs=1e-6)
+    for role in ("teacher", "student", "baseline"):
+        assert 0.0 <= report[role]["ece"] <= 1.0
+    assert isinstance(report["warnings"], list)
+    assert all(isinstance(text, str) for text in report["warnings"])
     assert 0.0 <= report["student"]["agreement"] <= 1.0
     assert (report["loss"]["name"], report["loss"]["alpha"], report["loss"]["temperature"]) == (
         "kd",
@@ -40,6 +52,9 @@ def test_train_writes_the_report_the_readme_documents(kd, tiny):
     assert (run_dir / "config.yaml").is_file()
     assert not (run_dir / "checkpoints").exists(), "per-epoch state is removed after a stage"
     assert "top-1 accuracy" in result.stdout, "the table goes to stdout"
+    assert "KD gain" in result.stdout and "95% CI" in result.stdout
+    for text in report["warnings"]:  # 1-epoch models: the checks fire or not, but visibly
+        assert text[:40] in " ".join(result.stdout.split())
 
 
 def test_student_checkpoint_loads_with_weights_only(kd, tiny):
@@ -193,3 +208,14 @@ def test_a_diverging_run_exits_1_with_a_clear_message(kd, tiny):
     assert "kd: failed: the student loss became" in result.stderr
     assert "student.optimizer.lr" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_teacher_below_min_top1_stops_the_run_before_any_soft_labels(kd, tiny, tmp_path):
+    result = kd("train", *tiny, "teacher.min_top1=1.0", "dataset.val_fraction=0.2")
+    assert result.returncode == 1, result.stderr
+    assert "teacher.min_top1=1.0" in result.stderr
+    assert "on the validation split, below the 100.00% asked" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs/cache/soft_labels").exists(), "no soft labels computed"
+    assert list((tmp_path / "outputs/cache/teachers").iterdir()), "the teacher stays cached"
+    assert not result.runs(), "no report"

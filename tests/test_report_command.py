@@ -1,4 +1,5 @@
-"""`kd report` over a real 2-point sweep: the table, the CSV, sorting, bad paths, the plot."""
+"""`kd report` over a real 2-point sweep (the table, the CSV, sorting, bad paths, the plot),
+and over fake run directories for the seed groups (mean ± std)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import csv
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from kd_settings import TINY
+from omegaconf import OmegaConf
 
-from kdcli.cli import main
-from kdcli.sweep_report import Run, sort_rows, swept_keys
+from kdcli.cli.main import main
+from kdcli.cli.sweep_report import Run, sort_rows, swept_keys
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_table_and_csv_show_every_run_with_its_swept_setting(sweep, capsys):
-    assert main(["report", str(sweep)]) == 0
+    assert main(["report", str(sweep), "--per-run"]) == 0
     out = capsys.readouterr().out
     assert "loss.alpha" in out and "student top-1 %" in out and "KD gain" in out
     by_job = reports(sweep)
@@ -60,6 +63,12 @@ def test_table_and_csv_show_every_run_with_its_swept_setting(sweep, capsys):
         assert float(row["student_top1"]) == report["student"]["top1"]
         assert float(row["teacher_top1"]) == report["teacher"]["top1"]
         assert float(row["kd_gain"]) == report["kd_gain"]
+        low, high = report["kd_gain_ci"]
+        assert (float(row["kd_gain_ci_low"]), float(row["kd_gain_ci_high"])) == (low, high)
+        assert float(row["kd_gain_p"]) == report["kd_gain_p"]
+        assert float(row["student_ece"]) == report["student"]["ece"]
+        assert int(row["warnings"]) == len(report["warnings"])
+        assert f"{100 * low:+.2f} to {100 * high:+.2f}" in out
         assert int(row["student_params"]) == report["student"]["params"]
         assert float(row["seconds"]) == pytest.approx(
             sum(s["seconds"] for s in report["stages"].values())
@@ -73,16 +82,17 @@ def test_sort_by_a_column_in_either_direction(sweep, tmp_path):
     accuracy = {job: r["student"]["top1"] for job, r in by_job.items()}
     ascending = sorted(accuracy, key=lambda job: (accuracy[job], job))
     out = tmp_path / "sorted.csv"
-    assert main(["report", str(sweep), "--sort", "student_top1", "--csv", str(out)]) == 0
+    per_run = ["--per-run", "--csv", str(out)]
+    assert main(["report", str(sweep), "--sort", "student_top1", *per_run]) == 0
     assert [r["run"] for r in read_csv(out)] == ascending
-    assert main(["report", str(sweep), "--sort", "loss.alpha", "--desc", "--csv", str(out)]) == 0
+    assert main(["report", str(sweep), "--sort", "loss.alpha", "--desc", *per_run]) == 0
     assert [r["loss.alpha"] for r in read_csv(out)] == ["0.9", "0.1"]
 
 
 def test_run_directories_can_be_given_one_by_one(sweep, tmp_path, capsys):
     out = tmp_path / "two.csv"
     assert main(["report", str(sweep / "1"), str(sweep / "0"), "--csv", str(out)]) == 0
-    assert [r["run"] for r in read_csv(out)] == ["0", "1"]
+    assert [r["runs"] for r in read_csv(out)] == ["0", "1"], "alpha differs: two groups"
 
 
 def test_the_real_command_prints_the_table(sweep, tmp_path):
@@ -92,7 +102,7 @@ def test_the_real_command_prints_the_table(sweep, tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert "kd report: 2 run(s), smallcnn -> mlp" in done.stdout
+    assert "kd report: 2 run(s), smallcnn -> mlp; 2 setting(s)" in done.stdout
     assert "…" not in done.stdout, "a table written to a pipe is not cut at 80 columns"
 
 
@@ -140,3 +150,148 @@ def test_missing_values_sort_last_either_way():
     table = [["a", None], ["b", 0.2], ["c", -0.1]]
     assert [r[0] for r in sort_rows(header, table, "kd_gain", False)] == ["c", "b", "a"]
     assert [r[0] for r in sort_rows(header, table, "kd_gain", True)] == ["b", "c", "a"]
+
+
+# ---- seed groups, over fake run directories -----------------------------------------------
+
+# (seed, alpha) -> (student top-1, baseline top-1, teacher top-1), as a sweep
+# `kd train -m seed=0,1,2 loss.alpha=0.5,0.9` numbers its jobs
+ACCURACIES = {
+    (0, 0.5): (0.90, 0.88, 0.97),
+    (0, 0.9): (0.93, 0.88, 0.97),
+    (1, 0.5): (0.92, 0.89, 0.98),
+    (1, 0.9): (0.94, 0.89, 0.98),
+    (2, 0.5): (0.91, 0.90, 0.96),
+    (2, 0.9): (0.95, 0.90, 0.96),
+}
+
+
+def fake_run(
+    run: Path,
+    seed: int,
+    alpha: float,
+    top1: tuple[float, float, float],
+    epochs: int = 30,
+    warnings: tuple[str, ...] = (),
+    config: bool = True,
+) -> None:
+    """A run directory as `kd train` leaves it: report.json, config.yaml, .hydra/."""
+    student, baseline, teacher = top1
+    (run / ".hydra").mkdir(parents=True)
+    model = {"params": 1000, "checkpoint_bytes": 4096, "ece": 0.05}
+    report = {
+        "seed": seed,
+        "teacher": {**model, "name": "resnet18", "top1": teacher, "params": 9000},
+        "student": {**model, "name": "smallcnn", "top1": student},
+        "baseline": {**model, "name": "smallcnn", "top1": baseline},
+        "kd_gain": student - baseline,
+        "kd_gain_ci": [student - baseline - 0.01, student - baseline + 0.01],
+        "kd_gain_p": 0.2,
+        "warnings": list(warnings),
+        "stages": {"teacher": {"seconds": 2.0}, "distill": {"seconds": 1.0 + seed}},
+    }
+    (run / "report.json").write_text(json.dumps(report))
+    if config:
+        settings = {"seed": seed, "cache_dir": f"/tmp/c{seed}", "loss": {"alpha": alpha}}
+        OmegaConf.save({**settings, "student": {"epochs": epochs}}, run / "config.yaml")
+    overrides = [f"seed={seed}", f"loss.alpha={alpha}"]
+    (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+
+
+@pytest.fixture
+def seeds(tmp_path) -> Path:
+    folder = tmp_path / "multirun"
+    for job, ((seed, alpha), top1) in enumerate(ACCURACIES.items()):
+        warned = ("teacher weaker than the student alone: ...",) if job == 4 else ()
+        fake_run(folder / str(job), seed, alpha, top1, warnings=warned)
+    return folder
+
+
+def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(seeds, capsys):
+    assert main(["report", str(seeds)]) == 0
+    out = capsys.readouterr().out
+    rows = read_csv(seeds / "report.csv")
+    assert [(r["runs"], r["loss.alpha"], r["n_seeds"], r["seeds"]) for r in rows] == [
+        ("0 2 4", "0.5", "3", "0 1 2"),
+        ("1 3 5", "0.9", "3", "0 1 2"),
+    ]
+    assert "seed" not in rows[0], "the seed is what is aggregated, not a setting"
+    for row, alpha in zip(rows, (0.5, 0.9), strict=True):
+        runs = [v for (_, a), v in ACCURACIES.items() if a == alpha]
+        figures = {
+            "student_top1": [s for s, _, _ in runs],
+            "baseline_top1": [b for _, b, _ in runs],
+            "teacher_top1": [t for _, _, t in runs],
+            "kd_gain": [s - b for s, b, _ in runs],
+            "seconds": [3.0, 4.0, 5.0],
+        }
+        for name, values in figures.items():
+            assert float(row[f"{name}_mean"]) == pytest.approx(statistics.mean(values))
+            assert float(row[f"{name}_std"]) == pytest.approx(statistics.stdev(values))
+        assert row["teacher"] == "resnet18" and int(row["student_params"]) == 1000
+    assert [r["warnings"] for r in rows] == ["1", "0"]
+    assert "kd report: 6 run(s), resnet18 -> smallcnn; 2 setting(s), mean ± std" in out
+    # alpha 0.9: student 93, 94, 95 -> 94.00 ± 1.00; KD gain +5 on every seed -> ± 0.00
+    assert "94.00 ± 1.00" in out and "+5.00 ± 0.00" in out
+
+
+def test_per_run_keeps_one_row_per_run(seeds):
+    out = seeds / "per-run.csv"
+    assert main(["report", str(seeds), "--per-run", "--csv", str(out)]) == 0
+    rows = read_csv(out)
+    assert [r["run"] for r in rows] == [str(i) for i in range(6)]
+    assert [float(r["seed"]) for r in rows] == [0, 0, 1, 1, 2, 2]
+    assert float(rows[1]["student_top1"]) == 0.93 and "n_seeds" not in rows[0]
+
+
+def test_other_settings_or_unknown_configs_make_their_own_groups(seeds):
+    fake_run(seeds / "6", 3, 0.5, (0.5, 0.5, 0.5), epochs=1)  # same overrides, other config
+    fake_run(seeds / "7", 4, 0.5, (0.6, 0.5, 0.5), config=False)  # no config.yaml: unknown
+    (seeds / "7" / ".hydra" / "overrides.yaml").unlink()
+    assert main(["report", str(seeds)]) == 0
+    rows = read_csv(seeds / "report.csv")
+    assert [(r["runs"], r["n_seeds"]) for r in rows] == [
+        ("0 2 4", "3"),
+        ("1 3 5", "3"),
+        ("6", "1"),
+        ("7", "1"),
+    ]
+    assert rows[2]["student_top1_std"] == "", "one seed: no standard deviation"
+
+
+def test_hydra_config_is_used_when_config_yaml_is_missing(seeds):
+    for job in ("0", "2"):
+        (seeds / job / "config.yaml").rename(seeds / job / ".hydra" / "config.yaml")
+    assert main(["report", str(seeds)]) == 0
+    assert [r["n_seeds"] for r in read_csv(seeds / "report.csv")] == ["3", "3"]
+
+
+def test_sorting_seed_groups_by_a_figure_sorts_by_its_mean(seeds):
+    args = ["report", str(seeds), "--sort", "student_top1", "--desc"]
+    assert main(args) == 0
+    assert [r["loss.alpha"] for r in read_csv(seeds / "report.csv")] == ["0.9", "0.5"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="kdcli[plot] absent")
+def test_plot_draws_error_bars_over_seeds(seeds, monkeypatch):
+    from kdcli.cli import sweep_plot
+
+    drawn = []
+    real = sweep_plot.pyplot
+
+    def spy():
+        plt = real()
+        original = plt.Axes.errorbar
+        monkeypatch.setattr(
+            plt.Axes,
+            "errorbar",
+            lambda self, x, y, **kw: drawn.append((x, y, kw["yerr"])) or original(self, x, y, **kw),
+        )
+        return plt
+
+    monkeypatch.setattr(sweep_plot, "pyplot", spy)
+    assert main(["report", str(seeds), "--plot"]) == 0
+    assert (seeds / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [(xs, ys, errors)] = drawn
+    assert xs == [0.5, 0.9]
+    assert ys == pytest.approx([91.0, 94.0]) and errors == pytest.approx([1.0, 1.0])

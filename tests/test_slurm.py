@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from kdcli import resolvers, validate
+from kdcli.config import checks as validate
+from kdcli.config import resolvers
+from kdcli.config.checks import check_overrides
+from kdcli.config.paths import config_dir
 from kdcli.errors import UserError
-from kdcli.paths import config_dir
-from kdcli.validate import check_overrides
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")

@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdcli.config.build import build_model
+from kdcli.config.checks import check_overrides
+from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
-from kdcli.validate import check_overrides
+from kdcli.store.checkpoint import load_model, read_state_dict
 
 
 @pytest.mark.parametrize(
@@ -24,6 +27,7 @@ from kdcli.validate import check_overrides
         (["loss.alpha=0.1,0.5"], "add -m"),
         (["-m", "loss.alpha=0.5,1.5"], "loss.alpha=1.5 must lie in [0, 1]"),
         (["loss=kdd"], "Did you mean kd"),
+        (["teacher.min_top1=97"], "teacher.min_top1=97 must lie in [0, 1]"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(kd, tmp_path, args, expected):
@@ -55,7 +59,9 @@ def test_checkpoint_of_another_architecture_is_bad_input(kd, tmp_path):
     result = kd("train", "teacher=resnet18", "teacher.checkpoint=teacher.pt")
     assert result.returncode == 2
     assert "teacher.checkpoint=teacher.pt does not match resnet18" in result.stderr
-    assert not (tmp_path / "outputs").exists()
+    # checked by the pipeline as it loads the checkpoint: before anything trains or is cached
+    assert not (tmp_path / "outputs" / "cache").exists()
+    assert not list(tmp_path.glob("outputs/**/student.pt"))
 
 
 def test_checkpoint_with_another_class_count_is_bad_input(tmp_path):
@@ -63,15 +69,13 @@ def test_checkpoint_with_another_class_count_is_bad_input(tmp_path):
 
     torch.save(SmallCNN(100, 1, 8, width=8).state_dict(), tmp_path / "t.pt")
     with pytest.raises(UserError, match=r"fc.weight is \[100, 16\] in the file but \[10, 16\]"):
-        check_overrides(
-            ["teacher=smallcnn", "teacher.model.width=8", f"teacher.checkpoint={tmp_path}/t.pt"]
-        )
+        load_model(SmallCNN(10, 1, 8, width=8), tmp_path / "t.pt", "teacher.checkpoint", "x")
 
 
 def test_unreadable_checkpoint_is_bad_input(tmp_path):
     (tmp_path / "t.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="could not be read as a PyTorch checkpoint"):
-        check_overrides(["teacher=smallcnn", f"teacher.checkpoint={tmp_path}/t.pt"])
+        read_state_dict(tmp_path / "t.pt", "teacher.checkpoint")
 
 
 def test_a_sweep_expands_into_one_config_per_point():
@@ -90,5 +94,17 @@ def test_non_numeric_alpha_is_bad_input():
 
 
 def test_a_bad_model_argument_names_the_key():
+    [cfg] = check_overrides(["student.model.width=wide"])  # a tree check cannot know
     with pytest.raises(UserError, match="student.model could not be built"):
-        check_overrides(["student.model.width=wide"])
+        build_model(cfg, "student", DatasetInfo("d", 10, 1, 8, (0.3,), (0.4,)))
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "high"])
+def test_min_top1_must_be_a_fraction(value):
+    with pytest.raises(UserError, match="teacher.min_top1"):
+        check_overrides(["teacher=smallcnn", f"teacher.min_top1={value}"])
+
+
+def test_min_top1_accepts_a_fraction_or_null():
+    for value in ("0", "0.97", "1", "null"):
+        check_overrides(["teacher=smallcnn", "student=mlp", f"teacher.min_top1={value}"])

@@ -35,6 +35,13 @@ class DatasetInfo:
             "image_size": self.image_size,
         }
 
+    def describe(self) -> str:
+        """E.g. "digits (10 classes, 1 channel(s), 8x8)", for messages about a model's fit."""
+        return (
+            f"{self.name} ({self.num_classes} classes, {self.channels} channel(s), "
+            f"{self.image_size}x{self.image_size})"
+        )
+
 
 @dataclass
 class Batch:

@@ -45,6 +45,9 @@ class DistillationLoss(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.schedules: dict[str, Schedule] = {}
+        # the named parts of the last value, detached (a combo loss fills it): the loop names
+        # the one that went non-finite when the loss does
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     def set_schedule(self, schedule: Mapping[str, Any] | None) -> None:
         """Take `schedule` ({name: Schedule fields}); subclasses call this last in __init__,

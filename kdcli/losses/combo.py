@@ -53,6 +53,7 @@ class WeightedSum(DistillationLoss):
         total = torch.zeros((), device=student_logits.device)
         for name, loss in self.terms.items():
             term = loss(student_logits, teacher_logits, targets, features)
+            self.last_terms[name] = term.detach()
             total = total + self.weights[name] * term
         return total
 

@@ -9,9 +9,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from kdcli.config.paths import config_dir
 from kdcli.errors import UserError
 from kdcli.losses import CrossEntropy, FitNet, Schedule, SoftTargetKD, WeightedSum
-from kdcli.paths import config_dir
 
 
 def test_schedule_kinds():

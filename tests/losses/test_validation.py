@@ -1,22 +1,28 @@
-"""Bad method settings are refused before any work, naming the key and the fix."""
+"""Bad method settings are refused before any training, naming the key and the fix: by the
+pre-flight checks on the config tree, or as the run's objects are built (the loss, the
+layers it taps)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
+from kdcli.config.checks import check_overrides
+from kdcli.config.objects import build
 from kdcli.errors import UserError
-from kdcli.validate import check_overrides
 
 
 def refused(*overrides: str) -> str:
     with pytest.raises(UserError) as caught:
-        check_overrides(list(overrides))
+        [cfg] = check_overrides(list(overrides))
+        build(cfg, torch.device("cpu"))
     return str(caught.value)
 
 
 def test_every_method_config_passes_on_the_default_pair():
     for name in ("kd", "kd_ls", "dkd", "dist", "fitnet", "at", "combo", "hard", "ce"):
-        check_overrides([f"loss={name}"])
+        [cfg] = check_overrides([f"loss={name}"])
+        build(cfg, torch.device("cpu"))
 
 
 def test_a_missing_layer_names_the_key_and_kd_list():

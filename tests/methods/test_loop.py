@@ -7,23 +7,30 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from kdcli.config.build import training_kwargs
+from kdcli.config.paths import config_dir
 from kdcli.data.digits import Digits
+from kdcli.engine.loop import fit
+from kdcli.engine.state import _resume, _save_state
 from kdcli.errors import UserError
-from kdcli.knowledge import (
+from kdcli.knowledge.format import SoftLabels, predict_with_features
+from kdcli.knowledge.teacher import (
     OnlineTeacher,
-    SoftLabels,
     StoredKnowledge,
     build_feature_loss,
     choose_feature_source,
     example_batch,
-    predict_with_features,
 )
 from kdcli.losses import FitNet
 from kdcli.models.smallcnn import SmallCNN
-from kdcli.paths import config_dir
-from kdcli.train import _resume, _save_state, build_optimizer, build_scheduler, fit
+from kdcli.tasks.classify import TASK
 
 CPU = torch.device("cpu")
+
+
+def plan(stage_cfg) -> dict:
+    """fit's settings from a stage config, for image classification."""
+    return {**training_kwargs(stage_cfg, "student"), "task": TASK}
 
 
 def student_stage_config():
@@ -54,7 +61,7 @@ def test_fit_trains_the_regressor_and_resumes_it(tmp_path):
         student,
         data.train_loader(128, 0),
         loss,
-        stage,
+        **plan(stage),
         device=CPU,
         label="s",
         teacher=stored,
@@ -65,14 +72,14 @@ def test_fit_trains_the_regressor_and_resumes_it(tmp_path):
     assert not state.exists()  # a finished stage removes its state file
 
     # the per-epoch state holds the loss's adapter, and resuming restores it
-    optimizer = build_optimizer(stage, student, loss)
+    optimizer = plan(stage)["optimizer"]([*student.parameters(), *loss.parameters()])
     assert any(p is loss.regressor.weight for g in optimizer.param_groups for p in g["params"])
-    scheduler = build_scheduler(stage, optimizer)
+    scheduler = plan(stage)["scheduler"](optimizer)
     _save_state(state, student, loss, optimizer, scheduler, epoch=0)
     fresh = FitNet(student_layer="stage2", teacher_layer="stage1")
     build_feature_loss(fresh, student, teacher, example_batch(data))
-    optimizer = build_optimizer(stage, student, fresh)
-    assert _resume(state, student, fresh, optimizer, build_scheduler(stage, optimizer), CPU) == 1
+    optimizer = plan(stage)["optimizer"]([*student.parameters(), *fresh.parameters()])
+    assert _resume(state, student, fresh, optimizer, plan(stage)["scheduler"](optimizer), CPU) == 1
     torch.testing.assert_close(fresh.regressor.weight, loss.regressor.weight)
 
 

@@ -8,13 +8,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from kdcli.config.paths import config_dir
 from kdcli.data import DatasetInfo
+from kdcli.engine.measure import count_params
 from kdcli.errors import UserError
-from kdcli.evaluate import count_params
 from kdcli.models.cifar.resnet import CifarResNet
 from kdcli.models.cifar.vgg import VGG
 from kdcli.models.cifar.wrn import WideResNet
-from kdcli.paths import config_dir
 
 CIFAR100 = DatasetInfo("cifar100", 100, 3, 32, (0.5,) * 3, (0.25,) * 3)
 DIGITS = DatasetInfo("digits", 10, 1, 8, (0.3,), (0.4,))

@@ -14,11 +14,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
+from kdcli.config.checks import check_overrides
+from kdcli.config.paths import config_dir
 from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.models.torchvision_models import torchvision_classifier, weights_path
-from kdcli.paths import config_dir
-from kdcli.validate import check_overrides
 
 CIFAR100 = DatasetInfo("cifar100", 100, 3, 32, (0.5,) * 3, (0.25,) * 3)
 DIGITS = DatasetInfo("digits", 10, 1, 8, (0.3,), (0.4,))
@@ -104,7 +104,7 @@ def test_pretrained_only_for_models_that_have_weights():
 def test_pretrained_is_in_the_teacher_fingerprint_input():
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["teacher=resnet18", "teacher.pretrained=true"])
-    from kdcli.pipeline import plain
+    from kdcli.pipeline.common import plain
 
     assert plain(cfg.teacher.model)["pretrained"] is True
 

@@ -5,6 +5,10 @@ connection where the shape is kept). For 32x32 inputs the stem keeps stride 2 an
 second stage runs at stride 1 (the ImageNet network has stride 2 there), so the last
 stages see 2x2 maps. `width_mult=0.5` is the half-width network those benchmarks call
 MobileNetV2; the final 1x1 convolution keeps 1280 channels for widths up to 1.
+
+Below 16x16 the stem runs at stride 1 (`stem_stride=None`): on the 8x8 digits a stride-2
+stem leaves 4x4 maps to a 16-channel layer, and the network learns so slowly that 60 epochs
+stay under 90 % test top-1 (97.5 % in 15 epochs at stride 1).
 """
 
 from __future__ import annotations
@@ -60,10 +64,13 @@ class MobileNetV2(nn.Module):
         image_size: int,
         width_mult: float = 0.5,
         expansion: int = 6,
+        stem_stride: int | None = None,
     ) -> None:
         super().__init__()
         channels = int(32 * width_mult)
-        self.conv1 = _conv_bn_relu(in_channels, channels, kernel=3, stride=2)
+        if stem_stride is None:
+            stem_stride = 2 if image_size >= 16 else 1
+        self.conv1 = _conv_bn_relu(in_channels, channels, kernel=3, stride=stem_stride)
         stages = []
         for stage_expansion, base_width, count, stride in STAGES:
             width = int(base_width * width_mult)

@@ -1,42 +1,37 @@
-"""Checks that run before any work and before Hydra writes anything.
+"""Pre-flight checks on the config tree, before any work and before Hydra writes anything.
 
 `check_overrides` composes the config for every point of the command line (each sweep point
 with -m) and turns Hydra's composition errors and our own range checks into `UserError`s
-that name the key and the fix. A run that fails here has written nothing.
+that name the key and the fix. A run that fails here has written nothing. What needs built
+objects (dataset files, layer paths, checkpoint fit) is checked by the pipeline when it
+builds them, still before any training (kdcli/pipeline/build.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
-from hydra.errors import HydraException, InstantiationException, OverrideParseException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from kdcli.data import DatasetInfo
+from kdcli.config.build import _first_line
+from kdcli.config.groups import group_options, is_group
+from kdcli.config.hydra_shim import split_sweep
+from kdcli.config.paths import config_dir
 from kdcli.errors import UserError, did_you_mean
-from kdcli.paths import config_dir
 
 log = logging.getLogger(__name__)
 
 MAX_CHECKED_POINTS = 256  # a larger sweep has its first points checked in full
 _ABSENT = object()
-
-
-def group_options(group: str) -> list[str]:
-    """The option names of a config group (the YAML files in its directory)."""
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
-
-
-def is_group(name: str) -> bool:
-    return (config_dir() / name).is_dir() and not name.startswith("hydra")
 
 
 def _choices(override: Override) -> list[str]:
@@ -93,10 +88,7 @@ def sweep_points(overrides: list[Override], multirun: bool) -> list[list[str]]:
         raise UserError(f"{names} gives several values: add -m (multirun) to sweep over them.")
     if not sweeps:
         return [[o.input_line for o in overrides]]
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    batches = BasicSweeper.split_arguments(overrides, None)
-    return [point for batch in batches for point in batch]
+    return split_sweep(overrides)
 
 
 def flat_keys(node: Any, prefix: str = "") -> Iterator[str]:
@@ -130,11 +122,6 @@ def _unknown_key_error(point: list[str], error: Exception) -> UserError:
     return UserError(_first_line(error))
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def check_overrides(
     overrides: list[str], multirun: bool = False, values: bool = True
 ) -> list[DictConfig]:
@@ -151,7 +138,6 @@ def check_overrides(
     check_launcher(parsed)
     points = sweep_points(parsed, multirun)
     configs = []
-    datasets: dict[str, DatasetInfo] = {}  # a sweep's points mostly share one dataset
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="train"):
         for point in points[:MAX_CHECKED_POINTS]:
             try:
@@ -159,7 +145,7 @@ def check_overrides(
             except HydraException as error:
                 raise _unknown_key_error(point, error) from None
             if values:
-                check_config(cfg, datasets)
+                check_config(cfg)
             configs.append(cfg)
     return configs
 
@@ -205,8 +191,8 @@ def check_loss_values(loss: DictConfig) -> None:
             raise UserError(f"{key}={value} must be > 0 (e.g. {key}=4).")
 
 
-def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None) -> None:
-    """Range and file checks on one composed config (`datasets`: those already checked)."""
+def check_config(cfg: DictConfig) -> None:
+    """Range checks on one composed config tree (built objects are checked by the pipeline)."""
     check_loss_values(cfg.loss)
     for key in ("teacher.epochs", "student.epochs"):
         _integer_at_least(cfg, key, 1)
@@ -215,9 +201,10 @@ def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None
     _check_shardable(cfg)
     _integer_at_least(cfg, "eval.latency_runs", 1)
     _integer_at_least(cfg, "seed", 0)
+    _check_min_top1(cfg)
     if cfg.device.type not in ("auto", "cpu", "cuda"):
         raise UserError(f"device.type={cfg.device.type!r} must be auto, cpu or cuda.")
-    if cfg.device.type == "cuda" and not torch.cuda.is_available():
+    if cfg.device.type == "cuda" and not _cuda_available():
         raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
     if cfg.soft_labels.mode not in ("auto", "static", "views", "online"):
         raise UserError(
@@ -237,7 +224,28 @@ def check_config(cfg: DictConfig, datasets: dict[str, DatasetInfo] | None = None
         raise UserError("soft_labels.feature_budget_mb must be >= 0 (e.g. 512).")
     for role in ("teacher", "student"):
         _check_model_choice(cfg, role)
-    _check_buildable(cfg, {} if datasets is None else datasets)
+    _check_dataset_keys(cfg.dataset)
+    if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).expanduser().is_file():
+        raise UserError(
+            f"teacher.checkpoint={cfg.teacher.checkpoint}: no such file. Give the path of a "
+            "checkpoint file."
+        )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _check_min_top1(cfg: DictConfig) -> None:
+    """`teacher.min_top1` is null or a fraction (0.97, not 97)."""
+    value = OmegaConf.select(cfg, "teacher.min_top1")
+    if value is not None and not 0.0 <= _number(cfg, "teacher.min_top1") <= 1.0:
+        raise UserError(
+            f"teacher.min_top1={value} must lie in [0, 1]: a fraction of the split, e.g. "
+            "teacher.min_top1=0.97 for 97%, or null to accept any teacher."
+        )
 
 
 def _check_model_choice(cfg: DictConfig, role: str) -> None:
@@ -257,9 +265,7 @@ def _check_model_choice(cfg: DictConfig, role: str) -> None:
 
 def _check_shardable(cfg: DictConfig) -> None:
     """Under torchrun each of N processes takes batch_size / N samples of every batch."""
-    from kdcli.distributed import env_world_size
-
-    processes = env_world_size()
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, before any group exists
     for key in ("teacher.batch_size", "student.batch_size"):
         size = OmegaConf.select(cfg, key)
         if size % processes:
@@ -270,106 +276,9 @@ def _check_shardable(cfg: DictConfig) -> None:
             )
 
 
-def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """Instantiate a config node, reporting a bad argument as the key's fault."""
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        cause = error.__cause__ or error
-        raise UserError(f"{key} could not be built: {_first_line(cause)}") from None
-
-
-def _dataset_info(node: DictConfig, checked: dict[str, DatasetInfo]) -> DatasetInfo:
-    """Build the dataset source and run its file checks, once per distinct dataset config."""
+def _check_dataset_keys(node: DictConfig) -> None:
+    """The dataset keys that must be given on the command line are (`dataset.root`)."""
     missing = sorted(k for k in node if OmegaConf.is_missing(node, k))
     if missing:
         keys = " ".join(f"dataset.{k}=..." for k in missing)
         raise UserError(f"this dataset needs {keys} on the command line (`kd train {keys}`).")
-    key = OmegaConf.to_yaml(node, resolve=True)
-    if key not in checked:
-        source = _instantiate(node, "dataset")
-        if hasattr(source, "check"):
-            source.check()
-        checked[key] = source.info
-    return checked[key]
-
-
-def _build_on_meta(cfg: DictConfig, role: str, dataset_kwargs: dict[str, int]) -> torch.nn.Module:
-    """Build `cfg[role].model` without allocating weights; errors name the role and model."""
-    try:
-        with torch.device("meta"):
-            return _instantiate(cfg[role].model, f"{role}.model", **dataset_kwargs)
-    except UserError as error:
-        raise UserError(f"{role}={cfg[role].name}: {error}") from None
-
-
-def _check_buildable(cfg: DictConfig, datasets: dict[str, DatasetInfo]) -> None:
-    """The dataset, loss and models build, and a teacher checkpoint fits its model."""
-    from kdcli.checkpoint import check_compatible, read_state_dict
-    from kdcli.pipeline import describe_model
-
-    info = _dataset_info(cfg.dataset, datasets)
-    loss = _instantiate(cfg.loss, "loss")
-    models = {
-        role: _build_on_meta(cfg, role, info.model_kwargs()) for role in ("teacher", "student")
-    }
-    if loss.uses_features:
-        check_layers(cfg, loss, models)
-        check_layer_shapes(loss, models, info)
-    if cfg.teacher.checkpoint:
-        path = Path(cfg.teacher.checkpoint).expanduser()
-        state_dict = read_state_dict(path, "teacher.checkpoint")
-        check_compatible(
-            state_dict,
-            models["teacher"],
-            "teacher.checkpoint",
-            path,
-            describe_model(cfg.teacher, info),
-        )
-
-
-def check_layers(cfg: DictConfig, loss: Any, models: dict[str, Any]) -> None:
-    """The layer paths a feature loss names exist in the student and the teacher."""
-    for role, paths in (("student", loss.student_layers), ("teacher", loss.teacher_layers)):
-        names = [name for name, _ in models[role].named_modules() if name]
-        for path in paths:
-            if path not in names:
-                raise UserError(
-                    f"{_layer_key(cfg.loss, role, path)}={path!r}: the {role} "
-                    f"({cfg[role].name}) has no layer '{path}'.{did_you_mean(path, names)} "
-                    f"`kd list {role} --layers {cfg[role].name}` shows the layers that can be "
-                    "tapped."
-                )
-
-
-def _layer_key(loss: DictConfig, role: str, path: str) -> str:
-    """The config key that names `path` for `role` (e.g. loss.terms.fitnet.student_layer)."""
-    for key in flat_keys(loss, "loss."):
-        if not key.rsplit(".", 1)[-1].startswith(f"{role}_layer"):
-            continue
-        value = OmegaConf.select(loss, key.removeprefix("loss."))
-        if value == path or (not isinstance(value, str) and path in list(value or [])):
-            return key
-    return f"loss.{role}_layers"
-
-
-def check_layer_shapes(loss: Any, models: dict[str, Any], info: Any) -> None:
-    """Let a feature loss check the shapes of its layers (e.g. AT needs [C, H, W] maps), from
-    a forward pass of meta tensors. A model that cannot run on the meta device is checked
-    later, with real tensors, before the student trains."""
-    from kdcli.knowledge import feature_shapes
-
-    example = torch.empty(2, info.channels, info.image_size, info.image_size, device="meta")
-    try:
-        shapes = {
-            role: feature_shapes(models[role], getattr(loss, f"{role}_layers"), example)
-            for role in ("student", "teacher")
-        }
-    except (NotImplementedError, RuntimeError) as error:
-        log.debug("layer shapes not checked on the meta device: %s", error)
-        return
-    loss.build(shapes["student"], shapes["teacher"])

@@ -13,46 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from kdcli.data import DatasetInfo
+from kdcli.config.groups import defaults, description, group_options, groups
 from kdcli.errors import UserError, did_you_mean
-from kdcli.paths import config_dir
-from kdcli.validate import check_group_choices, group_options, is_group
+
+if TYPE_CHECKING:  # `kd list` alone imports neither torch nor the models
+    from omegaconf import DictConfig
+
+    from kdcli.data import DatasetInfo
 
 MODEL_GROUPS = ("teacher", "student", "model")
-
-
-def groups() -> list[str]:
-    return sorted(p.name for p in config_dir().iterdir() if p.is_dir() and is_group(p.name))
-
-
-def description(group: str, option: str) -> str:
-    """The first comment line of the option's YAML file (Hydra's `# @package` line skipped)."""
-    for line in (config_dir() / group / f"{option}.yaml").read_text().splitlines():
-        if line.startswith("#") and not line.startswith("# @package"):
-            return line.lstrip("# ").strip()
-    return ""
-
-
-def defaults() -> dict[str, list[str]]:
-    """group -> the options train.yaml picks by default (a group may be used more than once)."""
-    picked: dict[str, list[str]] = {}
-    for entry in yaml.safe_load((config_dir() / "train.yaml").read_text())["defaults"]:
-        if isinstance(entry, dict):
-            for key, option in entry.items():
-                picked.setdefault(key.split("@")[0], []).append(str(option))
-    return picked
 
 
 def _check_group(group: str) -> None:
@@ -84,20 +58,20 @@ def show(group: str | None = None) -> int:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose
+    from hydra.errors import HydraException
+
     try:
         return compose("train", overrides=overrides)
     except HydraException as error:
         raise UserError(f"{' '.join(overrides)}: {str(error).strip().splitlines()[0]}") from None
 
 
-def _build(cfg: DictConfig, role: str, info: DatasetInfo) -> torch.nn.Module:
+def _build(cfg: DictConfig, role: str, info: DatasetInfo):
     """The model of `cfg[role]` on the CPU; build errors name the option."""
-    from kdcli.validate import _instantiate
+    from kdcli.config.build import build_model
 
-    try:
-        return _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
-    except UserError as error:
-        raise UserError(f"{role}={cfg[role].name}: {error}") from None
+    return build_model(cfg, role, info)
 
 
 def _model_configs(
@@ -109,6 +83,14 @@ def _model_configs(
     Options that need more settings to build (`torchvision` needs `teacher.name`) are left
     out when the whole group is listed.
     """
+    from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from kdcli.config.build import _instantiate
+    from kdcli.config.checks import check_group_choices
+    from kdcli.config.paths import config_dir
+
     role = _role(group)
     chosen = options or group_options(group)
     unknown = [o for o in chosen if o not in group_options(group)]
@@ -120,7 +102,7 @@ def _model_configs(
     configs = []
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="list"):
         base = _compose(overrides)
-        info = instantiate(base.dataset).info
+        info = _instantiate(base.dataset, "dataset").info
         for option in chosen:
             cfg = _compose([*overrides, f"{role}={option}"])
             if OmegaConf.is_missing(cfg[role], "name"):
@@ -138,7 +120,7 @@ def _role(group: str) -> str:
 
 def model_details(group: str, options: list[str], overrides: list[str]) -> list[dict[str, Any]]:
     """Parameters, FLOPs per image and median CPU latency (ms, batch 1) of each model."""
-    from kdcli.evaluate import count_params, cpu_latency_ms, flops_per_image
+    from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
 
     base, info, configs = _model_configs(group, options, overrides)
     rows = []
@@ -163,6 +145,8 @@ def model_layers(group: str, option: str, overrides: list[str]) -> list[dict[str
     A module called more than once (a shared ReLU) shows its last output, the one a
     feature tap would hold.
     """
+    import torch
+
     from kdcli.models.features import layer_shapes
 
     _, info, [(_, cfg)] = _model_configs(group, [option], overrides)

@@ -12,9 +12,8 @@ How the work is split:
   steps as one process would (up to BatchNorm, whose statistics stay per process).
 - Soft labels and other predictions: the batches of the split are dealt round-robin to the
   processes and the logits gathered back into split order.
-- Cache entries: rank 0 takes the entry's lock and decides whether to build; the other ranks
-  join the build (training is collective) and then read the entry rank 0 wrote. The cache
-  directory must therefore be on a filesystem every process sees.
+- Cache entries (kdcli/pipeline/common.py `get_or_make`): rank 0 takes the entry's lock and
+  decides whether to build; the other ranks join the build and read the entry rank 0 wrote.
 - Rank 0 alone logs, shows progress, writes files and evaluates. The other ranks run Hydra
   in a throwaway directory and use rank 0's run directory.
 """
@@ -26,7 +25,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
@@ -36,8 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from kdcli.cache import ArtifactCache, Entry
 from kdcli.data import Batch, Loader
+from kdcli.engine.infer import outputs, predict
 
 # A rank waits in a collective while rank 0 waits for another job's cache lock, and that job
 # may be training a teacher for hours: the default 30 minutes would be too short.
@@ -172,6 +171,20 @@ class ShardedLoader:
             )
 
 
+class ShardedBatches:
+    """Every N-th batch of a loader's split, for this rank to predict."""
+
+    def __init__(self, loader: Loader, rank: int, world_size: int) -> None:
+        self.loader = loader
+        self.rank = rank
+        self.world_size = world_size
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        for number, batch in enumerate(self.loader.epoch(epoch)):
+            if number % self.world_size == self.rank:
+                yield batch
+
+
 def shard_loader(loader: Loader) -> Loader:
     """The batches this rank trains on: all of them alone, its share of each under torchrun."""
     return ShardedLoader(loader, rank(), world_size()) if active() else loader
@@ -201,7 +214,7 @@ def average_gradients(module: nn.Module) -> None:
             parameter.grad /= world_size()
 
 
-# ---- predictions and the cache --------------------------------------------------------------
+# ---- predictions and broadcasts --------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -211,17 +224,14 @@ def predict_sharded(model: nn.Module, loader: Loader, device: torch.device) -> t
     Each rank predicts every N-th batch; the parts are gathered so that every rank ends with
     the whole [num_samples, num_classes] tensor.
     """
-    from kdcli.evaluate import predict
-
     if not active():
         return predict(model, loader, device)
-    model.to(device).eval()
     logits = [torch.empty(0, device=device)]
     index = [torch.empty(0, device=device, dtype=torch.long)]
-    for number, batch in enumerate(loader.epoch(0)):
-        if number % world_size() == rank():
-            logits.append(model(batch.x).float().flatten())
-            index.append(batch.index)
+    mine = ShardedBatches(loader, rank(), world_size())
+    for _, batch, batch_logits, _ in outputs(model, mine, device):
+        logits.append(batch_logits.flatten())
+        index.append(batch.index)
     all_logits = torch.cat(_gather(torch.cat(logits), device))
     all_index = torch.cat(_gather(torch.cat(index), device))
     result = torch.empty_like(all_logits).view(loader.num_samples, -1)
@@ -242,41 +252,7 @@ def _gather(mine: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     return [part[: int(n.item())] for part, n in zip(parts, lengths, strict=True)]
 
 
-def get_or_make(
-    cache: ArtifactCache,
-    kind: str,
-    name: str,
-    key: str,
-    make: Callable[[Path], dict[str, Any]],
-) -> Entry:
-    """`cache.get_or_make` for a `make` that every rank must run together (it trains or predicts).
-
-    Rank 0 takes the entry's lock as usual. When it has to build, it tells the other ranks,
-    which run `make` into a throwaway directory; then all ranks use the entry rank 0 wrote.
-    """
-    if not active():
-        return cache.get_or_make(kind, name, key, make)
-    if is_main():
-        announced = []
-
-        def make_together(tmp: Path) -> dict[str, Any]:
-            _broadcast(True)  # the others join the build
-            announced.append(True)
-            return make(tmp)
-
-        entry = cache.get_or_make(kind, name, key, make_together)
-        if not announced:
-            _broadcast(False)
-        _broadcast((str(entry.path), entry.manifest, entry.reused))
-        return entry
-    if _broadcast(None):
-        with tempfile.TemporaryDirectory(prefix="kd-rank-") as scratch:
-            make(Path(scratch))
-    path, manifest, reused = _broadcast(None)
-    return Entry(Path(path), manifest, reused)
-
-
-def _broadcast(value: Any) -> Any:
+def broadcast(value: Any) -> Any:
     """Rank 0's `value` on every rank."""
     message = [value]
     dist.broadcast_object_list(message, src=0)

@@ -5,14 +5,13 @@ files and a `manifest.json` with each file's SHA-256. It is built in a temporary
 and renamed into place, so a reader never sees half an entry. An entry whose files do not
 match its manifest is treated as absent and rebuilt.
 
-Parallel jobs that want the same entry take an exclusive `flock` on `<entry>.lock`: one
+Parallel jobs that want the same entry take an exclusive lock on `<entry>.lock` (filelock): one
 builds, the others wait and then reuse it. The kernel releases the lock when its holder
 dies, so a killed job never blocks the rest.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -24,6 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
+
+from kdcli.store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +46,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -92,14 +79,11 @@ def read_verified(path: Path) -> dict[str, Any] | None:
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path`, released when the block ends or the process dies."""
+    """An exclusive lock on `path`, released when the block ends or the process dies
+    (filelock: flock on POSIX, msvcrt on Windows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(path, timeout=-1):
+        yield
 
 
 class ArtifactCache:

@@ -6,7 +6,6 @@ with. A plain state_dict (what `torch.save(model.state_dict(), f)` writes) loads
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,17 @@ import torch
 from torch import nn
 
 from kdcli.errors import UserError
+from kdcli.store.atomic import write_atomic
 
 FORMAT = "kdcli-model/1"
 
 
 def save_model(path: Path, model: nn.Module, **metadata: Any) -> None:
     """Write the model's weights (on CPU) and metadata atomically to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, **metadata, "state_dict": state}, tmp)
-    tmp.replace(path)
+    write_atomic(
+        path, lambda handle: torch.save({"format": FORMAT, **metadata, "state_dict": state}, handle)
+    )
 
 
 def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:

@@ -6,16 +6,19 @@ Exit codes: 0 done, 2 bad input (config, files, data), 1 failure while running.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from kdcli import __version__, resolvers
+from kdcli import __version__
+from kdcli.config import resolvers
+from kdcli.config.paths import config_dir
 from kdcli.errors import RunError, UserError
-from kdcli.paths import config_dir
 
 DEBUG_FLAG = "--debug"
 resolvers.register()  # before Hydra reads the configs, also in a job that submitit unpickles
@@ -40,10 +43,22 @@ def _train_job(cfg: DictConfig) -> float | None:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    from kdcli import pipeline
+    from kdcli.config.objects import build, resolve_device
+    from kdcli.engine import distributed
+    from kdcli.pipeline.run import run
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        report = pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        device = distributed.setup(resolve_device(cfg.device))
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        try:
+            objects = build(cfg, device)  # built once and checked, before any training
+        except UserError:
+            _discard(run_dir)  # the built objects failed their checks: leave nothing behind
+            raise
+        report = run(cfg, run_dir, objects, device)
     except (UserError, RunError) as error:
         sys.exit(report_error(error))
     except torch.OutOfMemoryError:
@@ -58,20 +73,46 @@ def _train_job(cfg: DictConfig) -> float | None:
     return None if report is None else report["student"]["top1"]  # None: not rank 0
 
 
+def _discard(run_dir: Path) -> None:
+    """Remove the run directory Hydra made for a job whose objects failed their checks (it
+    holds only Hydra's config and the log), and its parents as far as they are left empty."""
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
+        return
+    logging.shutdown()  # close train.log
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent, cwd = run_dir.parent, Path.cwd().resolve()
+    while parent.resolve() != cwd and cwd in parent.resolve().parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            try:
+                (parent / "multirun.yaml").unlink(missing_ok=True)
+                parent.rmdir()  # a sweep folder holding only Hydra's note of the sweep
+            except OSError:
+                break
+        parent = parent.parent
+
+
 def train(args: list[str]) -> int:
     """`kd train [overrides] [hydra flags]`: check every job's config, then hand over to Hydra."""
-    from hydra._internal.utils import get_args_parser
-
-    from kdcli import distributed
-    from kdcli.validate import check_overrides
+    from kdcli.config.checks import check_overrides
+    from kdcli.config.hydra_shim import args_parser
+    from kdcli.engine import distributed
 
     if DEBUG_FLAG in args:
         os.environ["KD_DEBUG"] = "1"
         args = [a for a in args if a != DEBUG_FLAG]
-    parser = get_args_parser()
+    parser = args_parser()
     parser.prog = "kd train"
     parsed = parser.parse_args(args)
-    informational = parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion
+    if parsed.shell_completion:  # Hydra's completion script cannot call a subcommand
+        return report_error(
+            UserError(
+                "kd train does not support Hydra's --shell-completion (-sc); `kd list [group]` "
+                "shows every config group's options and `kd train --cfg job` every key."
+            )
+        )
+    informational = parsed.help or parsed.hydra_help or parsed.info
     if not informational:
         try:
             check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
@@ -117,14 +158,20 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
         help="a table over runs or a sweep: swept settings, accuracies, KD gain, sizes, time",
-        description="One row per report.json found at or below PATH (run directories or a "
-        "sweep folder such as outputs/multirun/<date>/<time>). Also writes the rows as CSV.",
+        description="One row per setting over the report.json files found at or below PATH (run "
+        "directories or a sweep folder such as outputs/multirun/<date>/<time>): runs that differ "
+        "only in seed share a row with mean ± std. Also writes the rows as CSV.",
     )
     report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     report.add_argument("--sort", metavar="COLUMN", help="sort by a column (its CSV name)")
     report.add_argument("--desc", action="store_true", help="sort in descending order")
     report.add_argument(
         "--csv", type=Path, metavar="FILE", help="where the CSV goes (default: PATH/report.csv)"
+    )
+    report.add_argument(
+        "--per-run",
+        action="store_true",
+        help="one row per run (default: runs that differ only in seed share a row, mean ± std)",
     )
     report.add_argument(
         "--plot",
@@ -139,7 +186,7 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """`kd report PATH...`."""
-    from kdcli.sweep_report import default_csv_path, show
+    from kdcli.cli.sweep_report import default_csv_path, show
 
     csv_path = args.csv or default_csv_path(args.paths)
     plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
@@ -150,6 +197,7 @@ def report(args: argparse.Namespace) -> int:
             descending=args.desc,
             csv_path=csv_path,
             plot_path=None if plot_path is None else Path(plot_path),
+            per_run=args.per_run,
         )
     except UserError as error:
         return report_error(error)
@@ -160,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         return train(argv[1:])
     if argv and argv[0] == "list":
-        from kdcli import listing
+        from kdcli.cli import listing
 
         try:
             return listing.main(argv[1:])

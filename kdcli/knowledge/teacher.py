@@ -21,15 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdcli.data import Batch, Dataset, Loader
+from kdcli.data import Batch, Dataset
 from kdcli.errors import UserError
+from kdcli.knowledge.format import SoftLabels
 from kdcli.losses import DistillationLoss
 from kdcli.models.features import FeatureTap
 
 
 @dataclass
 class Knowledge:
-    """The teacher's outputs for one batch: logits [B, classes] and tapped layers by path."""
+    """The teacher's outputs for one batch (logits, as the model gives them) and tapped layers."""
 
     logits: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -37,33 +38,6 @@ class Knowledge:
 
 TeacherKnowledge = Callable[[int, Batch], Knowledge]
 """(epoch, batch) -> the teacher's knowledge of that batch."""
-
-
-@dataclass
-class SoftLabels:
-    """Stored teacher outputs, per sample [N, ...] (`static`) or per epoch and sample
-    [E, N, ...] (`views`).
-
-    Without compression `values` holds logits. With top-k, `values` holds the k largest
-    probabilities and `indices` their classes; the rest of the mass is spread evenly over the
-    other classes, and `logits` returns log-probabilities: softmax-based losses see the same
-    distribution as from logits, since the two differ by a per-sample constant.
-    """
-
-    values: torch.Tensor
-    indices: torch.Tensor | None = None
-    num_classes: int = 0
-    per_epoch: bool = False
-
-    def logits(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
-        values = self.values[epoch] if self.per_epoch else self.values
-        if self.indices is None:
-            return values[index].float()
-        indices = self.indices[epoch] if self.per_epoch else self.indices
-        top = values[index].float()
-        rest = (1.0 - top.sum(1, keepdim=True)).clamp_min(1e-6) / (self.num_classes - top.shape[1])
-        probs = rest.expand(top.shape[0], self.num_classes).clone()
-        return probs.scatter_(1, indices[index].long(), top).log()
 
 
 class StoredKnowledge:
@@ -154,59 +128,3 @@ def choose_feature_source(
             )
         return "stored"
     return "stored" if fits and not augmented else "online"
-
-
-def topk_probabilities(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest softmax probabilities of each row and their class indices."""
-    values, indices = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
-    return values, indices
-
-
-def views_bytes(
-    epochs: int, num_samples: int, num_classes: int, topk: int | None, dtype: np.dtype
-) -> int:
-    """What `views` soft labels take: [E, N, K] values, or [E, N, k] values plus indices."""
-    if topk is None:
-        return epochs * num_samples * num_classes * dtype.itemsize
-    return epochs * num_samples * topk * (dtype.itemsize + index_dtype(num_classes).itemsize)
-
-
-def index_dtype(num_classes: int) -> np.dtype:
-    return np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
-
-
-@torch.no_grad()
-def predict_views(
-    model: nn.Module,
-    loader: Loader,
-    epochs: int,
-    write: Callable[[int, torch.Tensor, torch.Tensor], None],
-) -> int:
-    """Run the teacher on exactly the batches the student will draw in epochs 0..epochs-1.
-
-    `loader` is the student's own training loader, so each view is the one the student sees
-    (the augmentation of sample i in epoch e is a pure function of (seed, e, i)). Calls
-    `write(epoch, index, logits)` per batch; returns the number of images seen.
-    """
-    model.eval()
-    seen = 0
-    for epoch in range(epochs):
-        for batch in loader.epoch(epoch):
-            write(epoch, batch.index, model(batch.x).float())
-            seen += batch.index.numel()
-    return seen
-
-
-@torch.no_grad()
-def predict_with_features(
-    model: nn.Module, loader: Loader, layers: Sequence[str], device: torch.device
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Logits and tapped `layers` for every sample of the loader's split, in split order."""
-    model.to(device).eval()
-    logits, features = [], {path: [] for path in layers}
-    with FeatureTap(model, layers) as tap:
-        for batch in loader.epoch(0):
-            logits.append(model(batch.x).float())
-            for path in layers:
-                features[path].append(tap.outputs[path].float())
-    return torch.cat(logits), {path: torch.cat(parts) for path, parts in features.items()}

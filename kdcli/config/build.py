@@ -1,0 +1,47 @@
+"""The one place that instantiates `_target_` configs; every error names the config key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from kdcli.errors import UserError
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Instantiate a config node, reporting a bad argument as the key's fault."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        cause = error.__cause__ or error
+        raise UserError(f"{key} could not be built: {_first_line(cause)}") from None
+
+
+def build_model(cfg: DictConfig, role: str, info: Any) -> Any:
+    """`cfg[role].model` for a dataset's facts (configs never hard-code them); errors name the
+    role and the model."""
+    try:
+        return _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
+    except UserError as error:
+        raise UserError(f"{role}={cfg[role].name}: {error}") from None
+
+
+def training_kwargs(stage: DictConfig, role: str) -> dict[str, Any]:
+    """What the training loop takes from a stage's config (`teacher`, `student`): its epochs
+    and the optimizer and scheduler factories (partial `_target_` configs)."""
+    return {
+        "epochs": int(stage.epochs),
+        "optimizer": _instantiate(stage.optimizer, f"{role}.optimizer"),
+        "scheduler": _instantiate(stage.scheduler, f"{role}.scheduler"),
+    }

@@ -1,0 +1,104 @@
+"""The run's objects, each built once from the config and checked as it is built, before any
+training: the dataset (its files), the loss, the teacher, student and baseline models (the
+layers a feature loss taps, and their shapes), and each stage's optimizer and scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kdcli.config.build import _instantiate, build_model, training_kwargs
+from kdcli.config.checks import flat_keys
+from kdcli.data import Dataset, DatasetInfo
+from kdcli.engine.state import Built, seed_everything
+from kdcli.errors import UserError, did_you_mean
+from kdcli.knowledge.teacher import build_feature_loss, example_batch
+from kdcli.losses import DistillationLoss
+from kdcli.store.checkpoint import load_model
+
+
+@dataclass
+class Objects:
+    data: Dataset
+    loss_fn: DistillationLoss
+    teacher: Built
+    student: Built
+    baseline: Callable[[], Built]  # built when the baseline stage needs it (not when cached)
+    training: dict[str, dict[str, Any]]  # role -> the loop's epochs, optimizer, scheduler
+
+
+def resolve_device(device_cfg: DictConfig) -> torch.device:
+    kind = device_cfg.type
+    if kind == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
+    return torch.device(kind)
+
+
+def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
+    """`cfg[role].model`, built right after seeding every RNG with `cfg.seed`."""
+    seed_everything(cfg.seed)
+    module = build_model(cfg, role, info)
+    return Built(module, torch.get_rng_state())
+
+
+def build(cfg: DictConfig, device: torch.device) -> Objects:
+    """Load the data and build the loss and both models (in the order, and from the seeds,
+    that the stages used to build them in, so results do not change)."""
+    source = _instantiate(cfg.dataset, "dataset")
+    if hasattr(source, "check"):
+        source.check()
+    data = source.load().to(device)
+    teacher = build_seeded(cfg, "teacher", data.info)
+    if cfg.teacher.checkpoint:  # loaded here, so that a checkpoint that does not fit is caught
+        path = Path(cfg.teacher.checkpoint).expanduser()
+        described = f"{cfg.teacher.name} on {data.info.describe()}"
+        load_model(teacher.module, path, "teacher.checkpoint", described)
+    loss_fn: DistillationLoss = _instantiate(cfg.loss, "loss")
+    student = build_seeded(cfg, "student", data.info)
+    student.module.to(device)
+    if loss_fn.uses_features:
+        check_layers(cfg, loss_fn, {"teacher": teacher.module, "student": student.module})
+        # sizes the loss's adapters (their init draws from the student's RNG stream)
+        build_feature_loss(loss_fn, student.module, teacher.module.to(device), example_batch(data))
+        student.rng = torch.get_rng_state()
+    training = {role: training_kwargs(cfg[role], role) for role in ("teacher", "student")}
+    return Objects(
+        data,
+        loss_fn,
+        teacher,
+        student,
+        lambda: build_seeded(cfg, "student", data.info),
+        training,
+    )
+
+
+def check_layers(cfg: DictConfig, loss: Any, models: dict[str, Any]) -> None:
+    """The layer paths a feature loss names exist in the student and the teacher."""
+    for role, paths in (("student", loss.student_layers), ("teacher", loss.teacher_layers)):
+        names = [name for name, _ in models[role].named_modules() if name]
+        for path in paths:
+            if path not in names:
+                raise UserError(
+                    f"{_layer_key(cfg.loss, role, path)}={path!r}: the {role} "
+                    f"({cfg[role].name}) has no layer '{path}'.{did_you_mean(path, names)} "
+                    f"`kd list {role} --layers {cfg[role].name}` shows the layers that can be "
+                    "tapped."
+                )
+
+
+def _layer_key(loss: DictConfig, role: str, path: str) -> str:
+    """The config key that names `path` for `role` (e.g. loss.terms.fitnet.student_layer)."""
+    for key in flat_keys(loss, "loss."):
+        if not key.rsplit(".", 1)[-1].startswith(f"{role}_layer"):
+            continue
+        value = OmegaConf.select(loss, key.removeprefix("loss."))
+        if value == path or (not isinstance(value, str) and path in list(value or [])):
+            return key
+    return f"loss.{role}_layers"

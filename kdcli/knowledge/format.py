@@ -1,0 +1,287 @@
+"""The soft-label format, its one owner: what is stored, how it is written and read back.
+
+An entry directory holds plain .npy arrays (never pickles), one row per training sample:
+- `logits.npy` [N, *out] (`static`) or [E, N, *out] (`views`: the teacher's output on the
+  exact view the student draws in each of E epochs), in `soft_labels.dtype`; or, with top-k,
+  `topk_probs.npy` and `topk_classes.npy` [..., k] in its place;
+- `feature-<path>.npy` [N, ...]: tapped teacher layers, for feature losses (`static` only).
+`out` is the task's per-sample output shape (classes for classification); the class axis
+is the last one.
+
+Stored logits are shifted by each row's maximum (`encode_soft_labels`), so they fit the
+storage dtype whatever the teacher's scale; stores are checked finite when written and loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdcli.data import Loader
+from kdcli.engine.infer import outputs
+from kdcli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SOFT_LABEL_FORMAT = 2
+"""The stored encoding's version, part of the soft-label cache key so that entries written in
+another encoding are not reused (1: raw logits; 2: logits shifted by their row maximum)."""
+
+
+@dataclass
+class SoftLabels:
+    """Stored teacher outputs, per sample [N, ...] (`static`) or per epoch and sample
+    [E, N, ...] (`views`).
+
+    Without compression `values` holds logits. With top-k, `values` holds the k largest
+    probabilities and `indices` their classes; the rest of the mass is spread evenly over the
+    other classes, and `logits` returns log-probabilities: softmax-based losses see the same
+    distribution as from logits, since the two differ by a per-sample constant.
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor | None = None
+    num_classes: int = 0
+    per_epoch: bool = False
+
+    def logits(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
+        values = self.values[epoch] if self.per_epoch else self.values
+        if self.indices is None:
+            return values[index].float()
+        indices = self.indices[epoch] if self.per_epoch else self.indices
+        top = values[index].float()
+        rest = (1.0 - top.sum(-1, keepdim=True)).clamp_min(1e-6) / (
+            self.num_classes - top.shape[-1]
+        )
+        probs = rest.expand(*top.shape[:-1], self.num_classes).clone()
+        probs.scatter_(-1, indices[index].long(), top)
+        # a kept probability below float16's smallest is stored as 0: log(0) = -inf would make
+        # KL terms 0 * inf = NaN, so floor it at float32's smallest normal (log = -87.3)
+        return probs.clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def topk_probabilities(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest softmax probabilities of each row and their class indices."""
+    values, indices = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+    return values, indices
+
+
+def views_bytes(
+    epochs: int, num_samples: int, num_classes: int, topk: int | None, dtype: np.dtype
+) -> int:
+    """What `views` soft labels take: [E, N, K] values, or [E, N, k] values plus indices."""
+    if topk is None:
+        return epochs * num_samples * num_classes * dtype.itemsize
+    return epochs * num_samples * topk * (dtype.itemsize + index_dtype(num_classes).itemsize)
+
+
+def index_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
+
+
+def encode_soft_labels(
+    logits: torch.Tensor, topk: int | None, dtype: np.dtype
+) -> tuple[dict[str, np.ndarray], int]:
+    """The arrays stored for a batch of finite teacher logits [..., K], and how many rows were
+    clamped.
+
+    All logits: each row shifted by its maximum. Softmax is shift-invariant, so every
+    softmax-based loss sees the teacher's exact distribution; the largest logit becomes 0 and
+    the rest <= 0, which float16 holds however large the teacher's logits are (raw logits
+    above 65504 would be inf, and inf - inf = NaN downstream). A row spanning more than the
+    dtype's range has its tail clamped to the dtype's lowest value (-65504 for float16),
+    where exp(z / T) is 0 in float32 anyway for any T < 600. Top-k: the k largest softmax
+    probabilities (in [0, 1], finite) and their classes.
+    """
+    if topk is not None:
+        probs, classes = topk_probabilities(logits, topk)
+        return {
+            "topk_probs": probs.cpu().numpy().astype(dtype),
+            "topk_classes": classes.cpu().numpy().astype(index_dtype(logits.shape[-1])),
+        }, 0
+    shifted = logits.float() - logits.float().amax(dim=-1, keepdim=True)
+    lowest = float(np.finfo(dtype).min)
+    clamped = int((shifted < lowest).any(dim=-1).sum())
+    return {"logits": shifted.clamp_min(lowest).cpu().numpy().astype(dtype)}, clamped
+
+
+def nonfinite_rows(values: torch.Tensor) -> int:
+    """How many samples (rows of the first dimension) hold a NaN or an inf."""
+    return int((~torch.isfinite(values)).reshape(values.shape[0], -1).any(dim=1).sum())
+
+
+def all_finite(array: np.ndarray, chunk: int = 1 << 24) -> bool:
+    """No NaN or inf in `array` (integer arrays always pass), checked a chunk at a time so a
+    large memory-mapped store is never copied whole."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return True
+    flat = array.reshape(-1)
+    return all(np.isfinite(flat[i : i + chunk]).all() for i in range(0, flat.size, chunk))
+
+
+def store_features(
+    directory: Path, features: dict[str, torch.Tensor], dtype: np.dtype
+) -> dict[str, str]:
+    """Save each tapped layer's (finite) maps as feature-<path>.npy; returns their dtypes.
+
+    Feature maps are compared value for value, not through a softmax, so they are not
+    shifted; a layer whose values exceed `dtype`'s range (65504 for float16), where the cast
+    would give inf, is stored as float32 instead, with a warning.
+    """
+    dtypes = {}
+    for path, values in features.items():
+        kind = dtype
+        if values.numel() and float(values.abs().max()) > float(np.finfo(dtype).max):
+            kind = np.dtype(np.float32)
+            log.warning(
+                "soft labels  teacher layer %s outputs values beyond %s's range; stored as float32",
+                path,
+                dtype.name,
+            )
+        array = values.cpu().numpy().astype(kind)
+        np.save(directory / f"feature-{path}.npy", array, allow_pickle=False)
+        dtypes[path] = kind.name
+    return dtypes
+
+
+def nonfinite_files(directory: Path) -> list[str]:
+    """The .npy files in `directory` that hold a NaN or an inf, read back from disk."""
+    paths = sorted(directory.glob("*.npy"))
+    return [p.name for p in paths if not all_finite(np.load(p, mmap_mode="r", allow_pickle=False))]
+
+
+def load_array(path: Path) -> torch.Tensor:
+    """A stored array, checked finite: it was when written, so NaN or inf means a damaged
+    cache entry."""
+    array = np.load(path, allow_pickle=False)
+    if not all_finite(array):
+        raise UserError(
+            f"{path} holds NaN or inf values: that cache entry is damaged (soft labels are "
+            f"checked finite when written); delete {path.parent} and run again to recompute it."
+        )
+    return torch.from_numpy(array)
+
+
+def save_static(
+    directory: Path,
+    logits: torch.Tensor,
+    features: dict[str, torch.Tensor],
+    topk: int | None,
+    dtype: np.dtype,
+) -> tuple[int, dict[str, str]]:
+    """Write one clean view's outputs (and tapped layers) of every training sample; returns
+    the rows clamped and the stored features' dtypes."""
+    arrays, clamped = encode_soft_labels(logits, topk, dtype)
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", array, allow_pickle=False)
+    return clamped, store_features(directory, features, dtype)
+
+
+def _store_views(
+    directory: Path,
+    model: nn.Module,
+    loader: Loader,
+    epochs: int,
+    num_samples: int,
+    output_shape: tuple[int, ...],
+    topk: int | None,
+    dtype: np.dtype,
+    check: Callable[[torch.Tensor], None],
+) -> tuple[int, int]:
+    """Write the teacher's outputs on every epoch's views straight into .npy files on disk,
+    each batch passed to `check` first; returns the images seen and the rows clamped."""
+    num_classes = output_shape[-1]
+    shape = (epochs, num_samples, *output_shape[:-1], topk or num_classes)
+    dtypes = (
+        {"logits": dtype}
+        if topk is None
+        else {"topk_probs": dtype, "topk_classes": index_dtype(num_classes)}
+    )
+    arrays = {
+        name: np.lib.format.open_memmap(
+            directory / f"{name}.npy", mode="w+", dtype=kind, shape=shape
+        )
+        for name, kind in dtypes.items()
+    }
+
+    clamped = 0
+
+    def write(epoch: int, index: torch.Tensor, logits: torch.Tensor) -> None:
+        nonlocal clamped
+        check(logits)
+        rows = index.cpu().numpy()
+        parts, clamped_here = encode_soft_labels(logits, topk, dtype)
+        clamped += clamped_here
+        for name, part in parts.items():
+            arrays[name][epoch, rows] = part
+
+    images = predict_views(model, loader, epochs, write)
+    for array in arrays.values():
+        array.flush()
+    return images, clamped
+
+
+def predict_views(
+    model: nn.Module,
+    loader: Loader,
+    epochs: int,
+    write: Callable[[int, torch.Tensor, torch.Tensor], None],
+) -> int:
+    """Run the teacher on exactly the batches the student will draw in epochs 0..epochs-1.
+
+    `loader` is the student's own training loader, so each view is the one the student sees
+    (the augmentation of sample i in epoch e is a pure function of (seed, e, i)). Calls
+    `write(epoch, index, logits)` per batch; returns the number of images seen.
+    """
+    seen = 0
+    device = next(model.parameters()).device
+    for epoch, batch, logits, _ in outputs(model, loader, device, range(epochs)):
+        write(epoch, batch.index, logits)
+        seen += batch.index.numel()
+    return seen
+
+
+def predict_with_features(
+    model: nn.Module, loader: Loader, layers: Sequence[str], device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and tapped `layers` for every sample of the loader's split, in split order."""
+    logits, features = [], {path: [] for path in layers}
+    for _, _, batch_logits, tapped in outputs(model, loader, device, layers=layers):
+        logits.append(batch_logits)
+        for path in layers:
+            features[path].append(tapped[path])
+    return torch.cat(logits), {path: torch.cat(parts) for path, parts in features.items()}
+
+
+def _load_soft_labels(
+    directory: Path, num_samples: int, num_classes: int, mode: str, device: torch.device
+) -> SoftLabels:
+    """The stored arrays of a soft-label entry, checked against the dataset."""
+    names = ["logits"] if (directory / "logits.npy").is_file() else ["topk_probs", "topk_classes"]
+    arrays = [_load_array(directory / f"{name}.npy", device) for name in names]
+    per_epoch = mode == "views"
+    samples = arrays[0].shape[1 if per_epoch else 0]
+    if samples != num_samples:
+        raise UserError(
+            f"soft labels at {directory} hold {samples} samples, the training split "
+            f"{num_samples}; delete that directory."
+        )
+    indices = arrays[1] if len(arrays) == 2 else None
+    return SoftLabels(arrays[0], indices, num_classes, per_epoch)
+
+
+def _load_array(path: Path, device: torch.device) -> torch.Tensor:
+    return load_array(path).to(device)
+
+
+def load_features(
+    directory: Path, layers: Sequence[str], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The stored teacher layers of a soft-label entry."""
+    return {path: _load_array(directory / f"feature-{path}.npy", device) for path in layers}

@@ -1,0 +1,86 @@
+"""Stage 3, distillation: the student learns from the teacher's knowledge through the one
+training loop; the baseline (the same student, plain cross-entropy) comes from the cache."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kdcli.engine import distributed
+from kdcli.engine.loop import fit
+from kdcli.engine.state import Built
+from kdcli.knowledge.teacher import TeacherKnowledge
+from kdcli.losses import DistillationLoss
+from kdcli.pipeline.common import Context, Model, Stage, _state_path, plain, training_settings
+from kdcli.pipeline.teacher import train_or_reuse
+from kdcli.store.cache import fingerprint
+from kdcli.store.checkpoint import save_model
+
+log = logging.getLogger(__name__)
+
+
+def student_stage(
+    ctx: Context,
+    built: Built,
+    training: dict[str, Any],
+    loss_fn: DistillationLoss,
+    knowledge: TeacherKnowledge | None,
+    teacher: Model,
+) -> tuple[Model, Stage]:
+    """Stage 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
+    stored soft labels: the teacher does not run here)."""
+    cfg, data, task, run_dir = ctx.cfg, ctx.data, ctx.task, ctx.run_dir
+    model = built.module
+    built.restore_rng()
+    result = fit(
+        model,
+        data.train_loader(cfg.student.batch_size, cfg.seed),
+        loss_fn,
+        **training,
+        task=task,
+        device=ctx.device,
+        label="student",
+        teacher=knowledge,
+        amp=cfg.device.amp,
+        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher)),
+    )
+    path = run_dir / "student.pt"
+    if distributed.is_main():
+        save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
+    log.info(
+        "student      distilled %s in %.1f s (%s img/s), train %s %.3f",
+        cfg.student.name,
+        result.seconds,
+        f"{result.images_per_s:,.0f}",
+        task.metric_label,
+        result.final_train_score,
+    )
+    return (
+        Model(cfg.student.name, model, path, "", "trained"),
+        Stage(result.seconds, result.images_per_s, reused=False),
+    )
+
+
+def baseline_stage(
+    ctx: Context, build: Callable[[], Built], training: dict[str, Any]
+) -> tuple[Model, Stage]:
+    """The same student trained with plain cross-entropy, same settings and seed (cached)."""
+    return train_or_reuse(ctx, "student", "baseline", build(), training)
+
+
+def _student_key(cfg: DictConfig, teacher: Model) -> str:
+    """What determines the distilled student, for naming its per-epoch state."""
+    return fingerprint(
+        "student",
+        plain(cfg.student.model),
+        training_settings(cfg.student),
+        plain(cfg.loss),
+        plain(cfg.dataset),
+        cfg.seed,
+        plain(cfg.soft_labels),
+        teacher.key,
+    )

@@ -1,0 +1,92 @@
+"""Stage 4, evaluation: every model the run produced, with the task's metrics and its cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from kdcli.data import Dataset
+from kdcli.engine import stats
+from kdcli.engine.infer import predict
+from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
+from kdcli.pipeline.common import Context, Model
+from kdcli.tasks import Task
+
+
+def measure(
+    model: Model, data: Dataset, task: Task, test_logits: torch.Tensor, cfg: DictConfig
+) -> dict[str, Any]:
+    """The report's figures for one model."""
+    return {
+        "name": model.name,
+        **task.metrics(test_logits, data.labels("test")),
+        "params": count_params(model.module),
+        "flops": flops_per_image(model.module, data.info),
+        "latency_ms": cpu_latency_ms(model.module, data.info, runs=cfg.eval.latency_runs),
+        "checkpoint_bytes": model.checkpoint.stat().st_size,
+        "checkpoint": str(model.checkpoint),
+        "source": model.source,
+        "reused": model.source != "trained",
+    }
+
+
+def eval_splits(data: Dataset) -> list[str]:
+    """The splits every model is evaluated on: test, and validation when there is one."""
+    return ["test", *(["val"] if "val" in data.splits else [])]
+
+
+def evaluate_stage(
+    ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Stage 4: every model's figures on the test split, with agreement against the teacher,
+    and the KD gain's interval and p-value (student vs baseline on the same test images).
+    `known`: outputs already computed (role -> split -> logits), e.g. the teacher's.
+
+    With a validation split (`dataset.val_fraction > 0`) each model's `val_<metric>` is
+    reported too, so sweeps can be compared on validation and the test split kept for the end.
+    """
+    cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
+    logits: dict[str, dict[str, torch.Tensor]] = {}
+    for role, m in models.items():
+        logits[role] = dict((known or {}).get(role, {}))
+        for split in eval_splits(data):
+            if split not in logits[role]:
+                loader = data.eval_loader(split, cfg.eval.batch_size)
+                logits[role][split] = predict(m.module, loader, device)
+    results = {
+        role: measure(m, data, task, logits[role]["test"], cfg) for role, m in models.items()
+    }
+    if "val" in data.splits:
+        for role in models:
+            metric = task.metrics(logits[role]["val"], data.labels("val"))[task.metric]
+            results[role][f"val_{task.metric}"] = metric
+    for role in results:
+        if role != "teacher":
+            results[role]["agreement"] = task.agreement(
+                logits[role]["test"], logits["teacher"]["test"]
+            )
+    gain = {}
+    if "baseline" in logits:
+        gain = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)
+    return results, gain
+
+
+def gain_figures(
+    task: Task, student_logits: torch.Tensor, baseline_logits: torch.Tensor, data: Dataset
+) -> dict[str, Any]:
+    """The KD gain's 95% paired bootstrap interval and exact McNemar p-value (report keys)."""
+    labels = data.labels("test")
+    student = task.correct(student_logits, labels).cpu().numpy()
+    baseline = task.correct(baseline_logits, labels).cpu().numpy()
+    gain = stats.compare(student, baseline)
+    return {
+        "kd_gain_ci": list(gain.ci),
+        "kd_gain_p": gain.p,
+        "kd_gain_images": {
+            "student_only": gain.a_only,
+            "baseline_only": gain.b_only,
+            "total": gain.n,
+        },
+    }

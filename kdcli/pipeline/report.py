@@ -1,0 +1,198 @@
+"""The run's report: report.json (its one owner), report.md and the table on stdout.
+
+Also the report's `warnings`: what in the figures says the distillation did not work.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kdcli import __version__
+from kdcli.data import DatasetInfo
+from kdcli.engine import distributed
+from kdcli.pipeline.common import Stage, config_choice, plain
+from kdcli.store.atomic import write_json_atomic, write_text_atomic
+from kdcli.tasks import Task
+from kdcli.tasks.classify import TASK
+
+COLUMNS = (("teacher", "teacher"), ("student", "student (KD)"), ("baseline", "baseline (CE)"))
+
+# (label, report key, formatter) after the task's rows; a missing value shows as "-"
+ROWS = (
+    ("parameters", "params", lambda v: f"{v / 1e6:.3f} M"),
+    ("FLOPs / image", "flops", lambda v: f"{v / 1e6:.2f} M"),
+    ("CPU latency, batch 1", "latency_ms", lambda v: f"{v:.3f} ms"),
+    ("checkpoint size", "checkpoint_bytes", lambda v: f"{v / 2**20:.2f} MiB"),
+    ("computed or reused", "reused", lambda v: "reused" if v else "computed"),
+)
+
+
+def _cells(report: dict[str, Any], task: Task = TASK) -> tuple[list[str], list[list[str]]]:
+    present = [(key, title) for key, title in COLUMNS if key in report]
+    header = ["", *(title for _, title in present)]
+    rows = []
+    for label, field, fmt in (*task.rows(), *ROWS):
+        values = [report[key].get(field) for key, _ in present]
+        if all(v is None for v in values):  # e.g. validation top-1 without a validation split
+            continue
+        rows.append([label, *("-" if v is None else fmt(v) for v in values)])
+    return header, rows
+
+
+SIGNIFICANCE = 0.05  # a negative gain with McNemar p below this is flagged
+
+
+def format_p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def gain_line(report: dict[str, Any]) -> str:
+    """ "KD gain +1.11 pts (95% CI +0.28 to +1.94, p = 0.012): ..." (interval when known)."""
+    line = f"KD gain {100 * report['kd_gain']:+.2f} pts"
+    if "kd_gain_ci" not in report:
+        return f"{line}: student - baseline {TASK.metric_label}"
+    low, high = report["kd_gain_ci"]
+    images = report["kd_gain_images"]
+    return (
+        f"{line} (95% CI {100 * low:+.2f} to {100 * high:+.2f}, {format_p(report['kd_gain_p'])}): "
+        f"student - baseline {TASK.metric_label} on {images['total']} test images; "
+        f"the student alone gets {images['student_only']} right, "
+        f"the baseline alone {images['baseline_only']}"
+    )
+
+
+def warnings(report: dict[str, Any]) -> list[str]:
+    """What says the teacher could not teach: a teacher below the baseline student (on the
+    validation split when there is one, else test), or a student significantly worse than its
+    baseline (negative gain with exact McNemar p < 0.05)."""
+    found = []
+    teacher, baseline = report["teacher"], report.get("baseline")
+    metric = TASK.metric
+    key = f"val_{metric}" if teacher.get(f"val_{metric}") is not None else metric
+    split = "validation" if key.startswith("val_") else "test"
+    if baseline is not None and teacher[key] < baseline[key]:
+        found.append(
+            f"teacher weaker than the student alone: the teacher ({teacher['name']}) reaches "
+            f"{100 * teacher[key]:.2f}% {TASK.metric_label} on the {split} split, the student "
+            f"trained without it ({baseline['name']}) {100 * baseline[key]:.2f}%; train the "
+            "teacher longer or with another recipe (teacher.min_top1 stops such runs before "
+            "distilling)."
+        )
+    p, gain = report.get("kd_gain_p"), report.get("kd_gain")
+    if p is not None and gain < 0 and p < SIGNIFICANCE:
+        found.append(
+            f"distillation made the student worse: {100 * gain:+.2f} points against its "
+            f"baseline ({format_p(p)}, McNemar); check the teacher's accuracy and the loss "
+            "settings (loss.alpha, loss.temperature)."
+        )
+    return found
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """KD gain and compression, one line each."""
+    lines = []
+    if "kd_gain" in report:
+        lines.append(gain_line(report))
+    c = report["compression"]
+    lines.append(
+        f"compression: {c['params']:.1f}x fewer parameters, {c['flops']:.1f}x fewer FLOPs, "
+        f"{c['latency_speedup']:.1f}x faster on CPU at batch 1"
+    )
+    return lines
+
+
+def table(report: dict[str, Any], task: Task = TASK) -> Table:
+    header, rows = _cells(report, task)
+    result = Table(
+        title=f"kd report: {report['teacher']['name']} -> {report['student']['name']} "
+        f"on {report['dataset']['name']}, loss={report['loss']['name']}"
+    )
+    for i, name in enumerate(header):
+        result.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        result.add_row(*row)
+    return result
+
+
+def markdown(report: dict[str, Any], task: Task = TASK) -> str:
+    header, rows = _cells(report, task)
+    lines = [
+        f"# kd report: {report['teacher']['name']} -> {report['student']['name']}",
+        "",
+        f"dataset `{report['dataset']['name']}`, loss `{report['loss']['name']}`, "
+        f"seed {report['seed']}, device `{report['device']}`",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        *(f"- {line}" for line in summary_lines(report)),
+        "",
+    ]
+    if report.get("warnings"):
+        lines += ["## Warnings", "", *(f"- {text}" for text in report["warnings"]), ""]
+    return "\n".join(lines)
+
+
+def write(report: dict[str, Any], run_dir: Path, console: Console, task: Task = TASK) -> None:
+    """Print the table and write report.json and report.md into `run_dir`."""
+    write_json_atomic(run_dir / "report.json", report)
+    write_text_atomic(run_dir / "report.md", markdown(report, task))
+    console.print(table(report, task))
+    for line in summary_lines(report):
+        console.print(line)
+    for text in report.get("warnings", []):
+        console.print(Text(f"warning: {text}", style="bold yellow"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def build_report(
+    cfg: DictConfig,
+    task: Task,
+    info: DatasetInfo,
+    device: torch.device,
+    results: dict[str, dict[str, Any]],
+    soft_labels: dict[str, Any],
+    stages: dict[str, Stage],
+    run_dir: Path,
+    gain: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """report.json's contents (its one owner); `gain`: the KD gain's interval and p-value."""
+    teacher, student = results["teacher"], results["student"]
+    report: dict[str, Any] = {
+        "kdcli_version": __version__,
+        "run_dir": str(run_dir),
+        "seed": cfg.seed,
+        "device": str(device),
+        "processes": distributed.world_size(),
+        "dataset": asdict(info),
+        "loss": {
+            "name": config_choice("loss", cfg.loss),
+            **{k: v for k, v in plain(cfg.loss).items() if k != "_target_"},
+        },
+        **results,
+        "soft_labels": soft_labels,
+        "compression": {
+            "params": teacher["params"] / student["params"],
+            "flops": teacher["flops"] / max(student["flops"], 1),
+            "latency_speedup": teacher["latency_ms"] / student["latency_ms"],
+        },
+        "stages": {name: asdict(stage) for name, stage in stages.items()},
+    }
+    if "baseline" in results:
+        report["kd_gain"] = student[task.metric] - results["baseline"][task.metric]
+        report.update(gain or {})
+    report["warnings"] = warnings(report)
+    return report

@@ -1,0 +1,71 @@
+"""`kd train`: the stages, in order. Each is a plain function (kdcli/pipeline/<stage>.py):
+config and inputs in, an artifact out. Teacher, soft labels and baseline come from the
+artifact cache when an earlier run made them with the same settings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from kdcli.engine import distributed
+from kdcli.pipeline import report as report_io
+from kdcli.pipeline.common import Context, Stage
+from kdcli.pipeline.distill import baseline_stage, student_stage
+from kdcli.pipeline.evaluate import evaluate_stage
+from kdcli.pipeline.report import build_report
+from kdcli.pipeline.soft_labels import teacher_knowledge
+from kdcli.pipeline.teacher import check_teacher, teacher_stage
+from kdcli.store.cache import ArtifactCache
+from kdcli.tasks.classify import TASK
+
+
+def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dict[str, Any] | None:
+    """The whole pipeline on the run's objects (kdcli.config.objects: built once, checked
+    before any training); returns the report (also written to `run_dir`).
+
+    Under torchrun, every rank trains; rank 0 alone writes, evaluates and returns the report
+    (the other ranks return None).
+    """
+    run_dir = distributed.shared_run_dir(run_dir)
+    task = TASK
+    data, loss_fn = built.data, built.loss_fn
+    ctx = Context(cfg, data, task, ArtifactCache(cfg.cache_dir), device, run_dir)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    teacher, teacher_time = teacher_stage(ctx, built.teacher, built.training["teacher"])
+    stages: dict[str, Stage] = {"teacher": teacher_time}
+    started = time.perf_counter()
+    teacher_logits = check_teacher(ctx, teacher)  # stops here below teacher.min_top1
+    teacher_eval_seconds = time.perf_counter() - started
+    knowledge = None
+    soft_report: dict[str, Any] = {"mode": "none", "reused": False}
+    if loss_fn.needs_teacher:
+        knowledge, soft_report, soft_stage = teacher_knowledge(ctx, teacher, loss_fn)
+        if soft_stage is not None:
+            stages["soft_labels"] = soft_stage
+    student, stages["distill"] = student_stage(
+        ctx, built.student, built.training["student"], loss_fn, knowledge, teacher
+    )
+    models = {"teacher": teacher, "student": student}
+    if cfg.baseline:
+        models["baseline"], stages["baseline"] = baseline_stage(
+            ctx, built.baseline, built.training["student"]
+        )
+    if not distributed.is_main():
+        return None
+
+    started = time.perf_counter()
+    results, gain = evaluate_stage(ctx, models, {"teacher": teacher_logits})
+    seconds = time.perf_counter() - started + teacher_eval_seconds
+    stages["evaluate"] = Stage(seconds, None, reused=False)
+
+    report = build_report(cfg, task, data.info, device, results, soft_report, stages, run_dir, gain)
+    report_io.write(report, run_dir, Console(), task)  # the table goes to stdout
+    return report

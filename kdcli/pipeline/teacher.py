@@ -1,0 +1,128 @@
+"""Stage 1, the teacher: loaded from `teacher.checkpoint`, taken from the cache, or trained.
+
+`train_or_reuse` also makes the baseline (the student trained with plain cross-entropy).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdcli.engine.infer import predict
+from kdcli.engine.loop import fit
+from kdcli.engine.state import Built
+from kdcli.errors import RunError
+from kdcli.losses import CrossEntropy
+from kdcli.pipeline.common import (
+    Context,
+    Model,
+    Stage,
+    _log_stage,
+    _state_path,
+    describe_model,
+    get_or_make,
+    plain,
+    training_settings,
+)
+from kdcli.pipeline.evaluate import eval_splits
+from kdcli.store.cache import file_sha256, fingerprint
+from kdcli.store.checkpoint import load_model, save_model
+
+log = logging.getLogger(__name__)
+
+
+def train_or_reuse(
+    ctx: Context, role: str, label: str, built: Built, training: dict[str, Any]
+) -> tuple[Model, Stage]:
+    """Train `cfg[role]` with plain cross-entropy, or reuse the cached model (teacher, baseline).
+
+    The cache entry lives under `<label>s/`, keyed by model, training settings, data and seed.
+    """
+    cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
+    started = time.perf_counter()
+    stage_cfg = cfg[role]
+    key = fingerprint(
+        label, plain(stage_cfg.model), training_settings(stage_cfg), plain(cfg.dataset), cfg.seed
+    )
+    model = built.module
+
+    def make(tmp: Path) -> dict[str, Any]:
+        built.restore_rng()
+        result = fit(
+            model,
+            data.train_loader(stage_cfg.batch_size, cfg.seed),
+            CrossEntropy(),
+            **training,
+            task=task,
+            device=device,
+            label=label,
+            amp=cfg.device.amp,
+            state_path=_state_path(cfg, ctx.run_dir, label, key),
+        )
+        save_model(
+            tmp / "model.pt", model, model_config=plain(stage_cfg.model), dataset=asdict(data.info)
+        )
+        return {
+            "name": stage_cfg.name,
+            "seconds": result.seconds,
+            "images_per_s": result.images_per_s,
+            f"train_{task.metric}": result.final_train_score,
+        }
+
+    entry = get_or_make(ctx.cache, f"{label}s", stage_cfg.name, key, make)
+    if entry.reused:
+        described = describe_model(stage_cfg, data.info)
+        load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
+    stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
+    _log_stage(label, entry, stage)
+    source = "cache" if entry.reused else "trained"
+    return Model(stage_cfg.name, model.to(device), entry.file("model.pt"), key, source), stage
+
+
+def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple[Model, Stage]:
+    """Stage 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
+
+    A checkpoint was loaded, and its fit checked, when the teacher was built."""
+    cfg = ctx.cfg
+    started = time.perf_counter()
+    if cfg.teacher.checkpoint:
+        path = Path(cfg.teacher.checkpoint).expanduser()
+        model = built.module  # the checkpoint's weights (kdcli.config.objects loaded them)
+        key = fingerprint("checkpoint", plain(cfg.teacher.model), file_sha256(path))
+        stage = Stage(time.perf_counter() - started, None, reused=True)
+        log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
+        return Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint"), stage
+    return train_or_reuse(ctx, "teacher", "teacher", built, training)
+
+
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def check_teacher(ctx: Context, teacher: Model) -> dict[str, torch.Tensor]:
+    """The teacher's outputs on each evaluation split, right after its stage (the evaluate
+    stage reuses them). Stops the run, before any soft labels are computed, when the teacher's
+    headline metric falls short of `teacher.min_top1`."""
+    cfg, data, task = ctx.cfg, ctx.data, ctx.task
+    logits = {
+        split: predict(teacher.module, data.eval_loader(split, cfg.eval.batch_size), ctx.device)
+        for split in eval_splits(data)
+    }
+    minimum = cfg.teacher.min_top1
+    split = "val" if "val" in data.splits else "test"
+    score = task.metrics(logits[split], data.labels(split))[task.metric]
+    where = f"on the {SPLIT_NAMES[split]} split"
+    log.info("teacher      %s %.2f%% %s", task.metric_label, 100 * score, where)
+    if minimum is not None and score < minimum:
+        raise RunError(
+            f"teacher.min_top1={minimum}: the teacher ({teacher.name}) reaches {100 * score:.2f}% "
+            f"{task.metric_label} {where}, below the {100 * minimum:.2f}% asked, so the run "
+            "stopped before computing soft labels. Train a better teacher (e.g. more "
+            "teacher.epochs or another teacher.optimizer.lr), load one with teacher.checkpoint, "
+            "or lower teacher.min_top1 (the trained teacher is cached: a rerun reuses it)."
+        )
+    return logits

@@ -1,0 +1,58 @@
+"""Tasks: what a model's outputs mean. The loop, the soft-label store and the report ask the
+task; nothing else assumes a shape of the logits or a metric.
+
+A task flattens outputs and targets into the one call shape of the losses
+(`loss(student_logits, teacher_logits, targets)`), counts its training score per batch
+without a host sync, computes its metrics on a split, and names the report's rows for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from kdcli.data import DatasetInfo
+
+Row = tuple[str, str, Callable[[float], str]]
+"""(label, report key, formatter) of one report row."""
+
+
+class Task(Protocol):
+    metric: str  # the headline metric's report key (higher is better), e.g. "top1"
+    metric_label: str  # how people write it, e.g. "top-1"
+
+    def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
+        """The per-sample shape of the model's output (what soft labels store per sample)."""
+        ...
+
+    def flatten(
+        self, logits: torch.Tensor, teacher: torch.Tensor | None, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Student logits, teacher logits and targets in the losses' call shape."""
+        ...
+
+    def score(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The batch's summed training score (a device tensor: no host sync)."""
+        ...
+
+    def count(self, targets: torch.Tensor) -> int:
+        """How many scored items the batch holds."""
+        ...
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """The report's figures for a split (the headline `metric` among them)."""
+        ...
+
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per item: whether the prediction is right (paired comparisons of two models)."""
+        ...
+
+    def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
+        """How often two models' predictions agree."""
+        ...
+
+    def rows(self) -> tuple[Row, ...]:
+        """The report rows of the task's figures."""
+        ...

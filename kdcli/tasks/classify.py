@@ -1,0 +1,87 @@
+"""Image classification: logits [B, K], top-1 accuracy and NLL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from kdcli.data import DatasetInfo
+from kdcli.tasks import Row
+
+
+class Classify:
+    """One label per image; the model's output is a row of class logits."""
+
+    metric = "top1"
+    metric_label = "top-1"
+
+    def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
+        return (info.num_classes,)
+
+    def flatten(
+        self, logits: torch.Tensor, teacher: torch.Tensor | None, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        return logits, teacher, targets  # already [B, K] and [B]
+
+    def score(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (logits.argmax(1) == targets).sum()
+
+    def count(self, targets: torch.Tensor) -> int:
+        return targets.shape[0]
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        acc = accuracy(logits, targets)
+        ece = expected_calibration_error(logits, targets)
+        return {"top1": acc.top1, "nll": acc.nll, "ece": ece}
+
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per image: whether the prediction is right (for paired tests between models)."""
+        return logits.argmax(1) == targets
+
+    def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
+        return agreement(logits, reference)
+
+    def rows(self) -> tuple[Row, ...]:
+        return (
+            ("top-1 accuracy", "top1", lambda v: f"{100 * v:.2f}%"),
+            ("validation top-1", "val_top1", lambda v: f"{100 * v:.2f}%"),
+            ("NLL", "nll", lambda v: f"{v:.4f}"),
+            ("calibration error (ECE)", "ece", lambda v: f"{100 * v:.2f}%"),
+            ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
+        )
+
+
+@dataclass
+class Accuracy:
+    top1: float
+    nll: float
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
+    top1 = (logits.argmax(1) == labels).float().mean().item()
+    return Accuracy(top1=top1, nll=F.cross_entropy(logits, labels).item())
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE: how far confidence (the top softmax probability) is from accuracy, on average.
+
+    Samples fall into `bins` equal-width confidence bins, (0, 1/bins], ..., ((bins-1)/bins, 1];
+    ECE = sum over bins of (share of samples in the bin) * |accuracy - mean confidence|.
+    0 is perfectly calibrated; distillation is known to change it (often for the better).
+    """
+    confidence, predicted = logits.float().softmax(1).max(1)
+    correct = (predicted == labels).float()
+    which = (confidence * bins).ceil().long().clamp(1, bins) - 1
+    hits = torch.zeros(bins, device=logits.device).index_add_(0, which, correct)
+    sure = torch.zeros(bins, device=logits.device).index_add_(0, which, confidence)
+    return ((hits - sure).abs().sum() / max(len(labels), 1)).item()
+
+
+def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
+    """The fraction of samples on which two models predict the same class."""
+    return (logits_a.argmax(1) == logits_b.argmax(1)).float().mean().item()
+
+
+TASK = Classify()

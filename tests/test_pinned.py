@@ -1,0 +1,105 @@
+"""Pins what a refactor must not change: report.json's keys and value types of a tiny run,
+and the cache fingerprints (entry names) of its teacher, soft labels and baseline.
+
+A change to these is a change to the on-disk formats: cached entries and old reports
+would stop matching. Update the pins only on purpose, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# key path -> type name, for every leaf of report.json (values that vary by run excluded)
+REPORT_SHAPE = {
+    "kdcli_version": "str",
+    "run_dir": "str",
+    "seed": "int",
+    "device": "str",
+    "processes": "int",
+    "dataset.name": "str",
+    "dataset.num_classes": "int",
+    "dataset.channels": "int",
+    "dataset.image_size": "int",
+    "dataset.mean": "list",
+    "dataset.std": "list",
+    "loss.name": "str",
+    "loss.alpha": "float",
+    "loss.temperature": "float",
+    "loss.schedule.alpha": "NoneType",
+    "loss.schedule.temperature": "NoneType",
+    "soft_labels.mode": "str",
+    "soft_labels.features": "str",
+    "soft_labels.layers": "list",
+    "soft_labels.reused": "bool",
+    "soft_labels.path": "str",
+    "soft_labels.bytes": "int",
+    "soft_labels.dtype": "str",
+    "soft_labels.topk": "NoneType",
+    "compression.params": "float",
+    "compression.flops": "float",
+    "compression.latency_speedup": "float",
+    "kd_gain": "float",
+    "kd_gain_ci": "list",
+    "kd_gain_p": "float",
+    "kd_gain_images.student_only": "int",
+    "kd_gain_images.baseline_only": "int",
+    "kd_gain_images.total": "int",
+    "warnings": "list",
+    **{
+        f"stages.{stage}.{key}": kind
+        for stage in ("teacher", "soft_labels", "distill", "baseline", "evaluate")
+        for key, kind in (("seconds", "float"), ("images_per_s", "float"), ("reused", "bool"))
+    },
+    "stages.evaluate.images_per_s": "NoneType",
+    **{
+        f"{role}.{key}": kind
+        for role in ("teacher", "student", "baseline")
+        for key, kind in (
+            ("name", "str"),
+            ("top1", "float"),
+            ("nll", "float"),
+            ("ece", "float"),
+            ("params", "int"),
+            ("flops", "int"),
+            ("latency_ms", "float"),
+            ("checkpoint_bytes", "int"),
+            ("checkpoint", "str"),
+            ("source", "str"),
+            ("reused", "bool"),
+        )
+    },
+    "student.agreement": "float",
+    "baseline.agreement": "float",
+}
+
+# The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose twice:
+# teachers train with warm-up then cosine by default (new teacher key), and soft labels are
+# stored shifted by their row maximum (soft-label format 2 in the key).
+CACHE_ENTRIES = [
+    "baselines/mlp-6b48911f9fc278cd",
+    "soft_labels/smallcnn-13b1909aae137e0a",
+    "teachers/smallcnn-563983f353a547ed",
+]
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(node, dict):
+        found: dict[str, str] = {}
+        for key, value in node.items():
+            found.update(leaves(value, f"{prefix}{key}."))
+        return found
+    return {prefix.rstrip("."): type(node).__name__}
+
+
+def test_report_keys_and_cache_fingerprints_stay_the_same(kd, tiny, tmp_path):
+    result = kd("train", *tiny)
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert leaves(report) == REPORT_SHAPE
+    assert (report["teacher"]["params"], report["student"]["params"]) == (4370, 2410)
+    assert (report["teacher"]["flops"], report["student"]["flops"]) == (193856, 4736)
+    cache = tmp_path / "outputs" / "cache"
+    entries = sorted(
+        str(p.relative_to(cache)) for p in cache.glob("*/*") if (p / "manifest.json").is_file()
+    )
+    assert entries == CACHE_ENTRIES
