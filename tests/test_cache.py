@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kd_processes import run_processes
 
 from kdcli.store.cache import ArtifactCache, file_lock, fingerprint
 
@@ -76,15 +77,8 @@ def _build_slowly(root: str, counter: str) -> None:
 def test_parallel_processes_build_an_entry_exactly_once(tmp_path):
     counter = tmp_path / "count.txt"
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_build_slowly, args=(str(tmp_path / "cache"), str(counter)))
-        for _ in range(3)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    builders = [(str(tmp_path / "cache"), str(counter))] * 3
+    run_processes(context, _build_slowly, builders, timeout=60)
     assert counter.read_text().count("built") == 1
 
 

@@ -3,9 +3,6 @@ from; a checkpoint for another model is refused naming the differing weights."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -59,23 +56,15 @@ def test_other_architecture_lists_missing_and_unexpected(tmp_path):
         load_model(resnet8(), path, "teacher.checkpoint", "resnet8")
 
 
-def test_train_refuses_a_mismatched_teacher_checkpoint(tmp_path):
+def test_train_refuses_a_mismatched_teacher_checkpoint(kd, tmp_path):
     path = tmp_path / "wrn.pt"
     torch.save(WideResNet(10, 1, 8, depth=10).state_dict(), path)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kdcli",
-            "train",
-            "teacher=resnet8",
-            f"teacher.checkpoint={path}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            f"cache_dir={tmp_path / 'cache'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = kd(
+        "train",
+        "teacher=resnet8",
+        f"teacher.checkpoint={path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
     )
     assert done.returncode == 2, done.stderr
     assert "teacher.checkpoint" in done.stderr and "weight(s) missing" in done.stderr

@@ -11,32 +11,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from filelock import FileLock, Timeout
+from kd_command import ONE_THREAD, start_kd
 from kd_settings import TINY
 
 from kdcli.store.cache import read_verified
 
-RUN = [*TINY, "baseline=false"]
-
-
-def start_kd(cwd: Path, *args: str) -> subprocess.Popen:
-    cwd.mkdir(parents=True, exist_ok=True)
-    # one thread each: several runs share the machine's cores
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    environment.pop("KD_CACHE_DIR", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "kdcli", "train", *args],
-        cwd=cwd,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+# every run here is `kd train RUN ...` with ONE_THREAD: several runs share the machine's cores
+RUN = ["train", *TINY, "baseline=false"]
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -63,7 +49,9 @@ def three_at_once(tmp_path_factory) -> tuple[Path, list[dict]]:
     cache = root / "cache"
     alphas = ("0.2", "0.5", "0.8")
     processes = [
-        start_kd(root / f"job{i}", *RUN, f"cache_dir={cache}", f"loss.alpha={alpha}")
+        start_kd(
+            *RUN, f"cache_dir={cache}", f"loss.alpha={alpha}", cwd=root / f"job{i}", env=ONE_THREAD
+        )
         for i, alpha in enumerate(alphas)
     ]
     for process in processes:
@@ -91,7 +79,7 @@ def test_a_corrupted_soft_label_file_is_recomputed_not_trusted(three_at_once, tm
     good = logits.read_bytes()
     logits.write_bytes(good[: len(good) // 2])  # truncated, as by a full disk or a killed copy
 
-    finish(start_kd(tmp_path / "run", *RUN, f"cache_dir={cache}"))
+    finish(start_kd(*RUN, f"cache_dir={cache}", cwd=tmp_path / "run", env=ONE_THREAD))
     report = only_report(tmp_path / "run")
     assert report["teacher"]["reused"] is True
     assert report["soft_labels"]["reused"] is False, "the damaged entry was not used"
@@ -113,7 +101,7 @@ def lock_is_held(lock: Path) -> bool:
 def test_a_run_killed_while_building_the_teacher_does_not_block_the_next(tmp_path):
     cache = tmp_path / "cache"
     run = [*RUN, "teacher.epochs=2", f"cache_dir={cache}"]
-    victim = start_kd(tmp_path / "killed", *run)
+    victim = start_kd(*run, cwd=tmp_path / "killed", env=ONE_THREAD)
     deadline = time.monotonic() + 300
     while not any(lock_is_held(lock) for lock in cache.glob("teachers/*.lock")):
         assert victim.poll() is None, f"finished before it could be killed: {victim.stderr.read()}"
@@ -123,7 +111,7 @@ def test_a_run_killed_while_building_the_teacher_does_not_block_the_next(tmp_pat
     victim.communicate(timeout=60)
 
     started = time.monotonic()
-    finish(start_kd(tmp_path / "next", *run))
+    finish(start_kd(*run, cwd=tmp_path / "next", env=ONE_THREAD))
     assert time.monotonic() - started < 300
     report = only_report(tmp_path / "next")
     assert report["teacher"]["reused"] is False, "the killed run left no teacher behind"

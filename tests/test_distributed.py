@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+from kd_command import ONE_THREAD, torchrun
+from kd_processes import run_processes
 from kd_settings import TINY
 
 from kdcli.config.checks import check_overrides
@@ -22,21 +20,8 @@ from kdcli.errors import UserError
 RUN = [*TINY, "baseline=false", "device=cpu"]
 
 
-def kd_command(cwd: Path, command: list[str]) -> subprocess.CompletedProcess:
-    cwd.mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    for name in ("KD_CACHE_DIR", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        environment.pop(name, None)
-    return subprocess.run(
-        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
-    )
-
-
-def test_two_process_gloo_run_writes_one_report(tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    done = kd_command(
-        tmp_path / "ddp", [*torchrun, "--nproc_per_node=2", "-m", "kdcli", "train", *RUN]
-    )
+def test_two_process_gloo_run_writes_one_report(kd, tmp_path):
+    done = kd("train", *RUN, cwd=tmp_path / "ddp", env=ONE_THREAD, launcher=torchrun(2))
     assert done.returncode == 0, done.stderr
     reports = list((tmp_path / "ddp").glob("outputs/**/report.json"))
     assert len(reports) == 1, "rank 0 owns the only run directory"
@@ -48,7 +33,7 @@ def test_two_process_gloo_run_writes_one_report(tmp_path):
     cache = tmp_path / "ddp/outputs/cache"
     assert len([p for p in cache.glob("teachers/*") if p.is_dir()]) == 1
 
-    alone = kd_command(tmp_path / "alone", [sys.executable, "-m", "kdcli", "train", *RUN])
+    alone = kd("train", *RUN, cwd=tmp_path / "alone", env=ONE_THREAD)
     assert alone.returncode == 0, alone.stderr
     [single] = (tmp_path / "alone").glob("outputs/**/report.json")
     single_top1 = json.loads(single.read_text())["teacher"]["top1"]
@@ -95,15 +80,8 @@ def _worker(rank: int, store: str, out: str) -> None:
 
 def test_two_ranks_shard_batches_and_gather_predictions_in_split_order(tmp_path):
     context = torch.multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker, args=(rank, str(tmp_path / "store"), str(tmp_path)))
-        for rank in range(2)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(120)
-        assert worker.exitcode == 0
+    ranks = [(rank, str(tmp_path / "store"), str(tmp_path)) for rank in range(2)]
+    run_processes(context, _worker, ranks, timeout=120)
     results = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
 
     split, info = _split(23)

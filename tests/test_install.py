@@ -35,6 +35,7 @@ def test_the_wheel_ships_the_configs_and_runs_outside_the_repo(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == target / "kdcli" / "configs"
+    # the unpacked wheel on PYTHONPATH on purpose, not kd_command's environment
     listing = subprocess.run(
         [sys.executable, "-m", "kdcli", "list", "teacher"],
         cwd=elsewhere,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -12,13 +10,7 @@ from kdcli.cli import listing
 from kdcli.errors import UserError
 
 
-def kd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kdcli", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def test_details_json_lists_name_params_flops():
+def test_details_json_lists_name_params_flops(kd):
     done = kd(
         "list", "student", "--details", "--json", "resnet8", "wrn_16_1", "eval.latency_runs=2"
     )
@@ -73,6 +65,6 @@ def test_bad_requests(argv, message):
         listing.main(argv)
 
 
-def test_bad_request_exits_2():
+def test_bad_request_exits_2(kd):
     done = kd("list", "teacher", "--details", "resnet9")
     assert done.returncode == 2 and "no model resnet9" in done.stderr

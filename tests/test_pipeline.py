@@ -195,6 +195,7 @@ def test_multirun_trains_one_teacher_for_three_jobs(kd, tiny, tmp_path):
 
 
 def test_the_kd_script_is_the_same_as_python_dash_m(kd):
+    # the installed console script on purpose, not kd_command's `python -m kdcli`
     kd_script = Path(sys.executable).parent / "kd"
     assert kd_script.is_file(), "the kd console script is installed beside the interpreter"
     done = subprocess.run([kd_script, "list", "loss"], capture_output=True, text=True)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from kd_command import ONE_THREAD, run_kd
 from kd_settings import TINY
 from omegaconf import OmegaConf
 
@@ -24,16 +23,7 @@ from kdcli.cli.sweep_report import Run, sort_rows, swept_keys
 def sweep(tmp_path_factory) -> Path:
     """A 2-point multirun (alpha 0.1 and 0.9); returns its sweep folder."""
     cwd = tmp_path_factory.mktemp("sweep")
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    environment.pop("KD_CACHE_DIR", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "kdcli", "train", "-m", *TINY, "loss.alpha=0.1,0.9"],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_kd("train", "-m", *TINY, "loss.alpha=0.1,0.9", cwd=cwd, env=ONE_THREAD)
     assert done.returncode == 0, done.stderr
     [folder] = cwd.glob("outputs/multirun/*/*")
     return folder
@@ -95,12 +85,8 @@ def test_run_directories_can_be_given_one_by_one(sweep, tmp_path, capsys):
     assert [r["runs"] for r in read_csv(out)] == ["0", "1"], "alpha differs: two groups"
 
 
-def test_the_real_command_prints_the_table(sweep, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "kdcli", "report", str(sweep), "--csv", str(tmp_path / "r.csv")],
-        capture_output=True,
-        text=True,
-    )
+def test_the_real_command_prints_the_table(kd, sweep, tmp_path):
+    done = kd("report", str(sweep), "--csv", str(tmp_path / "r.csv"))
     assert done.returncode == 0, done.stderr
     assert "kd report: 2 run(s), smallcnn -> mlp; 2 setting(s)" in done.stdout
     assert "…" not in done.stdout, "a table written to a pipe is not cut at 80 columns"

@@ -1,4 +1,5 @@
-"""Writers of small datasets in the real on-disk formats, and a runner for the `kd` command.
+"""Writers of small datasets in the real on-disk formats, and `kd train` overrides for a short
+run on them (run through the `kd` fixture of tests/conftest.py).
 
 Imported by the tests of this folder as `from dataset_files import ...`.
 """
@@ -6,17 +7,12 @@ Imported by the tests of this folder as `from dataset_files import ...`.
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_key: str) -> None:
@@ -100,18 +96,6 @@ def write_imagefolder(root: Path, per_class: int = 4, splits=("train", "val")) -
                 suffix = ".png" if i % 2 == 0 else ".jpg"
                 write_image(root / split / name / f"{i}{suffix}", colour)
     return root
-
-
-def kd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real command, in a subprocess, from the repository root."""
-    return subprocess.run(
-        [sys.executable, "-m", "kdcli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        timeout=240,
-    )
 
 
 def tiny_train_args(tmp_path: Path, *extra: str) -> list[str]:

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from dataset_files import kd, tiny_train_args, write_cifar10, write_cifar100, write_imagefolder
+from dataset_files import tiny_train_args, write_cifar10, write_cifar100, write_imagefolder
 from dataset_files import write_mnist as write_mnist_tree
 
 
@@ -20,7 +20,7 @@ def write_fashion_mnist(root):
         ("fashion_mnist", write_fashion_mnist, (10, 1, 28)),
     ],
 )
-def test_kd_train_on_a_standard_set(tmp_path, data_root, dataset, writer, shape):
+def test_kd_train_on_a_standard_set(kd, tmp_path, data_root, dataset, writer, shape):
     writer(data_root)
     result = kd(*tiny_train_args(tmp_path, f"dataset={dataset}", f"dataset.root={data_root}"))
     assert result.returncode == 0, result.stderr
@@ -30,7 +30,7 @@ def test_kd_train_on_a_standard_set(tmp_path, data_root, dataset, writer, shape)
     assert 0.0 <= report["student"]["top1"] <= 1.0
 
 
-def test_kd_train_on_an_imagefolder_of_png_and_jpeg(tmp_path, data_root):
+def test_kd_train_on_an_imagefolder_of_png_and_jpeg(kd, tmp_path, data_root):
     write_imagefolder(data_root, per_class=6, splits=())
     args = tiny_train_args(
         tmp_path,
@@ -56,7 +56,9 @@ def test_kd_train_on_an_imagefolder_of_png_and_jpeg(tmp_path, data_root):
         ("none", ["dataset=imagefolder", "dataset.root=???"], "dataset.root=..."),
     ],
 )
-def test_bad_data_exits_2_before_writing_anything(tmp_path, data_root, setup, overrides, expected):
+def test_bad_data_exits_2_before_writing_anything(
+    kd, tmp_path, data_root, setup, overrides, expected
+):
     if setup == "truncated_mnist":
         raw = write_mnist_tree(data_root)
         images = raw / "train-images-idx3-ubyte.gz"
@@ -70,7 +72,7 @@ def test_bad_data_exits_2_before_writing_anything(tmp_path, data_root, setup, ov
     assert not (tmp_path / "run").exists()
 
 
-def test_download_true_reaches_torchvision_and_fails_cleanly_offline(tmp_path, data_root):
+def test_download_true_reaches_torchvision_and_fails_cleanly_offline(kd, tmp_path, data_root):
     offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     args = tiny_train_args(tmp_path, "dataset=cifar100", f"dataset.root={data_root}")
     result = kd(*args, "dataset.download=true", env={**offline, "no_proxy": "", "NO_PROXY": ""})

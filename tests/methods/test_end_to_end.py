@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from kd_command import ONE_THREAD, Result, run_kd
 
 from kdcli.models.cifar.resnet import CifarResNet
 
@@ -22,17 +20,16 @@ TINY = [
 SMALL_PAIR = ["teacher=smallcnn", "teacher.model.width=8", "student.model.width=8"]
 
 
-def kd_train(tmp_path: Path, *args: str, multirun: bool = False) -> subprocess.CompletedProcess:
+def kd_train(tmp_path: Path, *args: str, multirun: bool = False) -> Result:
     where = (
         f"hydra.sweep.dir={tmp_path / 'sweep'}" if multirun else f"hydra.run.dir={tmp_path / 'run'}"
     )
-    command = [sys.executable, "-m", "kdcli", "train", *(["-m"] if multirun else [])]
+    command = ["train", *(["-m"] if multirun else [])]
     command += [*TINY, f"cache_dir={tmp_path / 'cache'}", where, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return run_kd(*command, cwd=tmp_path, env=ONE_THREAD)
 
 
-def reports(tmp_path: Path, result: subprocess.CompletedProcess) -> dict[str, dict]:
+def reports(tmp_path: Path, result: Result) -> dict[str, dict]:
     """The sweep's reports by loss name."""
     assert result.returncode == 0, result.stderr[-3000:]
     found = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/report.json")]

@@ -3,10 +3,6 @@ from the torch hub cache, and the errors when a name or the weights are wrong.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torchvision
@@ -169,28 +165,19 @@ def test_pretrained_weights_that_do_not_fit(torch_home):
         torchvision_classifier("mobilenet_v3_small", 10, 3, 32, pretrained=True)
 
 
-def test_pretrained_offline_without_cache_exits_2_naming_the_path(tmp_path):
+def test_pretrained_offline_without_cache_exits_2_naming_the_path(kd, tmp_path):
     env = {
-        **os.environ,
         "TORCH_HOME": str(tmp_path / "torch"),
         # a proxy that refuses connections makes the download fail fast, online or not
         "https_proxy": "http://127.0.0.1:9",
         "HTTPS_PROXY": "http://127.0.0.1:9",
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kdcli",
-            "train",
-            "teacher=mobilenet_v3_small",
-            "teacher.pretrained=true",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    done = kd(
+        "train",
+        "teacher=mobilenet_v3_small",
+        "teacher.pretrained=true",
+        f"hydra.run.dir={tmp_path / 'run'}",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     expected = tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
     assert done.returncode == 2, done.stderr
