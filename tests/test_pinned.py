@@ -50,9 +50,15 @@ REPORT_SHAPE = {
     **{
         f"stages.{stage}.{key}": kind
         for stage in ("teacher", "soft_labels", "distill", "baseline", "evaluate")
-        for key, kind in (("seconds", "float"), ("images_per_s", "float"), ("reused", "bool"))
+        for key, kind in (
+            ("seconds", "float"),
+            ("images_per_s", "float"),
+            ("reused", "bool"),
+            ("precision", "str"),
+        )
     },
     "stages.evaluate.images_per_s": "NoneType",
+    "stages.evaluate.precision": "NoneType",
     **{
         f"{role}.{key}": kind
         for role in ("teacher", "student", "baseline")
@@ -68,6 +74,7 @@ REPORT_SHAPE = {
             ("checkpoint", "str"),
             ("source", "str"),
             ("reused", "bool"),
+            ("precision", "str"),
         )
     },
     "student.agreement": "float",

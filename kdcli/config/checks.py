@@ -100,6 +100,13 @@ def flat_keys(node: Any, prefix: str = "") -> Iterator[str]:
             yield from flat_keys(node._get_node(key), path + ".")
 
 
+# keys that were replaced, and what to write instead
+RENAMED = {
+    "device.amp": "use precision=fp32 for what device.amp=false did, precision=bf16 (or the "
+    "default precision=auto) for device.amp=true.",
+}
+
+
 def _unknown_key_error(point: list[str], error: Exception) -> UserError:
     """Explain a composition error caused by overriding a key that does not exist."""
     parser = OverridesParser.create()
@@ -114,6 +121,8 @@ def _unknown_key_error(point: list[str], error: Exception) -> UserError:
         key = override.key_or_group
         if override.type != OverrideType.CHANGE or is_group(key) or key.startswith("hydra"):
             continue
+        if key in RENAMED:
+            return UserError(f"{key} is no longer a setting: {RENAMED[key]}")
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             return UserError(
                 f"{key}: no such config key.{did_you_mean(key, known)} `kd train --cfg job` "
@@ -196,8 +205,10 @@ def check_config(cfg: DictConfig) -> None:
     check_loss_values(cfg.loss)
     for key in ("teacher.epochs", "student.epochs"):
         _integer_at_least(cfg, key, 1)
-    for key in ("teacher.batch_size", "student.batch_size", "eval.batch_size"):
+    for key in ("teacher.batch_size", "student.batch_size"):
         _integer_at_least(cfg, key, 1)
+    if cfg.eval.batch_size != "auto":
+        _integer_at_least(cfg, "eval.batch_size", 1)
     _check_shardable(cfg)
     _integer_at_least(cfg, "eval.latency_runs", 1)
     _integer_at_least(cfg, "seed", 0)
@@ -206,6 +217,7 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"device.type={cfg.device.type!r} must be auto, cpu or cuda.")
     if cfg.device.type == "cuda" and not _cuda_available():
         raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
+    _check_precision(cfg)
     if cfg.soft_labels.mode not in ("auto", "static", "views", "online"):
         raise UserError(
             f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views or online."
@@ -229,6 +241,22 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(
             f"teacher.checkpoint={cfg.teacher.checkpoint}: no such file. Give the path of a "
             "checkpoint file."
+        )
+
+
+def _check_precision(cfg: DictConfig) -> None:
+    """`precision` is one of engine/precision.py's choices; fp16 needs a CUDA device."""
+    choices = ("auto", "fp32", "bf16", "fp16")
+    if cfg.precision not in choices:
+        raise UserError(f"precision={cfg.precision!r} must be one of {', '.join(choices)}.")
+    if cfg.channels_last not in ("auto", True, False):
+        raise UserError(f"channels_last={cfg.channels_last!r} must be auto, true or false.")
+    on_cuda = cfg.device.type == "cuda" or (cfg.device.type == "auto" and _cuda_available())
+    if cfg.precision == "fp16" and not on_cuda:
+        raise UserError(
+            "precision=fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler) and this run "
+            "is on the CPU; use precision=bf16 (or precision=auto, which picks bf16 where the "
+            "CPU runs it natively) or precision=fp32."
         )
 
 

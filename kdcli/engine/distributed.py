@@ -37,6 +37,7 @@ from torch import nn
 
 from kdcli.data import Batch, Loader
 from kdcli.engine.infer import outputs, predict
+from kdcli.engine.precision import FP32, Precision
 
 # A rank waits in a collective while rank 0 waits for another job's cache lock, and that job
 # may be training a teacher for hours: the default 30 minutes would be too short.
@@ -218,18 +219,20 @@ def average_gradients(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def predict_sharded(model: nn.Module, loader: Loader, device: torch.device) -> torch.Tensor:
+def predict_sharded(
+    model: nn.Module, loader: Loader, device: torch.device, precision: Precision = FP32
+) -> torch.Tensor:
     """Logits for every sample of the loader's split, in split order, computed by all ranks.
 
     Each rank predicts every N-th batch; the parts are gathered so that every rank ends with
     the whole [num_samples, num_classes] tensor.
     """
     if not active():
-        return predict(model, loader, device)
+        return predict(model, loader, device, precision)
     logits = [torch.empty(0, device=device)]
     index = [torch.empty(0, device=device, dtype=torch.long)]
     mine = ShardedBatches(loader, rank(), world_size())
-    for _, batch, batch_logits, _ in outputs(model, mine, device):
+    for _, batch, batch_logits, _ in outputs(model, mine, device, precision=precision):
         logits.append(batch_logits.flatten())
         index.append(batch.index)
     all_logits = torch.cat(_gather(torch.cat(logits), device))

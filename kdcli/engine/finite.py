@@ -27,8 +27,10 @@ class FiniteWatch:
     labels (the loss's input), the student's logits (its forward pass), or the loss itself.
     """
 
-    def __init__(self, label: str, loss_fn: DistillationLoss, lr: float | None, amp: bool) -> None:
-        self.label, self.loss_fn, self.lr, self.amp = label, loss_fn, lr, amp
+    def __init__(
+        self, label: str, loss_fn: DistillationLoss, lr: float | None, precision: str = "fp32"
+    ) -> None:
+        self.label, self.loss_fn, self.lr, self.precision = label, loss_fn, lr, precision
         self.key = "student" if label == "baseline" else label  # the config key of the stage
         self.rows: list[tuple[int, int, list[str], torch.Tensor]] = []
 
@@ -72,7 +74,11 @@ class FiniteWatch:
                 "teacher.epochs, teacher.optimizer.lr) or check teacher.checkpoint."
             )
         if "logits" in bad:
-            precision = ", or train in float32 (device.amp=false)" if self.amp else ""
+            precision = (
+                f", or train in fp32 (precision=fp32; this stage ran in {self.precision})"
+                if self.precision != "fp32"
+                else ""
+            )
             return (
                 f"the {self.label}'s logits went non-finite on finite inputs: its training "
                 f"diverged. Lower {lower_lr}{precision}."

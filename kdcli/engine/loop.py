@@ -26,7 +26,9 @@ from torch import nn
 
 from kdcli.data import Batch, Loader
 from kdcli.engine import distributed
+from kdcli.engine import precision as numerics
 from kdcli.engine.finite import FiniteWatch
+from kdcli.engine.precision import FP32, Precision
 from kdcli.engine.progress import stage_progress
 from kdcli.engine.state import _resume, _save_state
 from kdcli.losses import DistillationLoss, Features
@@ -72,7 +74,7 @@ def fit(
     device: torch.device,
     label: str,
     teacher: Knowledge | None = None,
-    amp: bool = False,
+    precision: Precision = FP32,
     state_path: Path | None = None,
     log_every: int = 10,
 ) -> FitResult:
@@ -81,6 +83,7 @@ def fit(
     `optimizer` builds the optimizer from the parameters of the model and of the loss (a
     feature loss's adapters, built before this call); `scheduler` wraps it and is stepped
     once per epoch. `task` flattens the outputs for the loss and scores each batch.
+    `precision` is the model's forward pass's (engine/precision.py); the loss runs in fp32.
 
     Under torchrun every rank calls this together: each trains on its share of every batch
     through DDP (kdcli.engine.distributed), the logged figures are summed over ranks, and only
@@ -88,7 +91,7 @@ def fit(
     """
     if loss_fn.needs_teacher and teacher is None:
         raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
-    model.to(device)
+    numerics.prepare(model.to(device), precision)
     loss_fn.to(device)
     optimizer = optimizer([*model.parameters(), *loss_fn.parameters()])
     scheduler = build_scheduler(scheduler, optimizer, len(loader))
@@ -96,13 +99,9 @@ def fit(
     start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
     trained = distributed.wrap_model(model, device)  # shares `model`'s weights
     loader = distributed.shard_loader(loader)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if amp and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    scaler = numerics.grad_scaler(precision, device)
     lr = optimizer.defaults.get("lr")  # the configured rate, named in a NaN message
-    watch = FiniteWatch(label, loss_fn, lr, amp=amp and device.type == "cuda")
+    watch = FiniteWatch(label, loss_fn, lr, precision.name)
     images = 0
     epoch_loss = score = float("nan")
     started = time.perf_counter()
@@ -125,15 +124,14 @@ def fit(
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             for step, batch in enumerate(loader.epoch(epoch)):
-                with autocast:
-                    logits = trained(batch.x)  # fills tap.outputs with the student's layers
-                    teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
-                    loss = loss_fn(*task.flatten(logits, teacher_logits, batch.y), features)
+                with numerics.autocast(precision, device):
+                    # fills tap.outputs with the student's layers
+                    logits = trained(numerics.inputs(batch.x, precision)).float()
+                teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
+                loss = loss_fn(*task.flatten(logits, teacher_logits, batch.y), features)
                 watch.record(step, len(loader), teacher_logits, features, logits, loss)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                distributed.average_gradients(loss_fn)
-                optimizer.step()
+                _step(loss, optimizer, scaler, loss_fn)
                 if per_batch:
                     scheduler.step()
                 size = task.count(batch.y)  # images, or scored tokens
@@ -165,6 +163,24 @@ def fit(
     return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, score)
 
 
+def _step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    loss_fn: DistillationLoss,
+) -> None:
+    """Backward and optimizer step (through fp16's loss scaler when there is one)."""
+    if scaler is None:
+        loss.backward()
+        distributed.average_gradients(loss_fn)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    distributed.average_gradients(loss_fn)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _loss_inputs(
     loss_fn: DistillationLoss,
     teacher: Knowledge | None,
@@ -173,13 +189,18 @@ def _loss_inputs(
     tap: FeatureTap,
 ) -> tuple[torch.Tensor | None, Features | None]:
     """The teacher's logits for the batch (when the loss needs them) and, for a feature loss,
-    the tapped layers of both sides."""
+    the tapped layers of both sides, all in fp32 (a reduced-precision forward pass's outputs
+    are upcast: the losses' softmax, KL and norms run in fp32)."""
     knowledge = teacher(epoch, batch) if loss_fn.needs_teacher else None
-    teacher_logits = knowledge.logits if knowledge is not None else None
+    teacher_logits = knowledge.logits.float() if knowledge is not None else None
     if not loss_fn.uses_features:
         return teacher_logits, None
     teacher_features = knowledge.features if knowledge is not None else {}
-    return teacher_logits, Features(dict(tap.outputs), teacher_features)
+    return teacher_logits, Features(_fp32(tap.outputs), _fp32(teacher_features))
+
+
+def _fp32(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {path: value.float() for path, value in maps.items()}
 
 
 def _check_finite(loss_sum, correct, seen, watch: FiniteWatch, epoch: int) -> tuple[float, float]:

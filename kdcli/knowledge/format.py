@@ -25,6 +25,7 @@ from torch import nn
 
 from kdcli.data import Loader
 from kdcli.engine.infer import outputs
+from kdcli.engine.precision import FP32, Precision
 from kdcli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ def _store_views(
     topk: int | None,
     dtype: np.dtype,
     check: Callable[[torch.Tensor], None],
+    precision: Precision = FP32,
 ) -> tuple[int, int]:
     """Write the teacher's outputs on every epoch's views straight into .npy files on disk,
     each batch passed to `check` first; returns the images seen and the rows clamped."""
@@ -221,7 +223,7 @@ def _store_views(
         for name, part in parts.items():
             arrays[name][epoch, rows] = part
 
-    images = predict_views(model, loader, epochs, write)
+    images = predict_views(model, loader, epochs, write, precision)
     for array in arrays.values():
         array.flush()
     return images, clamped
@@ -232,6 +234,7 @@ def predict_views(
     loader: Loader,
     epochs: int,
     write: Callable[[int, torch.Tensor, torch.Tensor], None],
+    precision: Precision = FP32,
 ) -> int:
     """Run the teacher on exactly the batches the student will draw in epochs 0..epochs-1.
 
@@ -241,18 +244,22 @@ def predict_views(
     """
     seen = 0
     device = next(model.parameters()).device
-    for epoch, batch, logits, _ in outputs(model, loader, device, range(epochs)):
+    for epoch, batch, logits, _ in outputs(model, loader, device, range(epochs), (), precision):
         write(epoch, batch.index, logits)
         seen += batch.index.numel()
     return seen
 
 
 def predict_with_features(
-    model: nn.Module, loader: Loader, layers: Sequence[str], device: torch.device
+    model: nn.Module,
+    loader: Loader,
+    layers: Sequence[str],
+    device: torch.device,
+    precision: Precision = FP32,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits and tapped `layers` for every sample of the loader's split, in split order."""
     logits, features = [], {path: [] for path in layers}
-    for _, _, batch_logits, tapped in outputs(model, loader, device, layers=layers):
+    for _, _, batch_logits, tapped in outputs(model, loader, device, (0,), layers, precision):
         logits.append(batch_logits)
         for path in layers:
             features[path].append(tapped[path])

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from kdcli.data import Batch, Dataset
+from kdcli.engine import precision as numerics
+from kdcli.engine.precision import FP32, Precision
 from kdcli.errors import UserError
 from kdcli.knowledge.format import SoftLabels
 from kdcli.losses import DistillationLoss
@@ -57,18 +59,22 @@ class StoredKnowledge:
 
 
 class OnlineTeacher:
-    """The teacher's logits and `layers` computed on the student's batch, in eval mode."""
+    """The teacher's logits and `layers` computed on the student's batch, in eval mode and the
+    teacher's precision (no autograd graph: no_grad, as inference-mode tensors could not be
+    saved by the student's backward pass)."""
 
-    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, layers: Sequence[str], precision: Precision = FP32):
+        self.model = numerics.prepare(model, precision)
         self.layers = list(layers)
+        self.precision = precision
 
     @torch.no_grad()
     def __call__(self, epoch: int, batch: Batch) -> Knowledge:
         self.model.eval()
-        with FeatureTap(self.model, self.layers) as tap:
-            logits = self.model(batch.x)
-        return Knowledge(logits.float(), dict(tap.outputs))
+        device = batch.x.device
+        with FeatureTap(self.model, self.layers) as tap, numerics.autocast(self.precision, device):
+            logits = self.model(numerics.inputs(batch.x, self.precision))
+        return Knowledge(logits.float(), {k: v.float() for k, v in tap.outputs.items()})
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ from torch import nn
 
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine import distributed
+from kdcli.engine.infer import fastest_batch_size
+from kdcli.engine.measure import count_params, flops_per_image
+from kdcli.engine.precision import FP32, Precision, native_bf16, resolve
 from kdcli.store.cache import ArtifactCache, Entry
 from kdcli.tasks import Task
 
@@ -30,6 +33,7 @@ class Stage:
     seconds: float
     images_per_s: float | None
     reused: bool
+    precision: str | None = None  # how its forward passes ran, e.g. "bf16, channels_last"
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Model:
     checkpoint: Path
     key: str
     source: str  # "trained", "cache" or "checkpoint"
+    precision: Precision = FP32  # its forward passes' (training, soft labels, online teacher)
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Context:
     cache: ArtifactCache
     device: torch.device
     run_dir: Path
+    # (id(model), precision) -> its fastest inference batch size (eval.batch_size=auto)
+    batch_sizes: dict[tuple[int, Precision], int] = field(default_factory=dict)
 
 
 def plain(node: Any) -> Any:
@@ -65,6 +72,42 @@ def config_choice(group: str, node: DictConfig) -> str:
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices[group])
     return str(node._target_).rsplit(".", 1)[-1]
+
+
+def model_precision(ctx: Context, module: nn.Module) -> Precision:
+    """The precision `module` trains and predicts in (`precision=`, `channels_last=`; `auto`
+    decides by the hardware and, on a CPU, by the model's FLOPs per image and per weight)."""
+    cfg, device = ctx.cfg, ctx.device
+    sized = cfg.precision == "auto" and device.type == "cpu" and native_bf16(device)
+    flops = flops_per_image(module, ctx.data.info) if sized else 0
+    return resolve(cfg.precision, cfg.channels_last, device, module, flops, count_params(module))
+
+
+PROBE_MIN_SAMPLES = 4096  # below this a pass is too short for the probe to pay for itself
+
+
+def eval_batch_size(ctx: Context, module: nn.Module, precision: Precision) -> int:
+    """`eval.batch_size` for inference passes of `module` (soft labels, evaluation); `auto`
+    measures the fastest (engine/infer.py) once per model and run, on training images, or
+    takes 256 when the training split is too small for the probe to pay."""
+    setting = ctx.cfg.eval.batch_size
+    if setting != "auto":
+        return int(setting)
+    if ctx.data.num_train < PROBE_MIN_SAMPLES:
+        return 256
+    key = (id(module), precision)
+    if key not in ctx.batch_sizes:
+        images = next(ctx.data.eval_loader("train", 32).epoch(0)).x
+        size = fastest_batch_size(module, images, ctx.device, precision)
+        log.info("eval batch   %d, the fastest measured for %s", size, type(module).__name__)
+        ctx.batch_sizes[key] = size
+    return ctx.batch_sizes[key]
+
+
+def precision_key(precision: Precision) -> list[str]:
+    """The precision's part of a cache fingerprint: none for fp32, so that entries made before
+    precision was a setting (all fp32) keep their names."""
+    return [precision.name] if precision.reduced else []
 
 
 def describe_model(stage_cfg: DictConfig, info: DatasetInfo) -> str:
@@ -89,7 +132,8 @@ def _state_path(cfg: DictConfig, run_dir: Path, label: str, key: str) -> Path | 
 
 def _log_stage(name: str, entry: Entry, stage: Stage) -> None:
     verb = "reused" if entry.reused else "computed"
-    log.info("%-12s %s in %.1f s -> %s", name, verb, stage.seconds, entry.path)
+    how = f" ({stage.precision})" if stage.precision and not entry.reused else ""
+    log.info("%-12s %s in %.1f s%s -> %s", name, verb, stage.seconds, how, entry.path)
 
 
 def get_or_make(

@@ -12,10 +12,20 @@ from omegaconf import DictConfig
 
 from kdcli.engine import distributed
 from kdcli.engine.loop import fit
+from kdcli.engine.precision import Precision
 from kdcli.engine.state import Built
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Context, Model, Stage, _state_path, plain, training_settings
+from kdcli.pipeline.common import (
+    Context,
+    Model,
+    Stage,
+    _state_path,
+    model_precision,
+    plain,
+    precision_key,
+    training_settings,
+)
 from kdcli.pipeline.teacher import train_or_reuse
 from kdcli.store.cache import fingerprint
 from kdcli.store.checkpoint import save_model
@@ -35,6 +45,7 @@ def student_stage(
     stored soft labels: the teacher does not run here)."""
     cfg, data, task, run_dir = ctx.cfg, ctx.data, ctx.task, ctx.run_dir
     model = built.module
+    precision = model_precision(ctx, model)
     built.restore_rng()
     result = fit(
         model,
@@ -45,23 +56,24 @@ def student_stage(
         device=ctx.device,
         label="student",
         teacher=knowledge,
-        amp=cfg.device.amp,
-        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher)),
+        precision=precision,
+        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher, precision)),
     )
     path = run_dir / "student.pt"
     if distributed.is_main():
         save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
     log.info(
-        "student      distilled %s in %.1f s (%s img/s), train %s %.3f",
+        "student      distilled %s in %.1f s (%s img/s, %s), train %s %.3f",
         cfg.student.name,
         result.seconds,
         f"{result.images_per_s:,.0f}",
+        precision.describe(),
         task.metric_label,
         result.final_train_score,
     )
     return (
-        Model(cfg.student.name, model, path, "", "trained"),
-        Stage(result.seconds, result.images_per_s, reused=False),
+        Model(cfg.student.name, model, path, "", "trained", precision),
+        Stage(result.seconds, result.images_per_s, False, precision.describe()),
     )
 
 
@@ -72,7 +84,7 @@ def baseline_stage(
     return train_or_reuse(ctx, "student", "baseline", build(), training)
 
 
-def _student_key(cfg: DictConfig, teacher: Model) -> str:
+def _student_key(cfg: DictConfig, teacher: Model, precision: Precision) -> str:
     """What determines the distilled student, for naming its per-epoch state."""
     return fingerprint(
         "student",
@@ -83,4 +95,5 @@ def _student_key(cfg: DictConfig, teacher: Model) -> str:
         cfg.seed,
         plain(cfg.soft_labels),
         teacher.key,
+        *precision_key(precision),
     )

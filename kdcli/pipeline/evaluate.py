@@ -11,7 +11,8 @@ from kdcli.data import Dataset
 from kdcli.engine import stats
 from kdcli.engine.infer import predict
 from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
-from kdcli.pipeline.common import Context, Model
+from kdcli.engine.precision import FP32
+from kdcli.pipeline.common import Context, Model, eval_batch_size
 from kdcli.tasks import Task
 
 
@@ -29,6 +30,8 @@ def measure(
         "checkpoint": str(model.checkpoint),
         "source": model.source,
         "reused": model.source != "trained",
+        "precision": model.precision.describe(),  # its forward passes' in training (and
+        # the teacher's soft labels); evaluation itself runs in fp32
     }
 
 
@@ -53,7 +56,7 @@ def evaluate_stage(
         logits[role] = dict((known or {}).get(role, {}))
         for split in eval_splits(data):
             if split not in logits[role]:
-                loader = data.eval_loader(split, cfg.eval.batch_size)
+                loader = data.eval_loader(split, eval_batch_size(ctx, m.module, FP32))
                 logits[role][split] = predict(m.module, loader, device)
     results = {
         role: measure(m, data, task, logits[role]["test"], cfg) for role, m in models.items()

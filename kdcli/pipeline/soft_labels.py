@@ -37,7 +37,16 @@ from kdcli.knowledge.teacher import (
     stored_feature_bytes,
 )
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Context, Model, Stage, _log_stage, get_or_make, plain
+from kdcli.pipeline.common import (
+    Context,
+    Model,
+    Stage,
+    _log_stage,
+    eval_batch_size,
+    get_or_make,
+    plain,
+    precision_key,
+)
 from kdcli.store.cache import Entry, fingerprint
 
 log = logging.getLogger(__name__)
@@ -84,6 +93,7 @@ def soft_label_stage(
     key_parts = [SOFT_LABEL_FORMAT, teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
     if mode == "views":
         key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
+    key_parts += precision_key(teacher.precision)  # the teacher's forward passes' precision
     key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
 
     def make(tmp: Path) -> dict[str, Any]:
@@ -101,13 +111,19 @@ def soft_label_stage(
                 topk,
                 dtype,
                 lambda logits: _check_teacher_output(teacher, logits, "logits"),
+                teacher.precision,
             )
         else:
-            loader = data.eval_loader("train", cfg.eval.batch_size)
+            size = eval_batch_size(ctx, teacher.module, teacher.precision)
+            loader = data.eval_loader("train", size)
             if layers:
-                logits, features = predict_with_features(teacher.module, loader, layers, device)
+                logits, features = predict_with_features(
+                    teacher.module, loader, layers, device, teacher.precision
+                )
             else:  # split across ranks under torchrun
-                logits = distributed.predict_sharded(teacher.module, loader, device)
+                logits = distributed.predict_sharded(
+                    teacher.module, loader, device, teacher.precision
+                )
             _check_teacher_output(teacher, logits, "logits")
             for path, values in features.items():
                 _check_teacher_output(teacher, values, f"outputs at layer {path}")
@@ -139,7 +155,8 @@ def soft_label_stage(
     entry = get_or_make(ctx.cache, "soft_labels", teacher.name, key, make)
     soft_labels = _load_soft_labels(entry.path, data.num_train, data.info.num_classes, mode, device)
     features = load_features(entry.path, layers, device)
-    stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
+    seconds, rate = time.perf_counter() - started, entry.manifest["images_per_s"]
+    stage = Stage(seconds, rate, entry.reused, teacher.precision.describe())
     _log_stage("soft labels", entry, stage)
     return StoredKnowledge(soft_labels, features), entry, stage
 
@@ -196,7 +213,7 @@ def teacher_knowledge(
         log.info("soft labels  none stored: the teacher runs online on the student's views")
         report = {"mode": "online", "features": "online" if layers else "none"}
         return (
-            OnlineTeacher(teacher.module, layers),
+            OnlineTeacher(teacher.module, layers, teacher.precision),
             {**report, "layers": list(layers), "reused": False, "bytes": 0},
             None,
         )

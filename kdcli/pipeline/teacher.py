@@ -15,6 +15,7 @@ import torch
 
 from kdcli.engine.infer import predict
 from kdcli.engine.loop import fit
+from kdcli.engine.precision import FP32
 from kdcli.engine.state import Built
 from kdcli.errors import RunError
 from kdcli.losses import CrossEntropy
@@ -25,8 +26,11 @@ from kdcli.pipeline.common import (
     _log_stage,
     _state_path,
     describe_model,
+    eval_batch_size,
     get_or_make,
+    model_precision,
     plain,
+    precision_key,
     training_settings,
 )
 from kdcli.pipeline.evaluate import eval_splits
@@ -46,10 +50,17 @@ def train_or_reuse(
     cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
     started = time.perf_counter()
     stage_cfg = cfg[role]
-    key = fingerprint(
-        label, plain(stage_cfg.model), training_settings(stage_cfg), plain(cfg.dataset), cfg.seed
-    )
     model = built.module
+    precision = model_precision(ctx, model)
+    settings = training_settings(stage_cfg)
+    key = fingerprint(
+        label,
+        plain(stage_cfg.model),
+        settings,
+        plain(cfg.dataset),
+        cfg.seed,
+        *precision_key(precision),
+    )
 
     def make(tmp: Path) -> dict[str, Any]:
         built.restore_rng()
@@ -61,7 +72,7 @@ def train_or_reuse(
             task=task,
             device=device,
             label=label,
-            amp=cfg.device.amp,
+            precision=precision,
             state_path=_state_path(cfg, ctx.run_dir, label, key),
         )
         save_model(
@@ -72,16 +83,20 @@ def train_or_reuse(
             "seconds": result.seconds,
             "images_per_s": result.images_per_s,
             f"train_{task.metric}": result.final_train_score,
+            "precision": precision.name,
         }
 
     entry = get_or_make(ctx.cache, f"{label}s", stage_cfg.name, key, make)
     if entry.reused:
         described = describe_model(stage_cfg, data.info)
         load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
-    stage = Stage(time.perf_counter() - started, entry.manifest["images_per_s"], entry.reused)
+    seconds = time.perf_counter() - started
+    rate = entry.manifest["images_per_s"]
+    stage = Stage(seconds, rate, entry.reused, precision.describe())
     _log_stage(label, entry, stage)
     source = "cache" if entry.reused else "trained"
-    return Model(stage_cfg.name, model.to(device), entry.file("model.pt"), key, source), stage
+    path = entry.file("model.pt")
+    return Model(stage_cfg.name, model.to(device), path, key, source, precision), stage
 
 
 def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple[Model, Stage]:
@@ -94,9 +109,11 @@ def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple
         path = Path(cfg.teacher.checkpoint).expanduser()
         model = built.module  # the checkpoint's weights (kdcli.config.objects loaded them)
         key = fingerprint("checkpoint", plain(cfg.teacher.model), file_sha256(path))
-        stage = Stage(time.perf_counter() - started, None, reused=True)
+        precision = model_precision(ctx, model)
+        stage = Stage(time.perf_counter() - started, None, True, precision.describe())
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
-        return Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint"), stage
+        loaded = Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint", precision)
+        return loaded, stage
     return train_or_reuse(ctx, "teacher", "teacher", built, training)
 
 
@@ -108,8 +125,9 @@ def check_teacher(ctx: Context, teacher: Model) -> dict[str, torch.Tensor]:
     stage reuses them). Stops the run, before any soft labels are computed, when the teacher's
     headline metric falls short of `teacher.min_top1`."""
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
+    size = eval_batch_size(ctx, teacher.module, FP32)  # evaluation runs in fp32
     logits = {
-        split: predict(teacher.module, data.eval_loader(split, cfg.eval.batch_size), ctx.device)
+        split: predict(teacher.module, data.eval_loader(split, size), ctx.device)
         for split in eval_splits(data)
     }
     minimum = cfg.teacher.min_top1
