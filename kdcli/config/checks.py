@@ -249,6 +249,8 @@ def _check_precision(cfg: DictConfig) -> None:
     choices = ("auto", "fp32", "bf16", "fp16")
     if cfg.precision not in choices:
         raise UserError(f"precision={cfg.precision!r} must be one of {', '.join(choices)}.")
+    if not isinstance(cfg.compile, bool):
+        raise UserError(f"compile={cfg.compile!r} must be true or false.")
     if cfg.channels_last not in ("auto", True, False):
         raise UserError(f"channels_last={cfg.channels_last!r} must be auto, true or false.")
     on_cuda = cfg.device.type == "cuda" or (cfg.device.type == "auto" and _cuda_available())

@@ -75,6 +75,7 @@ def fit(
     label: str,
     teacher: Knowledge | None = None,
     precision: Precision = FP32,
+    compile: bool = False,
     state_path: Path | None = None,
     log_every: int = 10,
 ) -> FitResult:
@@ -84,6 +85,8 @@ def fit(
     feature loss's adapters, built before this call); `scheduler` wraps it and is stepped
     once per epoch. `task` flattens the outputs for the loss and scores each batch.
     `precision` is the model's forward pass's (engine/precision.py); the loss runs in fp32.
+    `compile` runs the forward and backward passes through torch.compile (the weights stay
+    those of `model`; the first steps pay for the compilation).
 
     Under torchrun every rank calls this together: each trains on its share of every batch
     through DDP (kdcli.engine.distributed), the logged figures are summed over ranks, and only
@@ -98,6 +101,8 @@ def fit(
     per_batch = getattr(scheduler, "per_batch", False)
     start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
     trained = distributed.wrap_model(model, device)  # shares `model`'s weights
+    if compile:
+        trained = torch.compile(trained)
     loader = distributed.shard_loader(loader)
     scaler = numerics.grad_scaler(precision, device)
     lr = optimizer.defaults.get("lr")  # the configured rate, named in a NaN message

@@ -57,6 +57,7 @@ def student_stage(
         label="student",
         teacher=knowledge,
         precision=precision,
+        compile=bool(cfg.compile),
         state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher, precision)),
     )
     path = run_dir / "student.pt"

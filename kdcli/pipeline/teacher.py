@@ -73,6 +73,7 @@ def train_or_reuse(
             device=device,
             label=label,
             precision=precision,
+            compile=bool(cfg.compile),
             state_path=_state_path(cfg, ctx.run_dir, label, key),
         )
         save_model(
