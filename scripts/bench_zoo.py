@@ -16,6 +16,7 @@ teacher fails or scores below `--min-top1`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -67,11 +68,25 @@ def earlier_result(option: str, out: Path, seed: int, tv_name: str) -> dict | No
     return earlier["result"] if earlier["settings"] == settings(option, seed, tv_name) else None
 
 
-def train_teacher(option: str, out: Path, threads: int, seed: int, tv_name: str) -> dict:
+def fresh_cache(keep: Path | None, option: str) -> contextlib.AbstractContextManager[str]:
+    """A new, empty cache directory: temporary, or `keep/OPTION` (`--keep-cache`), which must
+    not hold anything yet, so that the teacher is trained, not reused."""
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix="bench_zoo_cache_")
+    cache = keep / option
+    if cache.exists() and any(cache.iterdir()):
+        sys.exit(f"--keep-cache: {cache} is not empty; remove it or pick another directory")
+    cache.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(cache))
+
+
+def train_teacher(
+    option: str, out: Path, threads: int, seed: int, tv_name: str, keep: Path | None = None
+) -> dict:
     """`kd train teacher=OPTION` in a fresh cache; the figures from its report.json."""
     run_dir = out / option
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryDirectory(prefix="bench_zoo_cache_") as cache:
+    with fresh_cache(keep, option) as cache:
         command = [
             sys.executable,
             "-m",
@@ -135,6 +150,13 @@ def main() -> int:
     parser.add_argument("--torchvision-name", default="regnet_x_400mf")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_zoo"))
     parser.add_argument(
+        "--keep-cache",
+        type=Path,
+        metavar="DIR",
+        help="train each teacher in DIR/OPTION (new, empty) and keep it there, e.g. to distill "
+        "from it next with `kd train teacher=OPTION cache_dir=DIR/OPTION`",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="reuse results in --out whose teacher, dataset and seed settings are unchanged",
@@ -156,7 +178,9 @@ def main() -> int:
     )
 
     def one(option: str) -> dict:
-        result = earlier.get(option) or train_teacher(option, out, threads, options.seed, tv_name)
+        result = earlier.get(option) or train_teacher(
+            option, out, threads, options.seed, tv_name, options.keep_cache
+        )
         elapsed = time.perf_counter() - started
         print(f"[{elapsed:6.0f} s] {row(result)}", file=sys.stderr, flush=True)
         return result
