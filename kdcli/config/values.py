@@ -183,6 +183,7 @@ LOSS: dict[str, Rule] = {
     "weight": _rule(number(0), "1.0"),
     "label_smoothing": _rule(number(0, 1, high_in=True), "0.1"),
     "warmup": _rule(whole(0), "5"),
+    "schedule.epochs": _rule(choice(None, otherwise=whole(1)), "5"),
 }
 
 # full key -> rule, for the run's own settings
@@ -212,6 +213,8 @@ def _leaves(node: Any, prefix: str) -> Iterator[str]:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, str):
         return repr(value)
     if isinstance(value, list):
@@ -255,11 +258,12 @@ def check_resolvable(cfg: DictConfig) -> None:
 
 
 def _loss_parameter(key: str) -> str | None:
-    """The loss parameter a key sets: `loss.alpha` and `loss.schedule.alpha.start` set alpha;
-    `loss.schedule.alpha` (null or a schedule) and a schedule's other keys set none."""
+    """The loss parameter a key sets: `loss.alpha` and `loss.schedule.alpha.start` set alpha,
+    `loss.schedule.alpha.epochs` a schedule's epochs; `loss.schedule.alpha` (null or a
+    schedule) none."""
     parts = key.split(".")
     if len(parts) >= 3 and parts[-3] == "schedule":
-        return parts[-2] if parts[-1] in ("start", "end") else None
+        return parts[-2] if parts[-1] in ("start", "end") else f"schedule.{parts[-1]}"
     return None if len(parts) >= 2 and parts[-2] == "schedule" else parts[-1]
 
 
