@@ -189,7 +189,7 @@ def check_writable_dir(key: str, value: Any, example: str) -> None:
             os.rmdir(tempfile.mkdtemp(prefix=".kd-write-check-", dir=existing))
             return
         except OSError as error:
-            problem = f"{existing}: {error.strerror or error}"
+            problem = f"making one in {existing} fails: {error.strerror or error}"
     raise UserError(
         f"{key}={value}: kd cannot make a directory there ({problem}); give a folder it can "
         f"write to, e.g. {key}={example}."
