@@ -1,10 +1,11 @@
 """The rules for the numeric settings that reach a constructor (an optimizer, a scheduler, a
-model, a dataset) or the loop, checked on the composed tree before anything runs.
+model, a dataset, the loss) or the loop, checked on the composed tree before anything runs.
 
 One table by leaf name, applied to every leaf of that name under the SECTIONS (so a key that a
 new optimizer, scheduler or model config shares with the others is checked with no new code),
-and one table by full key for the settings of the run itself. Values are resolved first, so an
-interpolation (`${...}`) is checked as what it stands for. A value that breaks a rule is a
+one by loss parameter (LOSS: also in a combo's terms and at a schedule's ends), and one by full
+key for the settings of the run itself. Values are resolved first, so an interpolation
+(`${...}`) is checked as what it stands for. A value that breaks a rule is a
 `UserError` naming the full key, the value, what is accepted and an example.
 """
 
