@@ -1,5 +1,9 @@
 """The `kd` command itself: subcommands, help, listing, exit codes."""
 
+import json
+
+from kd_settings import TINY
+
 from kdcli.cli.main import build_parser
 
 
@@ -64,3 +68,19 @@ def test_shell_completion_is_refused_with_what_to_use_instead(kd):
     result = kd("train", "--shell-completion", "install=bash")
     assert result.returncode == 2
     assert "kd list" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_multirun_flag_may_come_after_the_overrides(kd):
+    result = kd("train", "seed=0,1", "-m", *TINY, "baseline=false")
+    assert result.returncode == 0, result.stderr
+    runs = result.runs()
+    assert len(runs) == 2 and all("multirun" in run.parts for run in runs)
+    assert sorted(json.loads((run / "report.json").read_text())["seed"] for run in runs) == [0, 1]
+
+
+def test_multirun_with_cfg_is_refused_without_a_traceback(kd, tmp_path):
+    result = kd("train", "seed=0,1", "--cfg", "job", "-m")
+    assert result.returncode == 2
+    assert "--multirun and --cfg cannot go together" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()

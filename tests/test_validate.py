@@ -11,23 +11,38 @@ from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import load_model, read_state_dict
 
+LINUX = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
         (["teacher=resnet5O"], ("Did you mean", "resnet50")),
         (["loss.alpah=0.5"], "Did you mean loss.alpha"),
-        (["loss.alpha=1.5"], "loss.alpha=1.5 must lie in [0, 1]"),
-        (["loss.alpha=-0.1"], "loss.alpha=-0.1 must lie in [0, 1]"),
-        (["loss.temperature=0"], "loss.temperature=0 must be > 0"),
-        (["loss.temperature=-2"], "loss.temperature=-2 must be > 0"),
+        (["loss.alpha=1.5"], "loss.alpha=1.5 must be a number in [0, 1]"),
+        (["loss.alpha=-0.1"], "loss.alpha=-0.1 must be a number in [0, 1]"),
+        (["loss.temperature=0"], "loss.temperature=0 must be a number > 0"),
+        (["loss.temperature=-2"], "loss.temperature=-2 must be a number > 0"),
         (["teacher.epochs=0"], "teacher.epochs=0 must be a whole number >= 1"),
         (["student.epochs=0"], "student.epochs=0 must be a whole number >= 1"),
         (["teacher.checkpoint=missing.pt"], "teacher.checkpoint=missing.pt: no such file"),
         (["loss.alpha=0.1,0.5"], "add -m"),
-        (["-m", "loss.alpha=0.5,1.5"], "loss.alpha=1.5 must lie in [0, 1]"),
+        (["-m", "loss.alpha=0.5,1.5"], "loss.alpha=1.5 must be a number in [0, 1]"),
+        (["loss.alpha=0.5,1.5", "-m"], "loss.alpha=1.5 must be a number in [0, 1]"),
         (["loss=kdd"], "Did you mean kd"),
         (["teacher.min_top1=97"], "teacher.min_top1=97 must lie in [0, 1]"),
+        (["teacher.optimizer.lr=-1"], "teacher.optimizer.lr=-1 must be a number > 0, e.g."),
+        (["teacher.optimizer.lr=abc"], "teacher.optimizer.lr='abc' must be a number > 0"),
+        (["student.model.width=0"], "student.model.width=0 must be a whole number >= 1"),
+        (["student.optimizer.momentum=0"], "student.optimizer could not be built: Nesterov"),
+        (["teacher.optimizer.lr=${nope}"], "teacher.optimizer.lr: its value could not be"),
+        pytest.param(["cache_dir=/proc/x"], "cache_dir=/proc/x: kd cannot make", marks=LINUX),
+        pytest.param(
+            ["hydra.run.dir=/proc/forbidden"], "hydra.run.dir=/proc/forbidden: kd", marks=LINUX
+        ),
+        pytest.param(
+            ["hydra.sweep.dir=/proc/x", "seed=0,1", "-m"], "hydra.sweep.dir=/proc/x", marks=LINUX
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(kd, tmp_path, args, expected):
@@ -38,6 +53,7 @@ def test_bad_input_exits_2_with_a_clear_message(kd, tmp_path, args, expected):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "outputs").exists(), "a rejected run must write nothing"
+    assert [p.name for p in tmp_path.iterdir()] == [], "nor leave its write check behind"
 
 
 def test_cuda_without_a_gpu_is_bad_input(kd):
@@ -94,7 +110,9 @@ def test_non_numeric_alpha_is_bad_input():
 
 
 def test_a_bad_model_argument_names_the_key():
-    [cfg] = check_overrides(["student.model.width=wide"])  # a tree check cannot know
+    with pytest.raises(UserError, match="student.model.width='wide' must be a whole number"):
+        check_overrides(["student.model.width=wide"])
+    [cfg] = check_overrides(["+student.model.colour=red"])  # a tree check cannot know
     with pytest.raises(UserError, match="student.model could not be built"):
         build_model(cfg, "student", DatasetInfo("d", 10, 1, 8, (0.3,), (0.4,)))
 

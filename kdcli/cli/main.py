@@ -21,6 +21,7 @@ from kdcli.config.paths import config_dir
 from kdcli.errors import RunError, UserError
 
 DEBUG_FLAG = "--debug"
+MULTIRUN_FLAGS = ("-m", "--multirun")  # anywhere on `kd train`'s command line
 resolvers.register()  # before Hydra reads the configs, also in a job that submitit unpickles
 
 
@@ -103,6 +104,8 @@ def train(args: list[str]) -> int:
     if DEBUG_FLAG in args:
         os.environ["KD_DEBUG"] = "1"
         args = [a for a in args if a != DEBUG_FLAG]
+    if any(a in MULTIRUN_FLAGS for a in args):  # Hydra's parser takes -m only before overrides
+        args = ["--multirun", *(a for a in args if a not in MULTIRUN_FLAGS)]
     parser = args_parser()
     parser.prog = "kd train"
     parsed = parser.parse_args(args)
@@ -111,6 +114,14 @@ def train(args: list[str]) -> int:
             UserError(
                 "kd train does not support Hydra's --shell-completion (-sc); `kd list [group]` "
                 "shows every config group's options and `kd train --cfg job` every key."
+            )
+        )
+    modes = [f"--{m}" for m in ("multirun", "cfg", "info", "run") if getattr(parsed, m)]
+    if len(modes) > 1:  # Hydra's own check would end in a traceback
+        return report_error(
+            UserError(
+                f"{' and '.join(modes)} cannot go together (each is a different thing for "
+                "kd train to do); keep one of them."
             )
         )
     informational = parsed.help or parsed.hydra_help or parsed.info

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from kdcli.config.build import _first_line
+from kdcli.config import resolvers
+from kdcli.config.build import _first_line, training_kwargs
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
 from kdcli.config.paths import config_dir
+from kdcli.config.values import check_values, unresolvable
 from kdcli.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -146,17 +150,50 @@ def check_overrides(
     check_group_choices(parsed)
     check_launcher(parsed)
     points = sweep_points(parsed, multirun)
+    resolvers.register()  # the run directories' ${kd.slurm_tag:}
     configs = []
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="train"):
         for point in points[:MAX_CHECKED_POINTS]:
             try:
-                cfg = compose("train", overrides=point)
+                cfg = compose("train", overrides=point, return_hydra_config=True)
             except HydraException as error:
                 raise _unknown_key_error(point, error) from None
+            if values:
+                key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+                example = "outputs/sweep1" if multirun else "outputs/run1"
+                check_writable_dir(key, _resolved(cfg, key), example)
+            with open_dict(cfg):
+                del cfg["hydra"]  # the job's config, as the job sees it
             if values:
                 check_config(cfg)
             configs.append(cfg)
     return configs
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key)
+    except OmegaConfBaseException as error:
+        raise unresolvable(key, error) from None
+
+
+def check_writable_dir(key: str, value: Any, example: str) -> None:
+    """The directory `value` exists and takes new entries, or can be made: tried by making
+    (and removing) a scratch directory in it, or else in its nearest existing parent."""
+    existing = Path(str(value)).expanduser()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = f"{existing} is not a directory"
+    if existing.is_dir():
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".kd-write-check-", dir=existing))
+            return
+        except OSError as error:
+            problem = f"making one in {existing} fails: {error.strerror or error}"
+    raise UserError(
+        f"{key}={value}: kd cannot make a directory there ({problem}); give a folder it can "
+        f"write to, e.g. {key}={example}."
+    )
 
 
 # ---- the config's values -------------------------------------------------------------------
@@ -169,49 +206,13 @@ def _number(cfg: DictConfig, key: str, name: str | None = None) -> float:
     return float(value)
 
 
-def _integer_at_least(cfg: DictConfig, key: str, minimum: int) -> None:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(
-            f"{key}={value!r} must be a whole number >= {minimum} (e.g. {key}={max(minimum, 10)})."
-        )
-
-
-def _loss_parameter(key: str) -> str:
-    """The loss parameter a key sets: `loss.alpha` and `loss.schedule.alpha.start` set alpha."""
-    parts = key.split(".")
-    if len(parts) >= 3 and parts[-3] == "schedule" and parts[-1] in ("start", "end"):
-        return parts[-2]
-    return parts[-1]
-
-
-def check_loss_values(loss: DictConfig) -> None:
-    """Every alpha in [0, 1] and every temperature > 0, also inside combos and schedules."""
-    for key in flat_keys(loss, "loss."):
-        value = OmegaConf.select(loss, key.removeprefix("loss."))
-        if value is None or isinstance(value, DictConfig):
-            continue
-        parameter = _loss_parameter(key)
-        if parameter == "alpha":
-            number = _number(loss, key.removeprefix("loss."), key)
-            if not 0.0 <= number <= 1.0:
-                raise UserError(f"{key}={value} must lie in [0, 1] (e.g. {key}=0.9).")
-        elif parameter == "temperature" and _number(loss, key.removeprefix("loss."), key) <= 0:
-            raise UserError(f"{key}={value} must be > 0 (e.g. {key}=4).")
-
-
 def check_config(cfg: DictConfig) -> None:
     """Range checks on one composed config tree (built objects are checked by the pipeline)."""
-    check_loss_values(cfg.loss)
-    for key in ("teacher.epochs", "student.epochs"):
-        _integer_at_least(cfg, key, 1)
-    for key in ("teacher.batch_size", "student.batch_size"):
-        _integer_at_least(cfg, key, 1)
-    if cfg.eval.batch_size != "auto":
-        _integer_at_least(cfg, "eval.batch_size", 1)
+    for role in ("teacher", "student"):
+        _check_model_choice(cfg, role)
+    _check_dataset_keys(cfg.dataset)
+    check_values(cfg)  # every interpolation resolves; the numbers that reach a constructor
     _check_shardable(cfg)
-    _integer_at_least(cfg, "eval.latency_runs", 1)
-    _integer_at_least(cfg, "seed", 0)
     _check_min_top1(cfg)
     if cfg.device.type not in ("auto", "cpu", "cuda"):
         raise UserError(f"device.type={cfg.device.type!r} must be auto, cpu or cuda.")
@@ -222,26 +223,40 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(
             f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views or online."
         )
-    if _number(cfg, "soft_labels.max_gb") <= 0:
-        raise UserError(f"soft_labels.max_gb={cfg.soft_labels.max_gb} must be > 0 (e.g. 2).")
-    if cfg.soft_labels.topk is not None:
-        _integer_at_least(cfg, "soft_labels.topk", 1)
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
     if cfg.soft_labels.features not in ("auto", "stored", "online"):
         raise UserError(
             f"soft_labels.features={cfg.soft_labels.features!r} must be auto, stored or online."
         )
-    if _number(cfg, "soft_labels.feature_budget_mb") < 0:
-        raise UserError("soft_labels.feature_budget_mb must be >= 0 (e.g. 512).")
     for role in ("teacher", "student"):
-        _check_model_choice(cfg, role)
-    _check_dataset_keys(cfg.dataset)
+        check_training(cfg, role)
+    check_writable_dir("cache_dir", cfg.cache_dir, "outputs/cache")
     if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).expanduser().is_file():
         raise UserError(
             f"teacher.checkpoint={cfg.teacher.checkpoint}: no such file. Give the path of a "
             "checkpoint file."
         )
+
+
+def check_training(cfg: DictConfig, role: str) -> None:
+    """The stage's optimizer and scheduler build, on one stand-in parameter: what the rules of
+    values.py cannot see (nesterov without momentum, an argument the class does not take)."""
+    import torch
+
+    from kdcli.engine.loop import build_scheduler
+
+    training = training_kwargs(cfg[role], role)
+    part = "optimizer"
+    try:
+        optimizer = training["optimizer"]([torch.nn.Parameter(torch.zeros(1))])
+        part = "scheduler"
+        build_scheduler(training["scheduler"], optimizer, steps_per_epoch=1)
+    except Exception as error:  # whatever the constructor refuses is this key's fault
+        raise UserError(
+            f"{role}.{part} could not be built: {_first_line(error)} (`kd train --cfg job` "
+            f"shows {role}.{part}'s keys)."
+        ) from None
 
 
 def _check_precision(cfg: DictConfig) -> None:

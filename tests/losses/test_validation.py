@@ -50,12 +50,12 @@ def test_layers_of_the_wrong_kind_are_refused():
 
 def test_alpha_and_temperature_are_checked_in_terms_and_schedules():
     assert refused("loss=combo", "loss.terms.kd.loss.alpha=1.5").startswith(
-        "loss.terms.kd.loss.alpha=1.5 must lie in [0, 1]"
+        "loss.terms.kd.loss.alpha=1.5 must be a number in [0, 1]"
     )
     message = refused("loss=kd", "loss.schedule.alpha={kind:linear,start:0.1,end:2}")
-    assert message.startswith("loss.schedule.alpha.end=2 must lie in [0, 1]")
+    assert message.startswith("loss.schedule.alpha.end=2 must be a number in [0, 1]")
     message = refused("loss=dkd", "loss.schedule.temperature={kind:cosine,start:0,end:4}")
-    assert message.startswith("loss.schedule.temperature.start=0 must be > 0")
+    assert message.startswith("loss.schedule.temperature.start=0 must be a number > 0")
     assert "kind 'step'" in refused("loss=kd", "loss.schedule.alpha={kind:step,start:0.5}")
 
 
