@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="per job (0: cores / jobs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-top1", type=float, default=0.97)
-    parser.add_argument("--torchvision-name", default="regnet_x_400mf")
+    parser.add_argument("--torchvision-name", default="mnasnet1_0")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_zoo"))
     parser.add_argument(
         "--keep-cache",

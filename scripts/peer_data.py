@@ -41,7 +41,7 @@ def cifar_shaped(count: int, seed: int, classes: int = 10) -> tuple[np.ndarray, 
 def write_cifar10(root: Path, train: tuple, test: tuple) -> None:
     """The real CIFAR-10 python layout: five pickled training batches, a test batch, the meta."""
     folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # the same seeded data again (--workdir)
     parts = [("test_batch", *test)]
     for i, index in enumerate(np.array_split(np.arange(len(train[1])), 5)):
         parts.append((f"data_batch_{i + 1}", train[0][index], train[1][index]))
