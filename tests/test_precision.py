@@ -116,7 +116,7 @@ def test_fit_trains_in_bf16_with_fp32_weights_and_reports_a_finite_loss():
 def test_fp32_and_bf16_teachers_are_different_cache_entries(kd, tiny, tmp_path):
     """An fp32 and a bf16 teacher are different teachers; each stage reports its precision."""
     reports = {}
-    for name in ("fp32", "bf16", "bf16"):
+    for name in ("fp32", "bf16"):
         result = kd("train", *tiny, f"precision={name}", "baseline=false")
         assert result.returncode == 0, result.stderr
         reports[name] = result.report()
@@ -125,10 +125,13 @@ def test_fp32_and_bf16_teachers_are_different_cache_entries(kd, tiny, tmp_path):
     teachers = [p for p in (tmp_path / "outputs" / "cache" / "teachers").iterdir() if p.is_dir()]
     assert len(teachers) == 2, teachers
     assert reports["fp32"]["stages"]["teacher"]["precision"] == "fp32"
+    assert "teachers/smallcnn-563983f353a547ed" in reports["fp32"]["teacher"]["checkpoint"], (
+        "an fp32 teacher keeps the fingerprint it had before precision was a setting"
+    )
     bf16 = reports["bf16"]
     assert bf16["stages"]["teacher"]["precision"] == "bf16, channels_last"  # a CNN teacher
     assert bf16["stages"]["distill"]["precision"] == "bf16"  # an MLP student
-    assert bf16["teacher"]["reused"], "the second bf16 run reuses the bf16 teacher"
+    assert not bf16["teacher"]["reused"], "the fp32 teacher is not taken for a bf16 one"
     assert bf16["student"]["precision"] == "bf16"
 
 
