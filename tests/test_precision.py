@@ -29,6 +29,8 @@ def conv_model() -> nn.Module:
     [
         (354e6, 1_230_000, True),  # resnet8x4 on 32x32 images: 3.4x faster in bf16
         (2166e6, 7_430_000, True),  # resnet32x4 on 32x32: 3.5x
+        (25e6, 78_000, True),  # resnet8 on 32x32: 1.6x
+        (12.7e6, 17_000, False),  # smallcnn on 32x32 (too little work per image)
         (0.8e6, 16_000, False),  # smallcnn on 8x8 digits: 0.9x (too little work)
         (69e6, 11_200_000, False),  # resnet18 on 8x8: 0.75x (6 FLOPs per weight)
         (162e6, 23_500_000, False),  # resnet50 on 8x8: 1.0x
