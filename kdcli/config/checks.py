@@ -30,6 +30,7 @@ from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_values, unresolvable
+from kdcli.engine.precision import CHOICES as PRECISIONS
 from kdcli.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -261,9 +262,8 @@ def check_training(cfg: DictConfig, role: str) -> None:
 
 def _check_precision(cfg: DictConfig) -> None:
     """`precision` is one of engine/precision.py's choices; fp16 needs a CUDA device."""
-    choices = ("auto", "fp32", "bf16", "fp16")
-    if cfg.precision not in choices:
-        raise UserError(f"precision={cfg.precision!r} must be one of {', '.join(choices)}.")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"precision={cfg.precision!r} must be one of {', '.join(PRECISIONS)}.")
     if not isinstance(cfg.compile, bool):
         raise UserError(f"compile={cfg.compile!r} must be true or false.")
     if cfg.channels_last not in ("auto", True, False):

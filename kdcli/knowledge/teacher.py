@@ -74,7 +74,7 @@ class OnlineTeacher:
         device = batch.x.device
         with FeatureTap(self.model, self.layers) as tap, numerics.autocast(self.precision, device):
             logits = self.model(numerics.inputs(batch.x, self.precision))
-        return Knowledge(logits.float(), {k: v.float() for k, v in tap.outputs.items()})
+        return Knowledge(logits, dict(tap.outputs))  # the loop upcasts what the loss takes
 
 
 @torch.no_grad()

@@ -52,11 +52,10 @@ def train_or_reuse(
     stage_cfg = cfg[role]
     model = built.module
     precision = model_precision(ctx, model)
-    settings = training_settings(stage_cfg)
     key = fingerprint(
         label,
         plain(stage_cfg.model),
-        settings,
+        training_settings(stage_cfg),
         plain(cfg.dataset),
         cfg.seed,
         *precision_key(precision),
