@@ -54,8 +54,8 @@ class FirstBatches:
     def __len__(self) -> int:
         return min(self.count, len(self.loader))
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        for step, batch in enumerate(self.loader.epoch(epoch)):
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        for step, batch in enumerate(self.loader.epoch(epoch, start), start=start):
             if step == self.count:
                 return
             yield batch

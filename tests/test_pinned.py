@@ -55,6 +55,7 @@ REPORT_SHAPE = {
             ("images_per_s", "float"),
             ("reused", "bool"),
             ("precision", "str"),
+            ("resumed_from", "NoneType"),  # "epoch E, batch B" when a saved state was resumed
         )
     },
     "stages.evaluate.images_per_s": "NoneType",

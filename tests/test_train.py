@@ -1,5 +1,5 @@
 """The one training loop: it learns, fails fast on NaN naming what went non-finite first, and
-resumes from its per-epoch state."""
+its state is saved and resumed (tests/test_state.py)."""
 
 import pytest
 import torch
@@ -42,11 +42,6 @@ def stage(epochs: int, lr: float = 0.05):
 def plan(stage_cfg) -> dict:
     """fit's settings from a stage config, for image classification."""
     return {**training_kwargs(stage_cfg, "student"), "task": TASK}
-
-
-def train(digits, model, loss, **kwargs):
-    """Three epochs on digits, as the resume test runs them."""
-    return fit(model, digits.train_loader(64, 0), loss, **plan(stage(3)), device=CPU, **kwargs)
 
 
 def one_epoch(digits, loss, lr: float = 0.05, label: str = "student", **kwargs):
@@ -147,36 +142,3 @@ def test_a_distillation_loss_without_teacher_knowledge_is_refused(digits):
             device=CPU,
             label="student",
         )
-
-
-class InterruptedAt(CrossEntropy):
-    """Cross-entropy that raises KeyboardInterrupt (a Ctrl-C) when `epoch` starts."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
-def test_training_resumes_from_its_saved_state_with_the_same_result(digits, tmp_path):
-    """Three epochs straight equal one epoch, a Ctrl-C, and a resume for the other two."""
-    torch.manual_seed(0)
-    straight = MLP(10, 1, 8, hidden=[32], dropout=0.0)
-    train(digits, straight, CrossEntropy(), label="a")
-
-    state = tmp_path / "state.pt"
-    torch.manual_seed(0)
-    interrupted = MLP(10, 1, 8, hidden=[32], dropout=0.0)
-    with pytest.raises(KeyboardInterrupt):
-        train(digits, interrupted, InterruptedAt(1), label="b", state_path=state)
-    assert torch.load(state, weights_only=True)["epoch"] == 0
-
-    torch.manual_seed(1)  # a fresh process: different init, overwritten by the saved state
-    resumed = MLP(10, 1, 8, hidden=[32], dropout=0.0)
-    train(digits, resumed, CrossEntropy(), label="b", state_path=state)
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
-    assert not state.exists()

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from kdcli import __version__
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
+from kdcli.engine.interrupt import Interrupted, handle_signals
 from kdcli.errors import RunError, UserError
 
 DEBUG_FLAG = "--debug"
@@ -36,6 +37,19 @@ def report_error(error: UserError | RunError) -> int:
     kind = "error" if isinstance(error, UserError) else "failed"
     print(f"kd: {kind}: {error}", file=sys.stderr)
     return error.exit_code
+
+
+def report_interrupt(stop: Interrupted) -> int:
+    """One line on stderr: what stopped the run, what was saved, how to go on; the exit code."""
+    if stop.saved is not None:
+        done = f"saved the state of {stop.position} in {stop.saved}"
+    else:
+        done = "every finished stage is in the cache"
+    print(
+        f"kd: stopped by {stop.name}; {done}. Run the same command again to continue.",
+        file=sys.stderr,
+    )
+    return stop.exit_code
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -63,6 +77,8 @@ def _train_job(cfg: DictConfig) -> float | None:
         report = run(cfg, run_dir, objects, device)
     except (UserError, RunError) as error:
         sys.exit(report_error(error))
+    except Interrupted as stop:
+        sys.exit(report_interrupt(stop))
     except torch.OutOfMemoryError:
         sys.exit(
             report_error(
@@ -132,7 +148,10 @@ def train(args: list[str]) -> int:
             return report_error(error)
     sys.argv = ["kd train", *args, *distributed.hydra_overrides_for_this_rank()]
     try:
-        _train_job()
+        with handle_signals():
+            _train_job()
+    except Interrupted as stop:  # a signal while Hydra itself was working
+        return report_interrupt(stop)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     finally:

@@ -107,6 +107,8 @@ def flat_keys(node: Any, prefix: str = "") -> Iterator[str]:
 
 # keys that were replaced, and what to write instead
 RENAMED = {
+    "epoch_checkpoints": "use checkpoint.save (true or false) instead; the state now lives in "
+    "the cache, so the same command resumes from any run directory.",
     "device.amp": "use precision=fp32 for what device.amp=false did, precision=bf16 (or the "
     "default precision=auto) for device.amp=true.",
 }

@@ -196,6 +196,7 @@ BY_KEY: dict[str, Rule] = {
     "student.batch_size": _rule(whole(1), "64"),
     "eval.batch_size": _rule(choice("auto", otherwise=whole(1)), "256"),
     "eval.latency_runs": _rule(whole(1), "50"),
+    "checkpoint.every_s": _rule(number(0), "300"),
     "soft_labels.max_gb": _rule(number(0, low_in=False), "2"),
     "soft_labels.topk": _rule(choice(None, otherwise=whole(1)), "5"),
     "soft_labels.feature_budget_mb": _rule(number(0), "512"),

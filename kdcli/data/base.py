@@ -58,7 +58,9 @@ class Loader(Protocol):
 
     def __len__(self) -> int: ...
 
-    def epoch(self, epoch: int) -> Iterator[Batch]: ...
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch` from the `start`-th on (a resumed epoch skips those done)."""
+        ...
 
 
 class Dataset(Protocol):

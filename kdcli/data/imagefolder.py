@@ -91,6 +91,7 @@ class EpochBatches(Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.start = 0  # the first batch to give (a resumed epoch skips those done)
 
     def __len__(self) -> int:
         if self.shuffle:
@@ -103,8 +104,9 @@ class EpochBatches(Sampler):
             order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:
             order = list(range(self.num_samples))
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        size = self.batch_size
+        for first in range(self.start * size, len(self) * size, size):
+            chunk = order[first : first + size]
             if chunk:
                 yield [(self.epoch, i) for i in chunk]
 
@@ -142,8 +144,9 @@ class FolderLoader:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         self.batches.epoch = epoch
+        self.batches.start = start
         for pixels, labels, index in self.loader:
             failed = index[labels < 0].tolist()
             if failed:

@@ -68,7 +68,7 @@ class EpochLoader:
             return max(1, self.num_samples // self.batch_size)
         return -(-self.num_samples // self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         device = self.split.images.device
         if self.train:
             order = torch.randperm(self.num_samples, generator=epoch_generator(self.seed, epoch, 0))
@@ -78,8 +78,8 @@ class EpochLoader:
         params = None
         if self.augmentation is not None:
             params = self.augmentation.sample(self.num_samples, self.seed, epoch).to(device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
+        for first in range(start * self.batch_size, len(self) * self.batch_size, self.batch_size):
+            index = order[first : first + self.batch_size]
             if index.numel() == 0:
                 break
             images = self.split.images[index]

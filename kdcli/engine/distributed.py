@@ -162,8 +162,8 @@ class ShardedLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        for batch in self.loader.epoch(epoch):
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        for batch in self.loader.epoch(epoch, start):
             yield Batch(
                 **{
                     field.name: getattr(batch, field.name).tensor_split(self.world_size)[self.rank]

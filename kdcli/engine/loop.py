@@ -5,20 +5,19 @@ The loss decides what teacher knowledge it needs: when `loss.needs_teacher`, the
 soft labels looked up by sample index, or the teacher run online). A feature loss names the
 layers it needs; the loop taps them on the student and passes both sides' maps to the loss,
 and the loss's own parameters (learned adapters) are trained with the model. After each epoch
-the loop can save its whole state (engine/state.py), and it resumes from that file when it
-finds one. The task (kdcli/tasks/) flattens the outputs for the loss and scores each batch;
-the loop assumes no shape of the logits. No config objects here: plain values in.
+and every `every_s` seconds the loop saves its whole state (engine/state.py); it resumes from
+that state when it finds one, and a signal (engine/interrupt.py) makes it save and stop. The
+task (kdcli/tasks/) flattens the outputs for the loss and scores each batch; the loop assumes
+no shape of the logits. No config objects here: plain values in.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,9 +27,10 @@ from kdcli.data import Batch, Loader
 from kdcli.engine import distributed
 from kdcli.engine import precision as numerics
 from kdcli.engine.finite import FiniteWatch
+from kdcli.engine.interrupt import Interrupted, deferred, pending
 from kdcli.engine.precision import FP32, Precision
 from kdcli.engine.progress import stage_progress
-from kdcli.engine.state import _resume, _save_state
+from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.losses import DistillationLoss, Features
 from kdcli.models.features import FeatureTap
 from kdcli.tasks import Task
@@ -45,6 +45,7 @@ class FitResult:
     epochs: int
     final_loss: float
     final_train_score: float  # the task's training metric, e.g. top-1
+    resumed_from: str | None = None  # where a saved state let training continue, if it did
 
 
 Knowledge = Callable[[int, Batch], Any]
@@ -76,7 +77,7 @@ def fit(
     teacher: Knowledge | None = None,
     precision: Precision = FP32,
     compile: bool = False,
-    state_path: Path | None = None,
+    state: TrainState | None = None,
     log_every: int = 10,
 ) -> FitResult:
     """Train `model` for `epochs` epochs on `loader` with `loss_fn`.
@@ -88,9 +89,13 @@ def fit(
     `compile` runs the forward and backward passes through torch.compile (the weights stay
     those of `model`; the first steps pay for the compilation).
 
+    `state` saves the whole training state after every epoch and every `state.every_s`
+    seconds, and on a signal (then raises `Interrupted`); a saved state found at the start is
+    resumed from, so the result equals an uninterrupted run's.
+
     Under torchrun every rank calls this together: each trains on its share of every batch
     through DDP (kdcli.engine.distributed), the logged figures are summed over ranks, and only
-    rank 0 shows progress and saves the per-epoch state.
+    rank 0 shows progress and saves the state.
     """
     if loss_fn.needs_teacher and teacher is None:
         raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
@@ -99,36 +104,47 @@ def fit(
     optimizer = optimizer([*model.parameters(), *loss_fn.parameters()])
     scheduler = build_scheduler(scheduler, optimizer, len(loader))
     per_batch = getattr(scheduler, "per_batch", False)
-    start_epoch = _resume(state_path, model, loss_fn, optimizer, scheduler, device)
+    scaler = numerics.grad_scaler(precision, device)
+    state = state or TrainState(None)
+    parts = Parts(model, loss_fn, optimizer, scheduler, scaler)
+    resumed = state.resume(parts, device)
+    start = resumed or Position()
     trained = distributed.wrap_model(model, device)  # shares `model`'s weights
     if compile:
         trained = torch.compile(trained)
     loader = distributed.shard_loader(loader)
-    scaler = numerics.grad_scaler(precision, device)
     lr = optimizer.defaults.get("lr")  # the configured rate, named in a NaN message
     watch = FiniteWatch(label, loss_fn, lr, precision.name)
+    saving = distributed.is_main()
     images = 0
-    epoch_loss = score = float("nan")
+    # the last logged figures (a state saved after the last epoch carries them)
+    epoch_loss = start.sums.get("last_loss", float("nan"))
+    score = start.sums.get("last_score", float("nan"))
     started = time.perf_counter()
     with (
         stage_progress(visible=distributed.is_main()) as progress,
         FeatureTap(model, loss_fn.student_layers) as tap,
+        deferred(),  # a signal is acted on between steps: save, then stop
     ):
+        done_before = start.epoch * len(loader) + start.step
         bar = progress.add_task(
             label,
-            total=(epochs - start_epoch) * len(loader),
+            total=epochs * len(loader),
+            completed=done_before,
             epoch="-",
             loss="-",
             acc="-",
             speed="-",
         )
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(start.epoch, epochs):
             loss_fn.start_epoch(epoch, epochs)
             model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            for step, batch in enumerate(loader.epoch(epoch)):
+            first = start.step if epoch == start.epoch else 0
+            sums = start.sums if epoch == start.epoch else {}
+            loss_sum = torch.tensor(sums.get("loss", 0.0), device=device)
+            correct = torch.tensor(int(sums.get("correct", 0)), device=device, dtype=torch.long)
+            seen = int(sums.get("seen", 0))
+            for step, batch in enumerate(loader.epoch(epoch, first), start=first):
                 with numerics.autocast(precision, device):
                     # fills tap.outputs with the student's layers
                     logits = trained(numerics.inputs(batch.x, precision)).float()
@@ -144,28 +160,47 @@ def fit(
                 correct += task.score(logits.detach(), batch.y)
                 seen += size
                 images += batch.x.shape[0] * distributed.world_size()
-                if (step + 1) % log_every == 0 or step + 1 == len(loader):
+                last = step + 1 == len(loader)
+                if (step + 1) % log_every == 0 or last:
                     totals = distributed.sum_over_ranks(loss_sum, correct, seen)
                     epoch_loss, score = _check_finite(*totals, watch, epoch)
                     rate = images / max(time.perf_counter() - started, 1e-9)
                     progress.update(
                         bar,
-                        completed=(epoch - start_epoch) * len(loader) + step + 1,
+                        completed=epoch * len(loader) + step + 1,
                         epoch=f"{epoch + 1}/{epochs}",
                         loss=f"{epoch_loss:.4f}",
                         acc=f"{score:.3f}",
                         speed=f"{rate:,.0f}",
                     )
+                if not last and (state.due() or pending() is not None):
+                    here = Position(epoch, step + 1, _sums(loss_sum, correct, seen))
+                    _save_or_stop(state, parts, here, label, saving)
             if not per_batch:
                 scheduler.step()
-            if state_path is not None and distributed.is_main():
-                _save_state(state_path, model, loss_fn, optimizer, scheduler, epoch)
+            finished = {"last_loss": epoch_loss, "last_score": score}
+            _save_or_stop(state, parts, Position(epoch + 1, 0, finished), label, saving)
     seconds = time.perf_counter() - started
-    if state_path is not None and distributed.is_main():  # the artifact now holds the result
-        state_path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            state_path.parent.rmdir()  # only when empty
-    return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, score)
+    if saving:  # the caller's artifact holds the result from here on
+        state.discard()
+    resumed_from = resumed.describe() if resumed else None
+    return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, score, resumed_from)
+
+
+def _sums(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> dict[str, float]:
+    return {"loss": float(loss_sum), "correct": float(correct), "seen": float(seen)}
+
+
+def _save_or_stop(
+    state: TrainState, parts: Parts, position: Position, label: str, saving: bool
+) -> None:
+    """Save the state at `position` (rank 0), then stop when a signal came in meanwhile."""
+    if saving:
+        state.save(parts, position)
+    signum = pending()
+    if signum is not None:
+        saved = state.path if saving else None
+        raise Interrupted(signum, saved, f"{label}, {position.describe()}")
 
 
 def _step(

@@ -20,6 +20,7 @@ from kdcli.engine import distributed
 from kdcli.engine.infer import fastest_batch_size
 from kdcli.engine.measure import count_params, flops_per_image
 from kdcli.engine.precision import FP32, Precision, native_bf16, resolve
+from kdcli.engine.state import TrainState
 from kdcli.store.cache import ArtifactCache, Entry
 from kdcli.tasks import Task
 
@@ -34,6 +35,7 @@ class Stage:
     images_per_s: float | None
     reused: bool
     precision: str | None = None  # how its forward passes ran, e.g. "bf16, channels_last"
+    resumed_from: str | None = None  # where a saved state let it continue, e.g. "epoch 3, batch 7"
 
 
 @dataclass
@@ -119,20 +121,20 @@ def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:
     return {k: plain(stage_cfg[k]) for k in ("epochs", "batch_size", "optimizer", "scheduler")}
 
 
-def _state_path(cfg: DictConfig, run_dir: Path, label: str, key: str) -> Path | None:
-    """Where a training stage keeps its per-epoch state (None when switched off).
-
-    The name holds the stage's fingerprint, so a rerun in the same directory with other
-    settings starts afresh instead of resuming someone else's state.
-    """
-    if not cfg.epoch_checkpoints:
-        return None
-    return run_dir / "checkpoints" / f"{label}-{key}.pt"
+def train_state(ctx: Context, kind: str, name: str, key: str) -> TrainState:
+    """A training stage's in-progress state, kept in the cache beside the stage's entry and
+    named by its fingerprint: the same command finds it from any run directory, and other
+    settings never resume it (`checkpoint.save=false`: none)."""
+    if not ctx.cfg.checkpoint.save:
+        return TrainState(None)
+    return TrainState(ctx.cache.state_path(kind, name, key), float(ctx.cfg.checkpoint.every_s))
 
 
 def _log_stage(name: str, entry: Entry, stage: Stage) -> None:
     verb = "reused" if entry.reused else "computed"
     how = f" ({stage.precision})" if stage.precision and not entry.reused else ""
+    if stage.resumed_from:
+        how += f", resumed at {stage.resumed_from}"
     log.info("%-12s %s in %.1f s%s -> %s", name, verb, stage.seconds, how, entry.path)
 
 

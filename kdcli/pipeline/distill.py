@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
@@ -13,21 +14,21 @@ from omegaconf import DictConfig
 from kdcli.engine import distributed
 from kdcli.engine.loop import fit
 from kdcli.engine.precision import Precision
-from kdcli.engine.state import Built
+from kdcli.engine.state import Built, TrainState
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
 from kdcli.pipeline.common import (
     Context,
     Model,
     Stage,
-    _state_path,
     model_precision,
     plain,
     precision_key,
+    train_state,
     training_settings,
 )
 from kdcli.pipeline.teacher import train_or_reuse
-from kdcli.store.cache import fingerprint
+from kdcli.store.cache import fingerprint, try_lock
 from kdcli.store.checkpoint import save_model
 
 log = logging.getLogger(__name__)
@@ -46,35 +47,55 @@ def student_stage(
     cfg, data, task, run_dir = ctx.cfg, ctx.data, ctx.task, ctx.run_dir
     model = built.module
     precision = model_precision(ctx, model)
-    built.restore_rng()
-    result = fit(
-        model,
-        data.train_loader(cfg.student.batch_size, cfg.seed),
-        loss_fn,
-        **training,
-        task=task,
-        device=ctx.device,
-        label="student",
-        teacher=knowledge,
-        precision=precision,
-        compile=bool(cfg.compile),
-        state_path=_state_path(cfg, run_dir, "student", _student_key(cfg, teacher, precision)),
-    )
+    key = _student_key(cfg, teacher, precision)
+    lock = ctx.cache.lock_path("students", cfg.student.name, key)
+    with try_lock(lock) if distributed.is_main() else nullcontext(True) as alone:
+        alone = distributed.broadcast(alone) if distributed.active() else alone
+        if alone:
+            state = train_state(ctx, "students", cfg.student.name, key)
+        else:  # two processes never resume (or save) the same state at once
+            log.warning(
+                "student      another process is distilling the same student (%s is locked); "
+                "this one trains without a resumable state",
+                lock,
+            )
+            state = TrainState(None)
+        built.restore_rng()
+        result = fit(
+            model,
+            data.train_loader(cfg.student.batch_size, cfg.seed),
+            loss_fn,
+            **training,
+            task=task,
+            device=ctx.device,
+            label="student",
+            teacher=knowledge,
+            precision=precision,
+            compile=bool(cfg.compile),
+            state=state,
+        )
     path = run_dir / "student.pt"
     if distributed.is_main():
         save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
     log.info(
-        "student      distilled %s in %.1f s (%s img/s, %s), train %s %.3f",
+        "student      distilled %s in %.1f s (%s img/s, %s%s), train %s %.3f",
         cfg.student.name,
         result.seconds,
         f"{result.images_per_s:,.0f}",
         precision.describe(),
+        f", resumed at {result.resumed_from}" if result.resumed_from else "",
         task.metric_label,
         result.final_train_score,
     )
     return (
         Model(cfg.student.name, model, path, "", "trained", precision),
-        Stage(result.seconds, result.images_per_s, False, precision.describe()),
+        Stage(
+            result.seconds,
+            result.images_per_s,
+            False,
+            precision.describe(),
+            result.resumed_from,
+        ),
     )
 
 

@@ -24,13 +24,13 @@ from kdcli.pipeline.common import (
     Model,
     Stage,
     _log_stage,
-    _state_path,
     describe_model,
     eval_batch_size,
     get_or_make,
     model_precision,
     plain,
     precision_key,
+    train_state,
     training_settings,
 )
 from kdcli.pipeline.evaluate import eval_splits
@@ -73,7 +73,7 @@ def train_or_reuse(
             label=label,
             precision=precision,
             compile=bool(cfg.compile),
-            state_path=_state_path(cfg, ctx.run_dir, label, key),
+            state=train_state(ctx, f"{label}s", stage_cfg.name, key),
         )
         save_model(
             tmp / "model.pt", model, model_config=plain(stage_cfg.model), dataset=asdict(data.info)
@@ -84,6 +84,7 @@ def train_or_reuse(
             "images_per_s": result.images_per_s,
             f"train_{task.metric}": result.final_train_score,
             "precision": precision.name,
+            "resumed_from": result.resumed_from,
         }
 
     entry = get_or_make(ctx.cache, f"{label}s", stage_cfg.name, key, make)
@@ -92,7 +93,8 @@ def train_or_reuse(
         load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
     seconds = time.perf_counter() - started
     rate = entry.manifest["images_per_s"]
-    stage = Stage(seconds, rate, entry.reused, precision.describe())
+    resumed_from = None if entry.reused else entry.manifest.get("resumed_from")
+    stage = Stage(seconds, rate, entry.reused, precision.describe(), resumed_from)
     _log_stage(label, entry, stage)
     source = "cache" if entry.reused else "trained"
     path = entry.file("model.pt")

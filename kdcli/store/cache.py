@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from kdcli.store.atomic import write_json_atomic
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the layout or contents of entries change
 MANIFEST = "manifest.json"
+STATE_SUFFIX = ".state.pt"  # an in-progress training state, beside its entry
 
 
 def fingerprint(*parts: Any) -> str:
@@ -86,12 +87,35 @@ def file_lock(path: Path) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def try_lock(path: Path) -> Iterator[bool]:
+    """The lock on `path` if no one holds it (True), else nothing (False); never waits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 class ArtifactCache:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
 
     def entry_path(self, kind: str, name: str, key: str) -> Path:
         return self.root / kind / f"{name}-{key}"
+
+    def state_path(self, kind: str, name: str, key: str) -> Path:
+        """Where the stage that makes this entry keeps its in-progress training state."""
+        return self.root / kind / f"{name}-{key}{STATE_SUFFIX}"
+
+    def lock_path(self, kind: str, name: str, key: str) -> Path:
+        return self.root / kind / f"{name}-{key}.lock"
 
     def get_or_make(
         self,
@@ -108,7 +132,7 @@ class ArtifactCache:
         manifest = read_verified(path)
         if manifest is not None:
             return Entry(path, manifest, reused=True)
-        with file_lock(path.with_name(path.name + ".lock")):
+        with file_lock(self.lock_path(kind, name, key)):
             manifest = read_verified(path)  # another job may have built it while we waited
             if manifest is not None:
                 return Entry(path, manifest, reused=True)

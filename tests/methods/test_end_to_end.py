@@ -15,7 +15,7 @@ TINY = [
     "student.epochs=1",
     "eval.latency_runs=2",
     "baseline=false",
-    "epoch_checkpoints=false",
+    "checkpoint.save=false",
 ]
 SMALL_PAIR = ["teacher=smallcnn", "teacher.model.width=8", "student.model.width=8"]
 

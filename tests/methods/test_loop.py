@@ -11,7 +11,7 @@ from kdcli.config.build import training_kwargs
 from kdcli.config.paths import config_dir
 from kdcli.data.digits import Digits
 from kdcli.engine.loop import fit
-from kdcli.engine.state import _resume, _save_state
+from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.errors import UserError
 from kdcli.knowledge.format import SoftLabels, predict_with_features
 from kdcli.knowledge.teacher import (
@@ -65,7 +65,7 @@ def test_fit_trains_the_regressor_and_resumes_it(tmp_path):
         device=CPU,
         label="s",
         teacher=stored,
-        state_path=state,
+        state=TrainState(state),
     )
     assert not torch.equal(before, loss.regressor.weight)
 
@@ -75,11 +75,12 @@ def test_fit_trains_the_regressor_and_resumes_it(tmp_path):
     optimizer = plan(stage)["optimizer"]([*student.parameters(), *loss.parameters()])
     assert any(p is loss.regressor.weight for g in optimizer.param_groups for p in g["params"])
     scheduler = plan(stage)["scheduler"](optimizer)
-    _save_state(state, student, loss, optimizer, scheduler, epoch=0)
+    TrainState(state).save(Parts(student, loss, optimizer, scheduler), Position(1, 0))
     fresh = FitNet(student_layer="stage2", teacher_layer="stage1")
     build_feature_loss(fresh, student, teacher, example_batch(data))
     optimizer = plan(stage)["optimizer"]([*student.parameters(), *fresh.parameters()])
-    assert _resume(state, student, fresh, optimizer, plan(stage)["scheduler"](optimizer), CPU) == 1
+    parts = Parts(student, fresh, optimizer, plan(stage)["scheduler"](optimizer))
+    assert TrainState(state).resume(parts, CPU) == Position(1, 0)
     torch.testing.assert_close(fresh.regressor.weight, loss.regressor.weight)
 
 
