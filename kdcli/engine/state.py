@@ -138,7 +138,10 @@ class TrainState:
         """Restore `parts` and the RNGs from the saved state and return where to continue;
         None when there is no state. A state that cannot be read or does not fit is ignored
         with a warning (the stage starts from scratch; `parts` are left as they were)."""
-        if self.path is None or not self.path.is_file():
+        if self.path is None:
+            return None
+        self._remove_torn_writes()
+        if not self.path.is_file():
             return None
         before = copy.deepcopy(parts.state())
         try:
@@ -161,6 +164,13 @@ class TrainState:
             return None
         log.info("resuming from %s at %s", self.path, position.describe())
         return position
+
+    def _remove_torn_writes(self) -> None:
+        """Delete temporary files of saves that a killed process left half-written (the caller
+        holds the stage's lock: no one else is writing this state)."""
+        assert self.path is not None
+        for torn in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            torn.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Remove the state: the stage's artifact now holds the result (or it was unusable)."""
