@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 from kd_processes import run_processes
 
-from kdcli.store.cache import ArtifactCache, file_lock, fingerprint
+from kdcli.store import cache as cache_module
+from kdcli.store.cache import ArtifactCache, file_lock, fingerprint, read_verified
 
 
 def write_file(content: bytes):
@@ -117,3 +119,40 @@ def test_a_dead_builders_temporary_directory_is_removed_by_the_next_build(tmp_pa
     cache.get_or_make("things", "x", "k", write_file(b"good"))
     assert not leftover.exists()
     assert other.exists()
+
+
+def test_reuse_rehashes_only_files_whose_size_or_time_changed(tmp_path, monkeypatch):
+    cache = ArtifactCache(tmp_path)
+    entry = cache.get_or_make("things", "x", "k", write_file(b"good"))
+    hashed = []
+    real = cache_module.file_sha256
+    monkeypatch.setattr(cache_module, "file_sha256", lambda p: hashed.append(p) or real(p))
+    assert cache.get_or_make("things", "x", "k", write_file(b"new")).reused
+    assert hashed == [], "size and time unchanged: no hashing"
+
+    data = entry.file("data.bin")
+    stat = data.stat()
+    data.write_bytes(b"evil")  # same size, and the time put back: only a full check sees it
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert read_verified(entry.path) is not None
+    assert read_verified(entry.path, full=True) is None
+
+    data.write_bytes(b"evil")  # a new modification time: re-hashed, refused, rebuilt
+    again = cache.get_or_make("things", "x", "k", write_file(b"good"))
+    assert again.reused is False and again.file("data.bin").read_bytes() == b"good"
+
+
+def test_a_copied_cache_is_hashed_once_then_trusted_by_size_and_time(tmp_path, monkeypatch):
+    ArtifactCache(tmp_path / "a").get_or_make("things", "x", "k", write_file(b"good"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # new times
+    copy = ArtifactCache(tmp_path / "b")
+    used = (copy.entry_path("things", "x", "k") / "manifest.json").stat().st_mtime_ns
+    hashed = []
+    real = cache_module.file_sha256
+    monkeypatch.setattr(cache_module, "file_sha256", lambda p: hashed.append(p) or real(p))
+    assert copy.get_or_make("things", "x", "k", write_file(b"new")).reused
+    assert len(hashed) == 1
+    assert copy.get_or_make("things", "x", "k", write_file(b"new")).reused
+    assert len(hashed) == 1, "the manifest now holds the copy's sizes and times"
+    manifest = copy.entry_path("things", "x", "k") / "manifest.json"
+    assert manifest.stat().st_mtime_ns >= used

@@ -16,10 +16,12 @@ import hydra
 from omegaconf import DictConfig
 
 from kdcli import __version__
+from kdcli.cli import cache_command
+from kdcli.cli.cache_command import add_cache_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals
-from kdcli.errors import RunError, UserError
+from kdcli.errors import RunError, UserError, out_of_space
 
 DEBUG_FLAG = "--debug"
 MULTIRUN_FLAGS = ("-m", "--multirun")  # anywhere on `kd train`'s command line
@@ -79,6 +81,11 @@ def _train_job(cfg: DictConfig) -> float | None:
         sys.exit(report_error(error))
     except Interrupted as stop:
         sys.exit(report_interrupt(stop))
+    except OSError as error:
+        full = out_of_space(error, None)
+        if full is None:
+            raise
+        sys.exit(report_error(full))
     except torch.OutOfMemoryError:
         sys.exit(
             report_error(
@@ -182,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(`kd list --help`)",
     )
     add_report_parser(commands)
+    add_cache_parser(commands)
     return parser
 
 
@@ -248,5 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return report(args)
+    if args.command == "cache":
+        try:
+            return cache_command.run(args)
+        except UserError as error:
+            return report_error(error)
     build_parser().print_help()
     return 0

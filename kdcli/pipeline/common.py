@@ -76,6 +76,12 @@ def config_choice(group: str, node: DictConfig) -> str:
     return str(node._target_).rsplit(".", 1)[-1]
 
 
+def made_by(run_dir: Path) -> dict[str, str]:
+    """What a cache entry records of the run that built it (`kd cache ls` shows it)."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return {"command": " ".join(["kd train", *overrides]), "run_dir": str(run_dir)}
+
+
 def model_precision(ctx: Context, module: nn.Module) -> Precision:
     """The precision `module` trains and predicts in (`precision=`, `channels_last=`; `auto`
     decides by the hardware and, on a CPU, by the model's FLOPs per image and per weight)."""

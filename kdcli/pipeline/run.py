@@ -14,7 +14,7 @@ from rich.console import Console
 
 from kdcli.engine import distributed
 from kdcli.pipeline import report as report_io
-from kdcli.pipeline.common import Context, Stage
+from kdcli.pipeline.common import Context, Stage, made_by
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
 from kdcli.pipeline.report import build_report
@@ -34,7 +34,8 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
     run_dir = distributed.shared_run_dir(run_dir)
     task = TASK
     data, loss_fn = built.data, built.loss_fn
-    ctx = Context(cfg, data, task, ArtifactCache(cfg.cache_dir), device, run_dir)
+    cache = ArtifactCache(cfg.cache_dir, made_by(run_dir))
+    ctx = Context(cfg, data, task, cache, device, run_dir)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

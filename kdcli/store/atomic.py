@@ -5,6 +5,7 @@ A reader never sees half a file, and a write that fails leaves the old file as i
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -12,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from kdcli.errors import out_of_space
 
 
 @contextmanager
@@ -24,19 +27,26 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        full = out_of_space(error, path)
+        if full is not None:
+            raise full from None
         raise
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Call `write(handle)` to fill a temporary file, then move it over `path`.
+    """Call `write(handle)` to fill an in-memory buffer, then write that to a temporary file
+    and move it over `path`.
 
     A handle rather than a name: `torch.save` names the archive inside after the file it is
     given, so writing through a handle keeps a checkpoint's bytes the same whatever the
-    temporary name was."""
+    temporary name was. A buffer rather than the file: a disk that fills up then fails with
+    a plain "no space" OSError (torch's own writer reports it as an unrelated RuntimeError)."""
+    buffer = io.BytesIO()
+    write(buffer)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        write(handle)
+        handle.write(buffer.getbuffer())
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -1,9 +1,12 @@
 """The artifact cache: teachers and soft labels named by a fingerprint of what determines them.
 
 An entry is a directory `<cache_dir>/<kind>/<name>-<fingerprint>/` holding the artifact's
-files and a `manifest.json` with each file's SHA-256. It is built in a temporary directory
-and renamed into place, so a reader never sees half an entry. An entry whose files do not
-match its manifest is treated as absent and rebuilt.
+files and a `manifest.json` with each file's SHA-256, size and modification time. It is built
+in a temporary directory and renamed into place, so a reader never sees half an entry. An
+entry whose files do not match its manifest is treated as absent and rebuilt. Reuse checks
+sizes and times and re-hashes only the files whose size or time changed (a sweep does not
+re-hash gigabytes of soft labels per run); `kd cache verify` re-hashes everything. The
+manifest's own modification time is the entry's last use.
 
 Parallel jobs that want the same entry take an exclusive lock on `<entry>.lock` (filelock): one
 builds, the others wait and then reuse it. The kernel releases the lock when its holder
@@ -12,12 +15,14 @@ dies, so a killed job never blocks the rest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from kdcli.errors import out_of_space
 from kdcli.store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -61,21 +67,48 @@ class Entry:
         return self.path / name
 
 
-def read_verified(path: Path) -> dict[str, Any] | None:
-    """The manifest of a complete entry whose files match their checksums, else None."""
+def file_stat(path: Path) -> list[int]:
+    """[size, modification time in ns]: what changes when a file is rewritten."""
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns]
+
+
+def read_verified(path: Path, full: bool = False) -> dict[str, Any] | None:
+    """The manifest of a complete entry whose files match their checksums, else None.
+
+    Files whose size and modification time match the manifest are trusted without hashing,
+    unless `full`; when only the times changed (a copied cache) and the hashes still match,
+    the manifest is updated so the next check is quick again."""
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-        files = manifest["files"]
+        files, stats = manifest["files"], manifest.get("stats", {})
+        changed = False
         for name, digest in files.items():
+            stat = file_stat(path / name)
+            if not full and stats.get(name) == stat:
+                continue
             if file_sha256(path / name) != digest:
                 log.warning("cache entry %s: %s fails its checksum; rebuilding it", path, name)
                 return None
+            changed = changed or stats.get(name) != stat
+            stats[name] = stat
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("cache entry %s is unreadable (%s); rebuilding it", path, error)
         return None
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only cache is checked in full next time
+            used = (path / MANIFEST).stat().st_mtime_ns  # the last use stays what it was
+            write_json_atomic(path / MANIFEST, {**manifest, "stats": stats})
+            os.utime(path / MANIFEST, ns=(used, used))
     return manifest
+
+
+def mark_used(path: Path) -> None:
+    """Record that the entry at `path` was used now (its manifest's modification time)."""
+    with contextlib.suppress(OSError):  # a read-only cache: no record of use
+        os.utime(path / MANIFEST)
 
 
 @contextmanager
@@ -104,8 +137,9 @@ def try_lock(path: Path) -> Iterator[bool]:
 
 
 class ArtifactCache:
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, made_by: dict[str, Any] | None = None) -> None:
         self.root = Path(root)
+        self.made_by = made_by or {}  # recorded in the manifests of entries built here
 
     def entry_path(self, kind: str, name: str, key: str) -> Path:
         return self.root / kind / f"{name}-{key}"
@@ -131,10 +165,12 @@ class ArtifactCache:
         path = self.entry_path(kind, name, key)
         manifest = read_verified(path)
         if manifest is not None:
+            mark_used(path)
             return Entry(path, manifest, reused=True)
         with file_lock(self.lock_path(kind, name, key)):
             manifest = read_verified(path)  # another job may have built it while we waited
             if manifest is not None:
+                mark_used(path)
                 return Entry(path, manifest, reused=True)
             manifest = self._build(path, key, make)
         return Entry(path, manifest, reused=False)
@@ -145,16 +181,27 @@ class ArtifactCache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             extra = make(tmp)
-            files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.name != MANIFEST}
-            manifest = {"fingerprint": key, "format": CACHE_FORMAT, **extra, "files": files}
+            made = [f for f in sorted(tmp.iterdir()) if f.name != MANIFEST]
+            manifest = {
+                "fingerprint": key,
+                "format": CACHE_FORMAT,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "made_by": self.made_by,
+                **extra,
+                "files": {f.name: file_sha256(f) for f in made},
+                "stats": {f.name: file_stat(f) for f in made},
+            }
             write_json_atomic(tmp / MANIFEST, manifest)
             if path.exists():  # a corrupt entry: move it aside, then drop it
                 stale = path.with_name(f".{path.name}.stale-{os.getpid()}")
                 path.rename(stale)
                 shutil.rmtree(stale, ignore_errors=True)
             tmp.rename(path)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            full = out_of_space(error, path)
+            if full is not None:
+                raise full from None
             raise
         return manifest
 

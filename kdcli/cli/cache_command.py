@@ -1,0 +1,147 @@
+"""`kd cache ls | rm | verify`: manage the artifact cache (teachers, soft labels, baselines and
+in-progress training states) without `rm -rf`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from kdcli.errors import UserError
+from kdcli.store.inventory import Item, remove, scan, verify
+
+DEFAULT_CACHE = "outputs/cache"  # train.yaml's cache_dir when KD_CACHE_DIR is not set
+
+
+def add_cache_parser(commands: argparse._SubParsersAction) -> None:
+    cache = commands.add_parser(
+        "cache",
+        help="list, remove or verify cached teachers, soft labels, baselines and training states",
+        description="The cache holds what runs share: teachers, soft labels and baselines, "
+        "named by a fingerprint of what determines them, and the saved state of training "
+        "stages that did not finish (a rerun of the same command resumes from it).",
+    )
+    cache.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("KD_CACHE_DIR", DEFAULT_CACHE)),
+        help="the cache (default: $KD_CACHE_DIR, else outputs/cache, as kd train)",
+    )
+    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("ls", help="entries and states: size, last use, what made them")
+    rm = actions.add_parser(
+        "rm",
+        help="remove entries or states by name, or those unused since a date",
+        description="Remove items by name (a prefix of <kind>/<name>-<fingerprint> or of "
+        "<name>-<fingerprint>, as `kd cache ls` shows them) or all items last used before "
+        "--older-than. Items that a running job holds are left alone.",
+    )
+    rm.add_argument("names", nargs="*", metavar="NAME")
+    rm.add_argument(
+        "--older-than",
+        metavar="WHEN",
+        help="last used before WHEN: a date (2026-11-01) or an age (30d, 12h)",
+    )
+    rm.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    verify_parser = actions.add_parser(
+        "verify", help="re-hash every file of every entry (kd train checks sizes and times)"
+    )
+    verify_parser.add_argument(
+        "--remove", action="store_true", help="also remove the entries that fail"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    root: Path = args.cache_dir
+    if not root.is_dir():
+        raise UserError(
+            f"--cache-dir={root}: no such directory. Give the cache_dir that kd train used "
+            "(--cache-dir DIR or KD_CACHE_DIR)."
+        )
+    items = scan(root)
+    if args.action == "ls":
+        return _list(items, root)
+    if args.action == "rm":
+        return _remove(items, args)
+    return _verify(items, args.remove)
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError
+
+
+def _list(items: list[Item], root: Path) -> int:
+    """One line an item (plain text, for grep): name, size, last use, state, what made it."""
+    print(f"{root}: {len(items)} item(s), {_size(sum(i.bytes for i in items))}")
+    width = max((len(i.label) for i in items), default=0)
+    for item in items:
+        state = "in progress" if item.in_progress else "complete"
+        when = item.last_used.strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{item.label:<{width}}  {_size(item.bytes):>10}  {when}  {state:<11}  "
+            f"{item.made_by()}".rstrip()
+        )
+    return 0
+
+
+def cutoff(when: str, now: datetime | None = None) -> datetime:
+    """`--older-than`: a date, or an age such as 30d / 12h / 45m before now."""
+    now = now or datetime.now()
+    age = re.fullmatch(r"(\d+)([dhm])", when.strip())
+    if age:
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[age.group(2)]
+        return now - timedelta(**{unit: int(age.group(1))})
+    try:
+        return datetime.fromisoformat(when)
+    except ValueError:
+        raise UserError(
+            f"--older-than={when}: not a date or an age. Give e.g. 2026-11-01 or 30d."
+        ) from None
+
+
+def _remove(items: list[Item], args: argparse.Namespace) -> int:
+    if not args.names and not args.older_than:
+        raise UserError(
+            "kd cache rm needs NAME(s) or --older-than WHEN; `kd cache ls` shows the names."
+        )
+    chosen = [i for i in items if any(_matches(i, n) for n in args.names)]
+    for name in args.names:
+        if not any(_matches(i, name) for i in items):
+            raise UserError(f"kd cache rm {name}: no such item; `kd cache ls` shows the names.")
+    if args.older_than:
+        before = cutoff(args.older_than)
+        chosen += [i for i in items if i.last_used < before and i not in chosen]
+    kept = 0
+    for item in chosen:
+        if args.dry_run:
+            print(f"would remove {item.label} ({_size(item.bytes)})")
+        elif remove(item):
+            print(f"removed {item.label} ({_size(item.bytes)})")
+        else:
+            kept += 1
+            print(f"kept {item.label}: a running job holds it", file=sys.stderr)
+    if not chosen:
+        print("nothing to remove")
+    return 1 if kept else 0
+
+
+def _matches(item: Item, name: str) -> bool:
+    name = name.rstrip("/")
+    return item.label.startswith(name) or item.name.startswith(name) or str(item.path) == name
+
+
+def _verify(items: list[Item], remove_failed: bool) -> int:
+    entries = [i for i in items if not i.in_progress]
+    failed = [i for i in entries if not verify(i)]
+    for item in failed:
+        what = "removed" if remove_failed and remove(item) else "fails its checksums"
+        print(f"{item.label}: {what}", file=sys.stderr)
+    print(f"{len(entries) - len(failed)} of {len(entries)} entries verified")
+    return 1 if failed and not remove_failed else 0

@@ -1,0 +1,87 @@
+"""What the artifact cache holds, for `kd cache ls / rm / verify`.
+
+An item is a complete entry (`<kind>/<name>-<fingerprint>/` with its manifest) or a training
+stage's in-progress state (`<kind>/<name>-<fingerprint>.state.pt`). Removing takes the
+item's lock without waiting, so an entry that a running job is building or a state that a
+running job is training from is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kdcli.store.cache import MANIFEST, STATE_SUFFIX, read_verified, try_lock
+
+
+@dataclass
+class Item:
+    kind: str  # teachers, soft_labels, baselines, students
+    name: str  # <name>-<fingerprint>
+    path: Path
+    bytes: int
+    last_used: datetime  # an entry's last reuse (or creation); a state's last save
+    in_progress: bool  # a training state, not a finished entry
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def lock(self) -> Path:
+        return self.path.parent / f"{self.name}.lock"
+
+    def made_by(self) -> str:
+        """The `kd train` command that built the entry, when recorded."""
+        return str((self.manifest.get("made_by") or {}).get("command", ""))
+
+
+def scan(root: Path) -> list[Item]:
+    """Every entry and in-progress state under `root`, by kind and name."""
+    items = []
+    for kind in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(kind.iterdir()):
+            if path.name.startswith("."):
+                continue  # a build in progress, or left by a killed one (removed on next build)
+            if path.is_dir() and (path / MANIFEST).is_file():
+                items.append(_entry(kind.name, path))
+            elif path.is_file() and path.name.endswith(STATE_SUFFIX):
+                name = path.name.removesuffix(STATE_SUFFIX)
+                used = datetime.fromtimestamp(path.stat().st_mtime)
+                items.append(Item(kind.name, name, path, path.stat().st_size, used, True))
+    return items
+
+
+def _entry(kind: str, path: Path) -> Item:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    used = datetime.fromtimestamp((path / MANIFEST).stat().st_mtime)
+    return Item(kind, path.name, path, size, used, False, manifest)
+
+
+def remove(item: Item) -> bool:
+    """Delete `item` unless a running job holds its lock; True when it was deleted."""
+    with try_lock(item.lock) as mine:
+        if not mine:
+            return False
+        if item.in_progress:
+            item.path.unlink(missing_ok=True)
+        else:  # out of readers' sight first, then deleted
+            hidden = item.path.with_name(f".{item.path.name}.removed-{os.getpid()}")
+            item.path.rename(hidden)
+            shutil.rmtree(hidden, ignore_errors=True)
+    return True  # the lock file stays: a job may be waiting on it
+
+
+def verify(item: Item) -> bool:
+    """Whether every file of a finished entry matches its SHA-256 (re-hashed in full)."""
+    return item.in_progress or read_verified(item.path, full=True) is not None

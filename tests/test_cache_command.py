@@ -1,0 +1,113 @@
+"""`kd cache ls | rm | verify` (kdcli/cli/cache_command.py, kdcli/store/inventory.py), run
+through the command's entry point on a cache built by the store itself."""
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from kdcli.cli.cache_command import cutoff
+from kdcli.cli.main import main
+from kdcli.store.cache import ArtifactCache, file_lock
+
+
+def write(content: bytes):
+    def make(tmp: Path) -> dict:
+        (tmp / "data.bin").write_bytes(content)
+        return {"name": "x"}
+
+    return make
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    """Two teachers (one last used long ago), soft labels and an in-progress student state."""
+    store = ArtifactCache(tmp_path, made_by={"command": "kd train seed=1"})
+    store.get_or_make("teachers", "resnet8", "aaaa", write(b"t" * 2048))
+    old = store.get_or_make("teachers", "resnet8", "bbbb", write(b"o" * 10))
+    store.get_or_make("soft_labels", "resnet8", "cccc", write(b"s" * 100))
+    state = store.state_path("students", "mlp", "dddd")
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"state")
+    long_ago = time.time() - 90 * 86400
+    os.utime(old.path / "manifest.json", (long_ago, long_ago))
+    return tmp_path
+
+
+def kd_cache(capsys, cache: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["cache", "--cache-dir", str(cache), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ls_lists_entries_and_states_with_size_last_use_and_what_made_them(cache, capsys):
+    code, out, _ = kd_cache(capsys, cache, "ls")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{cache}: 4 item(s), ") and lines[0].endswith(" KiB")
+    teacher = next(line for line in lines if line.startswith("teachers/resnet8-aaaa"))
+    assert " KiB " in teacher and "complete" in teacher and "kd train seed=1" in teacher
+    assert any(line.startswith("students/mlp-dddd") and "in progress" in line for line in lines)
+
+
+def test_rm_by_name_and_by_age_leaves_the_rest(cache, capsys):
+    code, out, _ = kd_cache(capsys, cache, "rm", "--older-than", "30d", "--dry-run")
+    assert code == 0 and out.startswith("would remove teachers/resnet8-bbbb (")
+    assert len(out.splitlines()) == 1
+    assert (cache / "teachers" / "resnet8-bbbb").is_dir()
+
+    code, out, _ = kd_cache(capsys, cache, "rm", "--older-than", "30d", "soft_labels/")
+    assert code == 0
+    assert not (cache / "teachers" / "resnet8-bbbb").exists()
+    assert not (cache / "soft_labels" / "resnet8-cccc").exists()
+    code, _, _ = kd_cache(capsys, cache, "rm", "mlp-dddd")
+    assert code == 0 and not (cache / "students" / "mlp-dddd.state.pt").exists()
+    assert (cache / "teachers" / "resnet8-aaaa" / "data.bin").is_file()
+    assert not [p for p in cache.rglob(".*") if p.is_dir()], "nothing half-removed"
+
+
+def test_rm_leaves_an_item_that_a_running_job_holds(cache, capsys):
+    with file_lock(cache / "teachers" / "resnet8-aaaa.lock"):
+        code, _, err = kd_cache(capsys, cache, "rm", "teachers/resnet8-aaaa")
+    assert code == 1 and "kept teachers/resnet8-aaaa: a running job holds it" in err
+    assert (cache / "teachers" / "resnet8-aaaa").is_dir()
+
+
+def test_verify_rehashes_everything_and_removes_what_fails_when_asked(cache, capsys):
+    data = cache / "teachers" / "resnet8-aaaa" / "data.bin"
+    stat = data.stat()
+    data.write_bytes(b"x" * 2048)  # silent corruption: same size, time put back
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    code, out, err = kd_cache(capsys, cache, "verify")
+    assert code == 1 and "teachers/resnet8-aaaa: fails its checksums" in err
+    assert "2 of 3 entries verified" in out
+    code, _, err = kd_cache(capsys, cache, "verify", "--remove")
+    assert code == 0 and "teachers/resnet8-aaaa: removed" in err
+    assert not data.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rm"], "needs NAME(s) or --older-than"),
+        (["rm", "nothing-here"], "kd cache rm nothing-here: no such item"),
+        (["rm", "--older-than", "last week"], "--older-than=last week: not a date or an age"),
+    ],
+)
+def test_bad_input_exits_2_naming_what_to_fix(cache, capsys, args, message):
+    code, _, err = kd_cache(capsys, cache, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_missing_cache_dir_exits_2(tmp_path, capsys):
+    code, _, err = kd_cache(capsys, tmp_path / "nowhere", "ls")
+    assert code == 2 and "--cache-dir=" in err and "no such directory" in err
+
+
+def test_older_than_takes_dates_and_ages():
+    now = datetime(2026, 11, 30, 12, 0)
+    assert cutoff("2026-11-01", now) == datetime(2026, 11, 1)
+    assert cutoff("30d", now) == datetime(2026, 10, 31, 12, 0)
+    assert cutoff("12h", now) == datetime(2026, 11, 30, 0, 0)
