@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from kd_command import ONE_THREAD, kd_environment
+from kd_settings import TINY
 
 from kdcli.config import checks as validate
 from kdcli.config import resolvers
@@ -75,3 +82,41 @@ def test_sbatch_scripts_are_valid_bash(script):
     assert done.returncode == 0, done.stderr
     text = (SCRIPTS / script).read_text()
     assert text.startswith("#!/bin/bash") and "#SBATCH --time=" in text
+
+
+def test_the_sweep_script_saves_requeues_and_the_requeued_task_continues(tmp_path):
+    """SLURM's USR1 before the time limit reaches the script: kd saves its state and exits,
+    the script requeues the task, and the requeued task (the same script) resumes."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    requeued = tmp_path / "requeued.txt"
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {requeued}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    points = tmp_path / "points.txt"
+    points.write_text("seed=3\n")
+    env = kd_environment(
+        {
+            **ONE_THREAD,
+            "PATH": f"{fake_bin}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "SLURM_ARRAY_JOB_ID": "7",
+            "SLURM_ARRAY_TASK_ID": "0",
+        }
+    )
+    args = ["bash", str(SCRIPTS / "slurm_sweep.sbatch"), str(points), *TINY, "student.epochs=3"]
+    args += ["checkpoint.every_s=0", "baseline=false"]
+    script = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("outputs/cache/students/*.state.pt")):
+        assert script.poll() is None and time.monotonic() < deadline, script.communicate()[1]
+        time.sleep(0.005)
+    script.send_signal(signal.SIGUSR1)
+    _, stderr = script.communicate(timeout=120)
+    assert script.returncode == 0, stderr
+    assert "kd: stopped by SIGUSR1; saved the state of student" in stderr
+    assert requeued.read_text() == "requeue 7_0\n"
+
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    report = json.loads((tmp_path / "outputs/array/7/0/report.json").read_text())
+    assert report["stages"]["distill"]["resumed_from"].startswith("epoch ")
+    assert report["seed"] == 3

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from kdcli.config.build import training_kwargs
 from kdcli.data.digits import Digits
-from kdcli.engine.interrupt import Interrupted, handle_signals
+from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
 from kdcli.engine.loop import fit
 from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.losses import CrossEntropy
@@ -164,3 +164,19 @@ def test_a_signal_outside_the_training_loop_stops_at_once():
         signal.raise_signal(signal.SIGTERM)
     assert caught.value.exit_code == 143 and caught.value.saved is None
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler is put back"
+
+
+def test_a_handler_that_was_there_before_is_called_after_the_save(digits, tmp_path):
+    """Under submitit a USR2 handler requeues the job: kd saves first, then passes it on."""
+    calls = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        with handle_signals(), pytest.raises(Interrupted) as caught:
+            train(digits, model(0), SignalAt(5, signal.SIGUSR2), TrainState(tmp_path / "s.pt"))
+            assert calls == [], "not before the state is saved"
+        assert caught.value.saved.is_file() and calls == []
+        with handle_signals():
+            pass_on(caught.value.signum)
+        assert calls == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, before)

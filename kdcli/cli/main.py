@@ -20,7 +20,7 @@ from kdcli.cli import cache_command
 from kdcli.cli.cache_command import add_cache_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
-from kdcli.engine.interrupt import Interrupted, handle_signals
+from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
 from kdcli.errors import RunError, UserError, out_of_space
 
 DEBUG_FLAG = "--debug"
@@ -51,6 +51,7 @@ def report_interrupt(stop: Interrupted) -> int:
         f"kd: stopped by {stop.name}; {done}. Run the same command again to continue.",
         file=sys.stderr,
     )
+    pass_on(stop.signum)  # e.g. submitit's handler, which requeues the job
     return stop.exit_code
 
 

@@ -1,10 +1,13 @@
 """Stopping on a signal without losing work: SIGTERM (`kill`, a SLURM preemption), SIGINT
-(Ctrl-C) and SIGUSR1 (SLURM's `--signal`, before the time limit).
+(Ctrl-C), SIGUSR1 (SLURM's `--signal`, before the time limit; scripts/*.sbatch) and SIGUSR2
+(submitit's, under `hydra/launcher=slurm`).
 
 While `handle_signals()` is active, a signal outside the training loop raises `Interrupted`
 at once (nothing is half-written: every write is atomic). Inside the loop (`deferred()`) it is
 only noted; the loop finishes its step, saves its state (engine/state.py) and raises
-`Interrupted` itself, so a rerun of the same command continues from that step.
+`Interrupted` itself, so a rerun of the same command continues from that step. A handler
+that was there before (submitit's, which requeues the job) is called after the save:
+`pass_on`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name)
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
 )
 
 
@@ -40,6 +45,7 @@ class Interrupted(BaseException):
 
 _pending: int | None = None
 _deferring = 0
+_previous: dict[int, object] = {}  # the handlers `handle_signals` replaced
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -66,12 +72,22 @@ def handle_signals() -> Iterator[None]:
     except ValueError:  # not the main thread: leave the signals as they are
         yield
         return
+    _previous.update(previous)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _previous.clear()
         _pending = None
+
+
+def pass_on(signum: int) -> None:
+    """Call the Python handler that `handle_signals` replaced for `signum`, if there was one
+    (submitit's requeues the job); the default actions are not taken (kd exits by itself)."""
+    handler = _previous.get(signum)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signum, None)
 
 
 @contextmanager
