@@ -54,7 +54,7 @@ RUN = [
 # stage -> what in the cache shows that it is under way
 STAGES = {
     "teacher": "teachers/*.state.pt",
-    "soft_labels": "soft_labels/.*",
+    "soft_labels": "soft_labels/*.partial",
     "distill": "students/*.state.pt",
     "baseline": "baselines/*.state.pt",
     "evaluate": "baselines/*/manifest.json",
@@ -124,7 +124,7 @@ def torn(cache: Path) -> str:
     """What in the cache is not a complete, verified entry (empty when all is well)."""
     problems = []
     for path in sorted(cache.glob("*/*")):
-        if path.name.startswith(".") or path.name.endswith(".state.pt"):
+        if path.name.startswith(".") or path.name.endswith((".state.pt", ".partial")):
             problems.append(f"left behind: {path.relative_to(cache)}")
         elif path.is_dir() and read_verified(path, full=True) is None:
             problems.append(f"fails its checksums: {path.relative_to(cache)}")
@@ -138,9 +138,10 @@ def steps_saved(report: dict, steps_per_epoch: int) -> int:
         record = report["stages"][stage]
         if record["reused"]:
             saved += EPOCHS * steps_per_epoch
-        elif record.get("resumed_from"):
-            epoch, batch = map(int, re.findall(r"\d+", record["resumed_from"]))
-            saved += (epoch - 1) * steps_per_epoch + batch
+        elif record.get("resumed_from"):  # "epoch E, batch B" or "after epoch E"
+            numbers = [int(n) for n in re.findall(r"\d+", record["resumed_from"])]
+            epoch, batch = (numbers[0] - 1, numbers[1]) if len(numbers) == 2 else (numbers[0], 0)
+            saved += epoch * steps_per_epoch + batch
     return saved
 
 

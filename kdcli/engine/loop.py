@@ -78,6 +78,7 @@ def fit(
     precision: Precision = FP32,
     compile: bool = False,
     state: TrainState | None = None,
+    keep_state: bool = False,
     log_every: int = 10,
 ) -> FitResult:
     """Train `model` for `epochs` epochs on `loader` with `loss_fn`.
@@ -91,7 +92,8 @@ def fit(
 
     `state` saves the whole training state after every epoch and every `state.every_s`
     seconds, and on a signal (then raises `Interrupted`); a saved state found at the start is
-    resumed from, so the result equals an uninterrupted run's.
+    resumed from, so the result equals an uninterrupted run's. The state is removed at the
+    end unless `keep_state` (the caller removes it once the result is stored elsewhere).
 
     Under torchrun every rank calls this together: each trains on its share of every batch
     through DDP (kdcli.engine.distributed), the logged figures are summed over ranks, and only
@@ -181,7 +183,7 @@ def fit(
             finished = {"last_loss": epoch_loss, "last_score": score}
             _save_or_stop(state, parts, Position(epoch + 1, 0, finished), label, saving)
     seconds = time.perf_counter() - started
-    if saving:  # the caller's artifact holds the result from here on
+    if saving and not keep_state:  # the caller's artifact holds the result from here on
         state.discard()
     resumed_from = resumed.describe() if resumed else None
     return FitResult(seconds, images / max(seconds, 1e-9), epochs, epoch_loss, score, resumed_from)

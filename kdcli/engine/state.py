@@ -56,6 +56,8 @@ class Position:
     sums: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
+        if self.step == 0:
+            return f"after epoch {self.epoch}"
         return f"epoch {self.epoch + 1}, batch {self.step}"
 
 

@@ -14,7 +14,10 @@ storage dtype whatever the teacher's scale; stores are checked finite when writt
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from kdcli.data import Loader
 from kdcli.engine.infer import outputs
 from kdcli.engine.precision import FP32, Precision
 from kdcli.errors import UserError
+from kdcli.store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +199,15 @@ def _store_views(
     dtype: np.dtype,
     check: Callable[[torch.Tensor], None],
     precision: Precision = FP32,
-) -> tuple[int, int]:
+    progress: Path | None = None,
+) -> tuple[int, int, int]:
     """Write the teacher's outputs on every epoch's views straight into .npy files on disk,
-    each batch passed to `check` first; returns the images seen and the rows clamped."""
+    each batch passed to `check` first; returns the images seen, the rows clamped and the
+    epochs that an earlier, interrupted build had already stored.
+
+    With `progress` (a directory that outlives a killed build), the arrays are filled there
+    and the epochs already done are recorded after each one, so a rerun continues with the
+    next epoch; the finished arrays are then moved into `directory`."""
     num_classes = output_shape[-1]
     shape = (epochs, num_samples, *output_shape[:-1], topk or num_classes)
     dtypes = (
@@ -205,14 +215,18 @@ def _store_views(
         if topk is None
         else {"topk_probs": dtype, "topk_classes": index_dtype(num_classes)}
     )
+    work = progress or directory
+    plan = {"shape": list(shape), "dtypes": {k: np.dtype(v).str for k, v in dtypes.items()}}
+    done = _views_done(progress, plan) if progress is not None else None
+    mode = "r+" if done is not None else "w+"
+    if done is None:
+        work.mkdir(parents=True, exist_ok=True)
+        done = {"epochs": 0, "images": 0, "clamped": 0}
     arrays = {
-        name: np.lib.format.open_memmap(
-            directory / f"{name}.npy", mode="w+", dtype=kind, shape=shape
-        )
+        name: np.lib.format.open_memmap(work / f"{name}.npy", mode=mode, dtype=kind, shape=shape)
         for name, kind in dtypes.items()
     }
-
-    clamped = 0
+    clamped, resumed = done["clamped"], done["epochs"]
 
     def write(epoch: int, index: torch.Tensor, logits: torch.Tensor) -> None:
         nonlocal clamped
@@ -223,10 +237,43 @@ def _store_views(
         for name, part in parts.items():
             arrays[name][epoch, rows] = part
 
-    images = predict_views(model, loader, epochs, write, precision)
-    for array in arrays.values():
-        array.flush()
-    return images, clamped
+    images = done["images"]
+    for epoch in range(done["epochs"], epochs):
+        images += predict_views(model, loader, epoch + 1, write, precision, first_epoch=epoch)
+        for array in arrays.values():
+            array.flush()
+        if progress is not None:
+            done = {"epochs": epoch + 1, "images": images, "clamped": clamped}
+            write_json_atomic(progress / VIEWS_PROGRESS, {**plan, **done})
+    arrays.clear()  # close the memory maps before the files move
+    if progress is not None:
+        for name in dtypes:
+            os.replace(progress / f"{name}.npy", directory / f"{name}.npy")
+        shutil.rmtree(progress, ignore_errors=True)
+    return images, clamped, resumed
+
+
+VIEWS_PROGRESS = "progress.json"
+
+
+def _views_done(progress: Path, plan: dict) -> dict | None:
+    """What an earlier, interrupted build of the same views stored (None: start afresh)."""
+    if not (progress / VIEWS_PROGRESS).is_file():
+        return None
+    try:
+        record = json.loads((progress / VIEWS_PROGRESS).read_text())
+        if {k: record[k] for k in plan} != plan:
+            raise ValueError("another shape or dtype")
+        for name in plan["dtypes"]:
+            stored = np.load(progress / f"{name}.npy", mmap_mode="r")
+            if list(stored.shape) != plan["shape"]:
+                raise ValueError(f"{name}.npy has another shape")
+        log.info("soft labels  continuing after epoch %d of the views", record["epochs"])
+        return {k: int(record[k]) for k in ("epochs", "images", "clamped")}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("ignoring the unfinished views in %s (%s); starting afresh", progress, error)
+        shutil.rmtree(progress, ignore_errors=True)
+        return None
 
 
 def predict_views(
@@ -235,8 +282,10 @@ def predict_views(
     epochs: int,
     write: Callable[[int, torch.Tensor, torch.Tensor], None],
     precision: Precision = FP32,
+    first_epoch: int = 0,
 ) -> int:
-    """Run the teacher on exactly the batches the student will draw in epochs 0..epochs-1.
+    """Run the teacher on exactly the batches the student will draw in epochs
+    first_epoch..epochs-1.
 
     `loader` is the student's own training loader, so each view is the one the student sees
     (the augmentation of sample i in epoch e is a pure function of (seed, e, i)). Calls
@@ -244,7 +293,8 @@ def predict_views(
     """
     seen = 0
     device = next(model.parameters()).device
-    for epoch, batch, logits, _ in outputs(model, loader, device, range(epochs), (), precision):
+    epoch_range = range(first_epoch, epochs)
+    for epoch, batch, logits, _ in outputs(model, loader, device, epoch_range, (), precision):
         write(epoch, batch.index, logits)
         seen += batch.index.numel()
     return seen

@@ -62,6 +62,9 @@ class Context:
     run_dir: Path
     # (id(model), precision) -> its fastest inference batch size (eval.batch_size=auto)
     batch_sizes: dict[tuple[int, Precision], int] = field(default_factory=dict)
+    # states of finished stages whose result lives only in the run directory (the student):
+    # kept until the report is written, so that a kill before then loses no training
+    finished: list[TrainState] = field(default_factory=list)
 
 
 def plain(node: Any) -> Any:

@@ -73,7 +73,9 @@ def student_stage(
             precision=precision,
             compile=bool(cfg.compile),
             state=state,
+            keep_state=True,  # until the report is written (run.py)
         )
+        ctx.finished.append(state)
     path = run_dir / "student.pt"
     if distributed.is_main():
         save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))

@@ -69,4 +69,6 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
 
     report = build_report(cfg, task, data.info, device, results, soft_report, stages, run_dir, gain)
     report_io.write(report, run_dir, Console(), task)  # the table goes to stdout
+    for state in ctx.finished:  # the run directory now holds what they hold
+        state.discard()
     return report

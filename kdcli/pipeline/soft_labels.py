@@ -95,13 +95,16 @@ def soft_label_stage(
         key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
     key_parts += precision_key(teacher.precision)  # the teacher's forward passes' precision
     key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
+    # the views of finished epochs outlive a killed build (the entry's lock covers them)
+    saving = mode == "views" and cfg.checkpoint.save and distributed.is_main()
+    views_progress = ctx.cache.partial_path("soft_labels", teacher.name, key) if saving else None
 
     def make(tmp: Path) -> dict[str, Any]:
         begun = time.perf_counter()
         features: dict[str, torch.Tensor] = {}
         feature_dtypes: dict[str, str] = {}
         if mode == "views":
-            images, clamped = _store_views(
+            images, clamped, resumed = _store_views(
                 tmp,
                 teacher.module,
                 data.train_loader(cfg.student.batch_size, cfg.seed),
@@ -112,8 +115,10 @@ def soft_label_stage(
                 dtype,
                 lambda logits: _check_teacher_output(teacher, logits, "logits"),
                 teacher.precision,
+                progress=views_progress,
             )
         else:
+            resumed = 0
             size = eval_batch_size(ctx, teacher.module, teacher.precision)
             loader = data.eval_loader("train", size)
             if layers:
@@ -150,13 +155,15 @@ def soft_label_stage(
             "features": {path: list(values.shape) for path, values in features.items()},
             "seconds": seconds,
             "images_per_s": images / max(seconds, 1e-9),
+            "resumed_from": f"epoch {resumed + 1}, batch 0" if resumed else None,
         }
 
     entry = get_or_make(ctx.cache, "soft_labels", teacher.name, key, make)
     soft_labels = _load_soft_labels(entry.path, data.num_train, data.info.num_classes, mode, device)
     features = load_features(entry.path, layers, device)
     seconds, rate = time.perf_counter() - started, entry.manifest["images_per_s"]
-    stage = Stage(seconds, rate, entry.reused, teacher.precision.describe())
+    resumed_from = None if entry.reused else entry.manifest.get("resumed_from")
+    stage = Stage(seconds, rate, entry.reused, teacher.precision.describe(), resumed_from)
     _log_stage("soft labels", entry, stage)
     return StoredKnowledge(soft_labels, features), entry, stage
 

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the layout or contents of entries change
 MANIFEST = "manifest.json"
 STATE_SUFFIX = ".state.pt"  # an in-progress training state, beside its entry
+PARTIAL_SUFFIX = ".partial"  # an in-progress build's directory (the views stored so far)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -147,6 +148,10 @@ class ArtifactCache:
     def state_path(self, kind: str, name: str, key: str) -> Path:
         """Where the stage that makes this entry keeps its in-progress training state."""
         return self.root / kind / f"{name}-{key}{STATE_SUFFIX}"
+
+    def partial_path(self, kind: str, name: str, key: str) -> Path:
+        """Where a build that can continue after a kill keeps its progress (views soft labels)."""
+        return self.root / kind / f"{name}-{key}{PARTIAL_SUFFIX}"
 
     def lock_path(self, kind: str, name: str, key: str) -> Path:
         return self.root / kind / f"{name}-{key}.lock"

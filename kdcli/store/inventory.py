@@ -1,7 +1,8 @@
 """What the artifact cache holds, for `kd cache ls / rm / verify`.
 
-An item is a complete entry (`<kind>/<name>-<fingerprint>/` with its manifest) or a training
-stage's in-progress state (`<kind>/<name>-<fingerprint>.state.pt`). Removing takes the
+An item is a complete entry (`<kind>/<name>-<fingerprint>/` with its manifest), a training
+stage's in-progress state (`<kind>/<name>-<fingerprint>.state.pt`) or a build's progress
+(`<kind>/<name>-<fingerprint>.partial/`: the views soft labels stored so far). Removing takes the
 item's lock without waiting, so an entry that a running job is building or a state that a
 running job is training from is left alone.
 """
@@ -16,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kdcli.store.cache import MANIFEST, STATE_SUFFIX, read_verified, try_lock
+from kdcli.store.cache import MANIFEST, PARTIAL_SUFFIX, STATE_SUFFIX, read_verified, try_lock
 
 
 @dataclass
@@ -51,6 +52,11 @@ def scan(root: Path) -> list[Item]:
                 continue  # a build in progress, or left by a killed one (removed on next build)
             if path.is_dir() and (path / MANIFEST).is_file():
                 items.append(_entry(kind.name, path))
+            elif path.is_dir() and path.name.endswith(PARTIAL_SUFFIX):
+                name = path.name.removesuffix(PARTIAL_SUFFIX)
+                size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+                used = datetime.fromtimestamp(path.stat().st_mtime)
+                items.append(Item(kind.name, name, path, size, used, True))
             elif path.is_file() and path.name.endswith(STATE_SUFFIX):
                 name = path.name.removesuffix(STATE_SUFFIX)
                 used = datetime.fromtimestamp(path.stat().st_mtime)
@@ -73,7 +79,7 @@ def remove(item: Item) -> bool:
     with try_lock(item.lock) as mine:
         if not mine:
             return False
-        if item.in_progress:
+        if item.in_progress and item.path.is_file():
             item.path.unlink(missing_ok=True)
         else:  # out of readers' sight first, then deleted
             hidden = item.path.with_name(f".{item.path.name}.removed-{os.getpid()}")
