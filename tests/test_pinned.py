@@ -47,6 +47,8 @@ REPORT_SHAPE = {
     "kd_gain_images.baseline_only": "int",
     "kd_gain_images.total": "int",
     "warnings": "list",
+    "metrics": "str",
+    "plots": "list",
     **{
         f"stages.{stage}.{key}": kind
         for stage in ("teacher", "soft_labels", "distill", "baseline", "evaluate")

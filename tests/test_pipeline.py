@@ -51,6 +51,21 @@ def test_train_writes_the_report_the_readme_documents(kd, tiny):
     assert (run_dir / "student.pt").is_file()
     assert (run_dir / "config.yaml").is_file()
     assert not (run_dir / "checkpoints").exists(), "per-epoch state is removed after a stage"
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows] == [
+        ("teacher", 1),
+        ("student", 1),
+        ("baseline", 1),
+    ]
+    for row in rows:
+        assert row["step"] == 22 and row["lr"] >= 0 and row["seconds"] > 0
+        assert 0 <= row["train_top1"] <= 1 and row["loss"] > 0 and row["images_per_s"] > 0
+    assert report["metrics"] == "metrics.jsonl"
+    assert report["plots"] == ["plots/curves.png", "plots/confusion.png", "plots/reliability.png"]
+    for plot in report["plots"]:
+        assert (run_dir / plot).read_bytes().startswith(b"\x89PNG")
+        assert f"]({plot})" in (run_dir / "report.md").read_text()
     assert "top-1 accuracy" in result.stdout, "the table goes to stdout"
     assert "KD gain" in result.stdout and "95% CI" in result.stdout
     for text in report["warnings"]:  # 1-epoch models: the checks fire or not, but visibly

@@ -222,6 +222,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.device.type == "cuda" and not _cuda_available():
         raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
     _check_precision(cfg)
+    _check_logger(cfg)
     if cfg.soft_labels.mode not in ("auto", "static", "views", "online"):
         raise UserError(
             f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views or online."
@@ -276,6 +277,17 @@ def _check_precision(cfg: DictConfig) -> None:
             "precision=fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler) and this run "
             "is on the CPU; use precision=bf16 (or precision=auto, which picks bf16 where the "
             "CPU runs it natively) or precision=fp32."
+        )
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    """`logger=tensorboard` needs the optional tensorboard package."""
+    wants = str(cfg.logger.get("_target_", "")).endswith("TensorBoardLog")
+    if wants and importlib.util.find_spec("tensorboard") is None:
+        raise UserError(
+            "logger=tensorboard needs the tensorboard package, which is not installed: "
+            "`pip install kdcli[tensorboard]` (or `pip install tensorboard`), or use "
+            "logger=jsonl or logger=csv."
         )
 
 

@@ -30,6 +30,7 @@ class Objects:
     student: Built
     baseline: Callable[[], Built]  # built when the baseline stage needs it (not when cached)
     training: dict[str, dict[str, Any]]  # role -> the loop's epochs, optimizer, scheduler
+    logger: Callable[[Path], Any]  # run directory -> where the per-epoch rows go
 
 
 def resolve_device(device_cfg: DictConfig) -> torch.device:
@@ -76,6 +77,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         student,
         lambda: build_seeded(cfg, "student", data.info),
         training,
+        _instantiate(cfg.logger, "logger"),
     )
 
 

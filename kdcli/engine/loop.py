@@ -79,6 +79,7 @@ def fit(
     compile: bool = False,
     state: TrainState | None = None,
     keep_state: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
     log_every: int = 10,
 ) -> FitResult:
     """Train `model` for `epochs` epochs on `loader` with `loss_fn`.
@@ -94,6 +95,8 @@ def fit(
     seconds, and on a signal (then raises `Interrupted`); a saved state found at the start is
     resumed from, so the result equals an uninterrupted run's. The state is removed at the
     end unless `keep_state` (the caller removes it once the result is stored elsewhere).
+    `on_epoch(row)` gets each epoch's figures (on rank 0): epoch, step, loss (and a combo
+    loss's terms as `loss_<name>`), `train_<metric>`, lr, images_per_s and seconds.
 
     Under torchrun every rank calls this together: each trains on its share of every batch
     through DDP (kdcli.engine.distributed), the logged figures are summed over ranks, and only
@@ -146,6 +149,8 @@ def fit(
             loss_sum = torch.tensor(sums.get("loss", 0.0), device=device)
             correct = torch.tensor(int(sums.get("correct", 0)), device=device, dtype=torch.long)
             seen = int(sums.get("seen", 0))
+            epoch_started, epoch_images = time.perf_counter(), 0
+            term_sums: dict[str, torch.Tensor] = {}
             for step, batch in enumerate(loader.epoch(epoch, first), start=first):
                 with numerics.autocast(precision, device):
                     # fills tap.outputs with the student's layers
@@ -161,7 +166,10 @@ def fit(
                 loss_sum += loss.detach().float() * size
                 correct += task.score(logits.detach(), batch.y)
                 seen += size
+                for name, term in loss_fn.last_terms.items():  # a combo loss's parts
+                    term_sums[name] = term_sums.get(name, 0) + term.float() * size
                 images += batch.x.shape[0] * distributed.world_size()
+                epoch_images += batch.x.shape[0] * distributed.world_size()
                 last = step + 1 == len(loader)
                 if (step + 1) % log_every == 0 or last:
                     totals = distributed.sum_over_ranks(loss_sum, correct, seen)
@@ -178,6 +186,19 @@ def fit(
                 if not last and (state.due() or pending() is not None):
                     here = Position(epoch, step + 1, _sums(loss_sum, correct, seen))
                     _save_or_stop(state, parts, here, label, saving)
+            if on_epoch is not None and saving:
+                seconds = time.perf_counter() - epoch_started
+                row = {
+                    "epoch": epoch + 1,
+                    "step": (epoch + 1) * len(loader),
+                    "loss": epoch_loss,
+                    **{f"loss_{k}": float(v) / max(seen, 1) for k, v in term_sums.items()},
+                    f"train_{task.metric}": score,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "images_per_s": epoch_images / max(seconds, 1e-9),
+                    "seconds": seconds,
+                }
+                on_epoch(row)
             if not per_batch:
                 scheduler.step()
             finished = {"last_loss": epoch_loss, "last_score": score}

@@ -17,10 +17,11 @@ from torch import nn
 
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine import distributed
-from kdcli.engine.infer import fastest_batch_size
+from kdcli.engine.infer import fastest_batch_size, predict
 from kdcli.engine.measure import count_params, flops_per_image
 from kdcli.engine.precision import FP32, Precision, native_bf16, resolve
 from kdcli.engine.state import TrainState
+from kdcli.pipeline.metrics import JsonlLog
 from kdcli.store.cache import ArtifactCache, Entry
 from kdcli.tasks import Task
 
@@ -65,6 +66,25 @@ class Context:
     # states of finished stages whose result lives only in the run directory (the student):
     # kept until the report is written, so that a kill before then loses no training
     finished: list[TrainState] = field(default_factory=list)
+    # where each training stage's per-epoch rows go (metrics.jsonl, and the `logger` choice)
+    metrics: JsonlLog | None = None
+
+
+def epoch_recorder(ctx: Context, stage: str, module: nn.Module) -> Callable[[dict], None]:
+    """`fit`'s `on_epoch` for a stage: its row, with the validation metric when there is a
+    validation split (the model in fp32, as the evaluation runs it), into `ctx.metrics`."""
+
+    def record(row: dict[str, Any]) -> None:
+        if ctx.metrics is None:
+            return
+        if "val" in ctx.data.splits:
+            loader = ctx.data.eval_loader("val", eval_batch_size(ctx, module, FP32))
+            logits = predict(module, loader, ctx.device)
+            metric = ctx.task.metrics(logits, ctx.data.labels("val"))[ctx.task.metric]
+            row = {**row, f"val_{ctx.task.metric}": metric}
+        ctx.metrics.row({"stage": stage, **row})
+
+    return record
 
 
 def plain(node: Any) -> Any:

@@ -21,6 +21,7 @@ from kdcli.pipeline.common import (
     Context,
     Model,
     Stage,
+    epoch_recorder,
     model_precision,
     plain,
     precision_key,
@@ -74,6 +75,7 @@ def student_stage(
             compile=bool(cfg.compile),
             state=state,
             keep_state=True,  # until the report is written (run.py)
+            on_epoch=epoch_recorder(ctx, "student", model),
         )
         ctx.finished.append(state)
     path = run_dir / "student.pt"

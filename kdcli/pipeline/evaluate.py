@@ -42,9 +42,10 @@ def eval_splits(data: Dataset) -> list[str]:
 
 def evaluate_stage(
     ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None = None
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, torch.Tensor]]:
     """Stage 4: every model's figures on the test split, with agreement against the teacher,
-    and the KD gain's interval and p-value (student vs baseline on the same test images).
+    the KD gain's interval and p-value (student vs baseline on the same test images), and
+    each model's test logits (for the plots).
     `known`: outputs already computed (role -> split -> logits), e.g. the teacher's.
 
     With a validation split (`dataset.val_fraction > 0`) each model's `val_<metric>` is
@@ -73,7 +74,7 @@ def evaluate_stage(
     gain = {}
     if "baseline" in logits:
         gain = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)
-    return results, gain
+    return results, gain, {role: split["test"] for role, split in logits.items()}
 
 
 def gain_figures(

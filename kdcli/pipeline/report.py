@@ -20,6 +20,7 @@ from kdcli import __version__
 from kdcli.data import DatasetInfo
 from kdcli.engine import distributed
 from kdcli.pipeline.common import Stage, config_choice, plain
+from kdcli.pipeline.metrics import METRICS_FILE
 from kdcli.store.atomic import write_json_atomic, write_text_atomic
 from kdcli.tasks import Task
 from kdcli.tasks.classify import TASK
@@ -141,7 +142,35 @@ def markdown(report: dict[str, Any], task: Task = TASK) -> str:
     ]
     if report.get("warnings"):
         lines += ["## Warnings", "", *(f"- {text}" for text in report["warnings"]), ""]
+    if report.get("plots"):
+        lines += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in report["plots"]), ""]
+    lines += [f"Per-epoch metrics: [{METRICS_FILE}]({METRICS_FILE})", ""]
     return "\n".join(lines)
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The settings a logger records beside the final figures (TensorBoard's hparams)."""
+    loss = {f"loss.{k}": v for k, v in plain(cfg.loss).items() if not isinstance(v, dict | list)}
+    return {
+        "teacher": cfg.teacher.name,
+        "student": cfg.student.name,
+        "loss": config_choice("loss", cfg.loss),
+        **loss,
+        "seed": cfg.seed,
+        "teacher.epochs": cfg.teacher.epochs,
+        "student.epochs": cfg.student.epochs,
+        "precision": cfg.precision,
+    }
+
+
+def final_figures(report: dict[str, Any]) -> dict[str, float]:
+    """Each model's headline metric, and the KD gain."""
+    metric = report["metric"]
+    figures = {f"{role}_{metric}": report[role][metric]
+               for role in ("teacher", "student", "baseline") if role in report}  # fmt: skip
+    if "kd_gain" in report:
+        figures["kd_gain"] = report["kd_gain"]
+    return figures
 
 
 def write(report: dict[str, Any], run_dir: Path, console: Console, task: Task = TASK) -> None:
@@ -169,6 +198,7 @@ def build_report(
     stages: dict[str, Stage],
     run_dir: Path,
     gain: dict[str, Any] | None = None,
+    plots: list[str] | None = None,
 ) -> dict[str, Any]:
     """report.json's contents (its one owner); `gain`: the KD gain's interval and p-value."""
     teacher, student = results["teacher"], results["student"]
@@ -193,6 +223,8 @@ def build_report(
             "latency_speedup": teacher["latency_ms"] / student["latency_ms"],
         },
         "stages": {name: asdict(stage) for name, stage in stages.items()},
+        "metrics": METRICS_FILE,  # per-epoch rows of every stage trained in this run
+        "plots": plots or [],  # paths in the run directory (with matplotlib)
     }
     if "baseline" in results:
         report["kd_gain"] = student[task.metric] - results["baseline"][task.metric]

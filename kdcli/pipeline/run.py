@@ -17,7 +17,8 @@ from kdcli.pipeline import report as report_io
 from kdcli.pipeline.common import Context, Stage, made_by
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
-from kdcli.pipeline.report import build_report
+from kdcli.pipeline.plots import write_plots
+from kdcli.pipeline.report import build_report, final_figures, hyperparameters
 from kdcli.pipeline.soft_labels import teacher_knowledge
 from kdcli.pipeline.teacher import check_teacher, teacher_stage
 from kdcli.store.cache import ArtifactCache
@@ -39,6 +40,7 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        ctx.metrics = built.logger(run_dir)
 
     teacher, teacher_time = teacher_stage(ctx, built.teacher, built.training["teacher"])
     stages: dict[str, Stage] = {"teacher": teacher_time}
@@ -63,12 +65,16 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
         return None
 
     started = time.perf_counter()
-    results, gain = evaluate_stage(ctx, models, {"teacher": teacher_logits})
+    results, gain, test_logits = evaluate_stage(ctx, models, {"teacher": teacher_logits})
     seconds = time.perf_counter() - started + teacher_eval_seconds
     stages["evaluate"] = Stage(seconds, None, reused=False)
 
-    report = build_report(cfg, task, data.info, device, results, soft_report, stages, run_dir, gain)
+    plots = write_plots(run_dir, test_logits, data.labels("test"), task.metric)
+    report = build_report(
+        cfg, task, data.info, device, results, soft_report, stages, run_dir, gain, plots
+    )
     report_io.write(report, run_dir, Console(), task)  # the table goes to stdout
     for state in ctx.finished:  # the run directory now holds what they hold
         state.discard()
+    ctx.metrics.close(hyperparameters(cfg), final_figures(report))
     return report

@@ -25,6 +25,7 @@ from kdcli.pipeline.common import (
     Stage,
     _log_stage,
     describe_model,
+    epoch_recorder,
     eval_batch_size,
     get_or_make,
     model_precision,
@@ -74,6 +75,7 @@ def train_or_reuse(
             precision=precision,
             compile=bool(cfg.compile),
             state=train_state(ctx, f"{label}s", stage_cfg.name, key),
+            on_epoch=epoch_recorder(ctx, label, model),
         )
         save_model(
             tmp / "model.pt", model, model_config=plain(stage_cfg.model), dataset=asdict(data.info)
