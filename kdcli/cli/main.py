@@ -16,8 +16,9 @@ import hydra
 from omegaconf import DictConfig
 
 from kdcli import __version__
-from kdcli.cli import cache_command
+from kdcli.cli import cache_command, eval_command
 from kdcli.cli.cache_command import add_cache_parser
+from kdcli.cli.eval_command import add_eval_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(`kd list --help`)",
     )
     add_report_parser(commands)
+    add_eval_parser(commands)
     add_cache_parser(commands)
     return parser
 
@@ -257,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return report(args)
-    if args.command == "cache":
+    if args.command in ("cache", "eval"):
+        command = cache_command if args.command == "cache" else eval_command
         try:
-            return cache_command.run(args)
-        except UserError as error:
+            return command.run(args)
+        except (UserError, RunError) as error:
             return report_error(error)
     build_parser().print_help()
     return 0

@@ -20,7 +20,7 @@ import torch
 
 from kdcli.pipeline.metrics import read_metrics
 from kdcli.store.atomic import atomic_path
-from kdcli.tasks.classify import expected_calibration_error
+from kdcli.tasks.classify import confusion_matrix, expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ def _confusion(path: Path, logits: torch.Tensor, labels: torch.Tensor) -> Path:
     import matplotlib.pyplot as plt
 
     classes = logits.shape[1]
-    counts = torch.zeros(classes, classes, dtype=torch.long)
-    counts.index_put_((labels.cpu(), logits.argmax(1).cpu()), torch.ones(len(labels)).long(),
-                      accumulate=True)  # fmt: skip
+    counts = confusion_matrix(logits, labels)
     figure, axes = plt.subplots(figsize=(6, 5))
     image = axes.imshow(counts.numpy(), cmap="Blues")
     figure.colorbar(image, ax=axes)

@@ -31,6 +31,19 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
 
     `key` is the config key that named the file, used in error messages.
     """
+    payload = read_checkpoint(path, key)
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(
+        isinstance(v, torch.Tensor) for v in payload.values()
+    ):
+        raise UserError(f"{key}={path} holds no state_dict (a dict of tensors).")
+    return payload
+
+
+def read_checkpoint(path: Path, key: str) -> Any:
+    """What `path` holds, loaded with weights_only (a kdcli checkpoint: `format`,
+    `model_config`, `dataset` and `state_dict`); `key` names the file in error messages."""
     if not path.is_file():
         raise UserError(f"{key}={path}: no such file. Give the path of a checkpoint file.")
     try:
@@ -41,12 +54,6 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
             f"{str(error).splitlines()[0][:200]}). Give a file written by kdcli or by "
             "torch.save(model.state_dict(), path)."
         ) from None
-    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
-        payload = payload["state_dict"]
-    if not isinstance(payload, dict) or not all(
-        isinstance(v, torch.Tensor) for v in payload.values()
-    ):
-        raise UserError(f"{key}={path} holds no state_dict (a dict of tensors).")
     return payload
 
 

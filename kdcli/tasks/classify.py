@@ -85,3 +85,17 @@ def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
 
 
 TASK = Classify()
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[true class, predicted class] -> count."""
+    classes = logits.shape[1]
+    counts = torch.zeros(classes, classes, dtype=torch.long)
+    ones = torch.ones(len(labels), dtype=torch.long)
+    return counts.index_put_((labels.cpu(), logits.argmax(1).cpu()), ones, accumulate=True)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """The share of samples whose label is among the k highest logits."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return (top == labels[:, None]).any(1).float().mean().item()

@@ -1,0 +1,76 @@
+"""`kd eval CHECKPOINT [dataset=...] [eval.batch_size=...] [device=...] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kdcli.errors import UserError
+
+SPLITS = {"test": "test", "val": "validation"}
+
+
+def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="evaluate a saved model (student.pt, a cache entry's model.pt) without training",
+        description="Top-1, top-5, NLL, ECE, per-class accuracy and the confusion matrix of a "
+        "kdcli model file on the test (and validation) split: by default on the dataset it "
+        "was trained on, or on another with the same classes (dataset=..., dataset.root=...).",
+    )
+    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dataset=..., dataset.<key>=..., "
+        "eval.batch_size=..., device=..."
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdcli.config.eval_config import eval_config
+    from kdcli.config.objects import resolve_device
+    from kdcli.pipeline.eval_checkpoint import checkpoint_facts, evaluate_checkpoint
+
+    path = args.checkpoint.expanduser()
+    facts = checkpoint_facts(path)
+    trained_on = (facts.get("dataset") or {}).get("name")
+    for override in args.overrides:
+        if "=" not in override:
+            raise UserError(f"kd eval {override}: expected KEY=VALUE, e.g. dataset=cifar10.")
+    cfg = eval_config(path, args.overrides, trained_on)
+    result = evaluate_checkpoint(path, facts, cfg, resolve_device(cfg.device))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console().print(_table(result))
+    return 0
+
+
+def _table(result: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"kd eval: {result['checkpoint']} ({result['model']}) on {result['dataset']}"
+    )
+    splits = [s for s in SPLITS if s in result]
+    table.add_column("")
+    for split in splits:
+        table.add_column(f"{SPLITS[split]} ({result[split]['images']} images)", justify="right")
+    rows = [("top-1 accuracy", "top1"), ("top-5 accuracy", "top5"), ("NLL", "nll"), ("ECE", "ece")]
+    for label, key in rows:
+        if key in result[splits[0]]:
+            percent = key != "nll"
+            cells = [f"{100 * result[s][key]:.2f}%" if percent else f"{result[s][key]:.4f}"
+                     for s in splits]  # fmt: skip
+            table.add_row(label, *cells)
+    worst = min(range(len(result["test"]["per_class_top1"])),
+                key=lambda c: result["test"]["per_class_top1"][c])  # fmt: skip
+    table.caption = (
+        f"weakest class on the test split: {worst} "
+        f"({100 * result['test']['per_class_top1'][worst]:.1f}%); --json gives every class "
+        "and the confusion matrix"
+    )
+    return table
