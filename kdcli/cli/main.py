@@ -16,9 +16,10 @@ import hydra
 from omegaconf import DictConfig
 
 from kdcli import __version__
-from kdcli.cli import cache_command, eval_command
+from kdcli.cli import cache_command, eval_command, export_command
 from kdcli.cli.cache_command import add_cache_parser
 from kdcli.cli.eval_command import add_eval_parser
+from kdcli.cli.export_command import add_export_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_report_parser(commands)
     add_eval_parser(commands)
+    add_export_parser(commands)
     add_cache_parser(commands)
     return parser
 
@@ -259,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return report(args)
-    if args.command in ("cache", "eval"):
-        command = cache_command if args.command == "cache" else eval_command
+    commands = {"cache": cache_command, "eval": eval_command, "export": export_command}
+    if args.command in commands:
+        command = commands[args.command]
         try:
             return command.run(args)
         except (UserError, RunError) as error:

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from kdcli.config.build import _instantiate
-from kdcli.data import Dataset
+from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.infer import predict
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import FORMAT, check_compatible, read_checkpoint
@@ -39,13 +40,10 @@ def evaluate_checkpoint(
     path: Path, facts: dict[str, Any], cfg: DictConfig, device: torch.device
 ) -> dict[str, Any]:
     """Every split's metrics (test, and validation when there is one) for the model at `path`."""
-    data: Dataset = _instantiate(cfg.dataset, "dataset").load().to(device)
+    data = load_dataset(cfg, device)
     _check_fits(path, facts["dataset"], data)
+    model = build_from_checkpoint(path, facts, data.info).to(device)
     model_cfg = OmegaConf.create(facts["model_config"])
-    model = _instantiate(model_cfg, "the checkpoint's model", **data.info.model_kwargs())
-    check_compatible(facts["state_dict"], model, KEY, path, f"its model on {data.info.describe()}")
-    model.load_state_dict(facts["state_dict"])
-    model.to(device)
     batch_size = 256 if cfg.eval.batch_size == "auto" else int(cfg.eval.batch_size)
     result: dict[str, Any] = {
         "checkpoint": str(path),
@@ -58,6 +56,19 @@ def evaluate_checkpoint(
             logits = predict(model, data.eval_loader(split, batch_size), device).cpu()
             result[split] = split_figures(logits, data.labels(split).cpu())
     return result
+
+
+def load_dataset(cfg: DictConfig, device: torch.device) -> Dataset:
+    return _instantiate(cfg.dataset, "dataset").load().to(device)
+
+
+def build_from_checkpoint(path: Path, facts: dict[str, Any], info: DatasetInfo) -> nn.Module:
+    """The checkpoint's model, rebuilt from its config for `info` and loaded (eval mode)."""
+    model_cfg = OmegaConf.create(facts["model_config"])
+    model = _instantiate(model_cfg, "the checkpoint's model", **info.model_kwargs())
+    check_compatible(facts["state_dict"], model, KEY, path, f"its model on {info.describe()}")
+    model.load_state_dict(facts["state_dict"])
+    return model.eval()
 
 
 def split_figures(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
