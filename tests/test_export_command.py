@@ -12,10 +12,11 @@ from kd_command import ONE_THREAD, run_kd
 from kd_settings import TINY
 
 from kdcli.cli.main import main
+from kdcli.config.eval_config import build_from_checkpoint
 from kdcli.data import DatasetInfo
 from kdcli.data.digits import Digits
 from kdcli.pipeline import export as export_module
-from kdcli.pipeline.eval_checkpoint import build_from_checkpoint, checkpoint_facts
+from kdcli.pipeline.eval_checkpoint import checkpoint_facts
 
 
 @pytest.fixture(scope="module")

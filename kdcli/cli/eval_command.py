@@ -32,9 +32,9 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kdcli.config.eval_config import eval_config
+    from kdcli.config.eval_config import build_from_checkpoint, eval_config, load_dataset
     from kdcli.config.objects import resolve_device
-    from kdcli.pipeline.eval_checkpoint import checkpoint_facts, evaluate_checkpoint
+    from kdcli.pipeline.eval_checkpoint import check_fits, checkpoint_facts, evaluate_model
 
     path = args.checkpoint.expanduser()
     facts = checkpoint_facts(path)
@@ -43,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
         if "=" not in override:
             raise UserError(f"kd eval {override}: expected KEY=VALUE, e.g. dataset=cifar10.")
     cfg = eval_config(path, args.overrides, trained_on)
-    result = evaluate_checkpoint(path, facts, cfg, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg, device)
+    check_fits(path, facts["dataset"], data)
+    model = build_from_checkpoint(path, facts, data.info)
+    batch_size = 256 if cfg.eval.batch_size == "auto" else int(cfg.eval.batch_size)
+    result = evaluate_model(path, model, data, batch_size, device)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

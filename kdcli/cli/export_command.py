@@ -34,8 +34,9 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdcli.config.eval_config import build_from_checkpoint
     from kdcli.data import DatasetInfo
-    from kdcli.pipeline.eval_checkpoint import build_from_checkpoint, checkpoint_facts
+    from kdcli.pipeline.eval_checkpoint import checkpoint_facts
     from kdcli.pipeline.export import FORMATS, description_path, export, missing_package
 
     if args.format not in FORMATS:
@@ -86,8 +87,7 @@ def _checkpoint(source: Path, role: str) -> tuple[Path, Path | None]:
 
 def _raw_test_images(checkpoint: Path, info) -> torch.Tensor:
     """Up to 32 test images as float in [0, 1] (random ones when the dataset is not found)."""
-    from kdcli.config.eval_config import eval_config
-    from kdcli.pipeline.eval_checkpoint import load_dataset
+    from kdcli.config.eval_config import eval_config, load_dataset
 
     try:
         data = load_dataset(eval_config(checkpoint, [], info.name), torch.device("cpu"))

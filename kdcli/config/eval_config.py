@@ -13,16 +13,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
+from kdcli.config.build import _instantiate
 from kdcli.config.checks import _unknown_key_error
 from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_values
+from kdcli.data import Dataset, DatasetInfo
 from kdcli.errors import UserError
+from kdcli.store.checkpoint import check_compatible
 
 ALLOWED = ("dataset", "eval.batch_size", "device")
 
@@ -62,6 +67,21 @@ def eval_config(checkpoint: Path, overrides: list[str], trained_on: str | None) 
                     OmegaConf.update(cfg.dataset, key, override.value(), force_add=True)
     check_values(cfg)
     return cfg
+
+
+def load_dataset(cfg: DictConfig, device: torch.device) -> Dataset:
+    return _instantiate(cfg.dataset, "dataset").load().to(device)
+
+
+def build_from_checkpoint(path: Path, facts: dict[str, Any], info: DatasetInfo) -> nn.Module:
+    """The checkpoint's model, rebuilt from its config for `info` and loaded (eval mode)."""
+    model_cfg = OmegaConf.create(facts["model_config"])
+    model = _instantiate(model_cfg, "the checkpoint's model", **info.model_kwargs())
+    check_compatible(
+        facts["state_dict"], model, "checkpoint", path, f"its model on {info.describe()}"
+    )
+    model.load_state_dict(facts["state_dict"])
+    return model.eval()
 
 
 def _run_dataset(checkpoint: Path) -> DictConfig | None:
