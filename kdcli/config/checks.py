@@ -223,6 +223,7 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
     _check_precision(cfg)
     _check_logger(cfg)
+    _check_compress(cfg)
     if cfg.soft_labels.mode not in ("auto", "static", "views", "online"):
         raise UserError(
             f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views or online."
@@ -288,6 +289,16 @@ def _check_logger(cfg: DictConfig) -> None:
             "logger=tensorboard needs the tensorboard package, which is not installed: "
             "`pip install kdcli[tensorboard]` (or `pip install tensorboard`), or use "
             "logger=jsonl or logger=csv."
+        )
+
+
+def _check_compress(cfg: DictConfig) -> None:
+    """The fine-tune replays the student's epochs' soft labels, so it cannot run longer."""
+    epochs = OmegaConf.select(cfg, "compress.epochs", default=0) or 0
+    if isinstance(epochs, int) and epochs > cfg.student.epochs:
+        raise UserError(
+            f"compress.epochs={epochs} is more than student.epochs={cfg.student.epochs}: the "
+            "fine-tune reuses the student's soft labels epoch by epoch; lower compress.epochs."
         )
 
 

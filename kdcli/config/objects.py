@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdcli.config.build import _instantiate, build_model, training_kwargs
 from kdcli.config.checks import flat_keys
 from kdcli.data import Dataset, DatasetInfo
+from kdcli.engine.compress import Compression
 from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
@@ -31,6 +32,7 @@ class Objects:
     baseline: Callable[[], Built]  # built when the baseline stage needs it (not when cached)
     training: dict[str, dict[str, Any]]  # role -> the loop's epochs, optimizer, scheduler
     logger: Callable[[Path], Any]  # run directory -> where the per-epoch rows go
+    compression: Compression  # what the compress stage does to the student
 
 
 def resolve_device(device_cfg: DictConfig) -> torch.device:
@@ -78,6 +80,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         lambda: build_seeded(cfg, "student", data.info),
         training,
         _instantiate(cfg.logger, "logger"),
+        _instantiate(cfg.compress, "compress"),
     )
 
 

@@ -49,6 +49,7 @@ class Model:
     key: str
     source: str  # "trained", "cache" or "checkpoint"
     precision: Precision = FP32  # its forward passes' (training, soft labels, online teacher)
+    sparsity: float | None = None  # the fraction of zero weights (a compressed model)
 
 
 @dataclass

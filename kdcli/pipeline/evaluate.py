@@ -15,6 +15,8 @@ from kdcli.engine.precision import FP32
 from kdcli.pipeline.common import Context, Model, eval_batch_size
 from kdcli.tasks import Task
 
+CPU = torch.device("cpu")
+
 
 def measure(
     model: Model, data: Dataset, task: Task, test_logits: torch.Tensor, cfg: DictConfig
@@ -32,6 +34,31 @@ def measure(
         "reused": model.source != "trained",
         "precision": model.precision.describe(),  # its forward passes' in training (and
         # the teacher's soft labels); evaluation itself runs in fp32
+    }
+
+
+def measure_compressed(
+    model: Model,
+    data: Dataset,
+    task: Task,
+    test_logits: torch.Tensor,
+    cfg: DictConfig,
+    student: dict[str, Any],
+) -> dict[str, Any]:
+    """The compressed student's figures: params and FLOPs are the student's (pruning zeroes
+    weights, int8 narrows them; neither removes any), latency and bytes its own."""
+    return {
+        "name": model.name,
+        **task.metrics(test_logits, data.labels("test")),
+        "params": student["params"],
+        "sparsity": model.sparsity,
+        "flops": student["flops"],
+        "latency_ms": cpu_latency_ms(model.module, data.info, runs=cfg.eval.latency_runs),
+        "checkpoint_bytes": model.checkpoint.stat().st_size,
+        "checkpoint": str(model.checkpoint),
+        "source": model.source,
+        "reused": False,
+        "precision": model.precision.describe(),
     }
 
 
@@ -55,13 +82,21 @@ def evaluate_stage(
     logits: dict[str, dict[str, torch.Tensor]] = {}
     for role, m in models.items():
         logits[role] = dict((known or {}).get(role, {}))
+        # an int8 model runs on the CPU only
+        where, split_data = (CPU, data.to(CPU)) if role == "compressed" else (device, data)
         for split in eval_splits(data):
             if split not in logits[role]:
-                loader = data.eval_loader(split, eval_batch_size(ctx, m.module, FP32))
-                logits[role][split] = predict(m.module, loader, device)
+                loader = split_data.eval_loader(split, eval_batch_size(ctx, m.module, FP32))
+                logits[role][split] = predict(m.module, loader, where).to(device)
     results = {
-        role: measure(m, data, task, logits[role]["test"], cfg) for role, m in models.items()
+        role: measure(m, data, task, logits[role]["test"], cfg)
+        for role, m in models.items()
+        if role != "compressed"
     }
+    if "compressed" in models:
+        results["compressed"] = measure_compressed(
+            models["compressed"], data, task, logits["compressed"]["test"], cfg, results["student"]
+        )
     if "val" in data.splits:
         for role in models:
             metric = task.metrics(logits[role]["val"], data.labels("val"))[task.metric]

@@ -25,11 +25,17 @@ from kdcli.store.atomic import write_json_atomic, write_text_atomic
 from kdcli.tasks import Task
 from kdcli.tasks.classify import TASK
 
-COLUMNS = (("teacher", "teacher"), ("student", "student (KD)"), ("baseline", "baseline (CE)"))
+COLUMNS = (
+    ("teacher", "teacher"),
+    ("student", "student (KD)"),
+    ("compressed", "compressed"),
+    ("baseline", "baseline (CE)"),
+)
 
 # (label, report key, formatter) after the task's rows; a missing value shows as "-"
 ROWS = (
     ("parameters", "params", lambda v: f"{v / 1e6:.3f} M"),
+    ("zero weights", "sparsity", lambda v: f"{100 * v:.1f}%"),
     ("FLOPs / image", "flops", lambda v: f"{v / 1e6:.2f} M"),
     ("CPU latency, batch 1", "latency_ms", lambda v: f"{v:.3f} ms"),
     ("checkpoint size", "checkpoint_bytes", lambda v: f"{v / 2**20:.2f} MiB"),

@@ -15,6 +15,7 @@ from rich.console import Console
 from kdcli.engine import distributed
 from kdcli.pipeline import report as report_io
 from kdcli.pipeline.common import Context, Stage, made_by
+from kdcli.pipeline.compress import compress_stage
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
 from kdcli.pipeline.plots import write_plots
@@ -57,6 +58,10 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
         ctx, built.student, built.training["student"], loss_fn, knowledge, teacher
     )
     models = {"teacher": teacher, "student": student}
+    if built.compression.active and distributed.is_main():
+        models["compressed"], stages["compress"] = compress_stage(
+            ctx, built.compression, student, built.training["student"], loss_fn, knowledge
+        )
     if cfg.baseline:
         models["baseline"], stages["baseline"] = baseline_stage(
             ctx, built.baseline, built.training["student"]

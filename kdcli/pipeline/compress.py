@@ -1,0 +1,98 @@
+"""Stage 3b, compression (`compress=int8|prune|prune_int8`): the distilled student pruned and
+fine-tuned by distillation from the same teacher knowledge, and/or quantized to int8.
+
+The compressed model is saved as `compressed.pt` in the run directory (its state_dict; an
+int8 state_dict holds the packed int8 weights) and evaluated beside the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import time
+from typing import Any
+
+import torch
+
+from kdcli.engine import compress as compression
+from kdcli.engine.loop import fit
+from kdcli.engine.precision import FP32
+from kdcli.knowledge.teacher import TeacherKnowledge
+from kdcli.losses import DistillationLoss
+from kdcli.pipeline.common import Context, Model, Stage, epoch_recorder
+from kdcli.store.atomic import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def compress_stage(
+    ctx: Context,
+    plan: compression.Compression,
+    student: Model,
+    training: dict[str, Any],
+    loss_fn: DistillationLoss,
+    knowledge: TeacherKnowledge | None,
+) -> tuple[Model, Stage]:
+    """The compressed student (with its sparsity: the fraction of zero weights) and its
+    stage."""
+    started = time.perf_counter()
+    model = copy.deepcopy(student.module)
+    if plan.amount > 0:
+        compression.prune_magnitude(model, plan.amount)
+        if plan.epochs > 0:
+            _fine_tune(ctx, plan, model, training, loss_fn, knowledge)
+        compression.make_pruning_permanent(model)
+    zeros = compression.sparsity(model)
+    if plan.int8:
+        model = compression.quantize_int8(model, _calibration_batches(ctx, plan))
+    path = ctx.run_dir / "compressed.pt"
+    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+             for k, v in model.state_dict().items()}  # fmt: skip
+    write_atomic(path, lambda handle: torch.save(state, handle))
+    seconds = time.perf_counter() - started
+    log.info(
+        "compress     %s (%s) in %.1f s, %.0f%% of weights zero -> %s",
+        student.name,
+        plan.describe(),
+        seconds,
+        100 * zeros,
+        path,
+    )
+    name = f"{student.name} ({plan.describe()})"
+    compressed = Model(name, model, path, "", "compressed", FP32, zeros)
+    return compressed, Stage(seconds, None, False, "int8" if plan.int8 else "fp32")
+
+
+def _fine_tune(ctx, plan, model, training, loss_fn, knowledge) -> None:
+    """A short distillation of the pruned model (the masks keep pruned weights at zero), at a
+    lower learning rate, cosine-annealed over `plan.epochs`."""
+    optimizer = training["optimizer"]
+    lr = optimizer.keywords.get("lr") if isinstance(optimizer, functools.partial) else None
+    if lr is not None:
+        optimizer = functools.partial(optimizer, lr=lr * plan.lr_scale)
+    scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=plan.epochs)
+    fit(
+        model,
+        ctx.data.train_loader(ctx.cfg.student.batch_size, ctx.cfg.seed),  # the stored views
+        loss_fn,
+        epochs=plan.epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        task=ctx.task,
+        device=ctx.device,
+        label="fine-tune",
+        teacher=knowledge if loss_fn.needs_teacher else None,
+        on_epoch=epoch_recorder(ctx, "compressed", model),
+    )
+
+
+def _calibration_batches(ctx: Context, plan: compression.Compression) -> list[torch.Tensor]:
+    """Clean training images, `plan.calibration_images` of them, in batches of 64."""
+    batches, seen = [], 0
+    for batch in ctx.data.eval_loader("train", 64).epoch(0):
+        batches.append(batch.x)
+        seen += len(batch.x)
+        if seen >= plan.calibration_images:
+            break
+    return batches

@@ -1,0 +1,88 @@
+"""Compression after distillation (engine/compress.py, pipeline/compress.py): magnitude
+pruning with a distillation fine-tune, int8 quantization, and the report's `compressed` entry."""
+
+import io
+
+import pytest
+import torch
+
+from kdcli.data.digits import Digits
+from kdcli.engine.compress import (
+    Compression,
+    make_pruning_permanent,
+    prune_magnitude,
+    quantize_int8,
+    sparsity,
+)
+from kdcli.models.smallcnn import SmallCNN
+
+
+def saved_bytes(module: torch.nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    return len(buffer.getvalue())
+
+
+def test_pruning_zeroes_the_smallest_weights_over_the_whole_model_and_stays_zero():
+    torch.manual_seed(0)
+    model = SmallCNN(10, 1, 8, width=8)
+    prune_magnitude(model, 0.5)
+    assert sparsity(model) == pytest.approx(0.5, abs=0.01)
+    with torch.no_grad():  # a training step moves weight_orig; the mask keeps them zero
+        for name, parameter in model.named_parameters():
+            if name.endswith("weight_orig"):
+                parameter.add_(1.0)
+    assert sparsity(model) == pytest.approx(0.5, abs=0.01)
+    make_pruning_permanent(model)
+    assert not any(name.endswith("weight_orig") for name, _ in model.named_parameters())
+    assert sparsity(model) == pytest.approx(0.5, abs=0.01)
+
+
+def test_int8_keeps_the_predictions_and_shrinks_the_weights():
+    torch.manual_seed(0)
+    data = Digits(augment=False).load()
+    model = SmallCNN(10, 1, 8, width=16).eval()
+    batches = [b.x for b, _ in zip(data.eval_loader("train", 64).epoch(0), range(4), strict=False)]
+    quantized = quantize_int8(model, batches)
+    test = next(data.eval_loader("test", 256).epoch(0)).x
+    with torch.no_grad():
+        agree = (quantized(test).argmax(1) == model(test).argmax(1)).float().mean()
+    assert agree > 0.95
+    assert saved_bytes(quantized) < 0.4 * saved_bytes(model)
+
+
+def test_compression_plans_describe_themselves():
+    assert not Compression().active
+    assert Compression(name="int8", int8=True).describe() == "int8"
+    assert Compression(amount=0.5, epochs=3, int8=True).describe() == "50% pruned, int8"
+
+
+def test_kd_train_compress_prune_int8_reports_the_compressed_student(kd, tiny):
+    result = kd("train", *tiny, "compress=prune_int8", "compress.epochs=1", "baseline=false")
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    compressed, student = report["compressed"], report["student"]
+    assert compressed["name"] == "mlp (50% pruned, int8)" and compressed["source"] == "compressed"
+    assert compressed["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert compressed["checkpoint_bytes"] < student["checkpoint_bytes"]  # tiny: headers dominate
+    assert 0 <= compressed["top1"] <= 1 and compressed["params"] == student["params"]
+    assert report["stages"]["compress"]["precision"] == "int8"
+    assert "compressed" in result.stdout and "zero weights" in result.stdout
+    run_dir = result.runs()[0]
+    assert (run_dir / "compressed.pt").is_file()
+    stages = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any('"stage": "compressed"' in line for line in stages), "the fine-tune's rows"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("compress.epochs=9", "compress.epochs=9 is more than student.epochs=1"),
+        ("compress.amount=1.5", "compress.amount=1.5 must be"),
+        ("compress=zip", "zip"),
+    ],
+)
+def test_bad_compress_settings_exit_2(kd, tiny, override, message):
+    args = [override] if override.startswith("compress=") else ["compress=prune", override]
+    result = kd("train", *tiny, *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
