@@ -55,6 +55,22 @@ def test_torchscript_takes_uint8_or_float_images_and_matches_pytorch(run_dir, re
     assert facts["normalisation"]["inside"] is True and facts["verified"]["images"] == 32
     assert facts["verified"]["max_abs_difference"] <= 1e-4
 
+    # kd eval takes the exported file too, and finds the report's top-1
+    assert main(["eval", str(run_dir / "export" / "student.pt"), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert figures["test"]["top1"] == report["student"]["top1"]
+    assert figures["model"] == "exported TorchScript"
+
+
+def test_batchnorm_is_folded_into_the_convolutions(run_dir, tmp_path):
+    args = ["export", str(run_dir), "--model", "teacher", "--output", str(tmp_path)]
+    assert main(args) == 0  # the teacher, a smallcnn, has conv-BN pairs
+    loaded = torch.jit.load(str(tmp_path / "teacher.pt"))
+    assert "batch_norm" not in str(loaded.model.inlined_graph)
+    facts = json.loads((tmp_path / "teacher.pt.json").read_text())
+    assert 0 < facts["verified"]["max_abs_difference"] <= 1e-4, "folding moves the last digits"
+
 
 def test_onnx_runs_in_onnxruntime_with_pytorchs_outputs(run_dir, reference, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")

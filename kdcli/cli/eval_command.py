@@ -35,25 +35,49 @@ def run(args: argparse.Namespace) -> int:
     from kdcli.config.eval_config import build_from_checkpoint, eval_config, load_dataset
     from kdcli.config.objects import resolve_device
     from kdcli.pipeline.eval_checkpoint import check_fits, checkpoint_facts, evaluate_model
+    from kdcli.pipeline.export import FromNormalised, load_torchscript
 
     path = args.checkpoint.expanduser()
-    facts = checkpoint_facts(path)
-    trained_on = (facts.get("dataset") or {}).get("name")
     for override in args.overrides:
         if "=" not in override:
             raise UserError(f"kd eval {override}: expected KEY=VALUE, e.g. dataset=cifar10.")
-    cfg = eval_config(path, args.overrides, trained_on)
+    exported = _exported(path)
+    if exported is not None:  # a `kd export --format torchscript` file and its description
+        trained = {"name": exported["dataset"], "num_classes": exported["classes"],
+                   "channels": exported["input"]["shape"][1]}  # fmt: skip
+        cfg = eval_config(path, args.overrides, exported["dataset"], exported["source_run"])
+    else:
+        facts = checkpoint_facts(path)
+        trained = facts["dataset"]
+        cfg = eval_config(path, args.overrides, trained.get("name"))
     device = resolve_device(cfg.device)
     data = load_dataset(cfg, device)
-    check_fits(path, facts["dataset"], data)
-    model = build_from_checkpoint(path, facts, data.info)
+    check_fits(path, trained, data)
+    if exported is not None:
+        norm = exported["normalisation"]
+        model = FromNormalised(load_torchscript(path), norm["mean"], norm["std"])
+    else:
+        model = build_from_checkpoint(path, facts, data.info)
     batch_size = 256 if cfg.eval.batch_size == "auto" else int(cfg.eval.batch_size)
-    result = evaluate_model(path, model, data, batch_size, device)
+    name = "exported TorchScript" if exported is not None else None
+    result = evaluate_model(path, model, data, batch_size, device, name)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         Console().print(_table(result))
     return 0
+
+
+def _exported(path: Path) -> dict[str, Any] | None:
+    """The description `kd export` wrote beside a TorchScript file at `path`, if it is one."""
+    description = path.with_name(path.name + ".json")
+    if not description.is_file():
+        return None
+    try:
+        facts = json.loads(description.read_text())
+    except ValueError:
+        return None
+    return facts if facts.get("format") == "torchscript" else None
 
 
 def _table(result: dict[str, Any]) -> Table:

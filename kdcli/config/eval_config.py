@@ -32,9 +32,12 @@ from kdcli.store.checkpoint import check_compatible
 ALLOWED = ("dataset", "eval.batch_size", "device")
 
 
-def eval_config(checkpoint: Path, overrides: list[str], trained_on: str | None) -> DictConfig:
+def eval_config(
+    checkpoint: Path, overrides: list[str], trained_on: str | None, run_dir: str = ""
+) -> DictConfig:
     """The composed config (dataset, eval, device) for evaluating `checkpoint`;
-    `trained_on` is the dataset name the checkpoint records."""
+    `trained_on` is the dataset name the checkpoint records, `run_dir` the run that made it
+    when known (an exported file's description names it)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     for override in parsed:
         key = override.key_or_group
@@ -44,7 +47,7 @@ def eval_config(checkpoint: Path, overrides: list[str], trained_on: str | None) 
                 "dataset.<key>=..., eval.batch_size=... and device=... (it trains nothing)."
             )
     picks_dataset = any(o.key_or_group == "dataset" for o in parsed)
-    run_dataset = None if picks_dataset else _run_dataset(checkpoint)
+    run_dataset = None if picks_dataset else _run_dataset(checkpoint, run_dir)
     group = []
     if not picks_dataset and run_dataset is None:
         if trained_on not in group_options("dataset"):
@@ -84,9 +87,10 @@ def build_from_checkpoint(path: Path, facts: dict[str, Any], info: DatasetInfo) 
     return model.eval()
 
 
-def _run_dataset(checkpoint: Path) -> DictConfig | None:
+def _run_dataset(checkpoint: Path, run_dir: str = "") -> DictConfig | None:
     """The `dataset` section of the run that wrote `checkpoint`, when it can be found."""
-    for config in _run_configs(checkpoint):
+    extra = [Path(run_dir) / "config.yaml"] if run_dir else []
+    for config in [*_run_configs(checkpoint), *extra]:
         if config.is_file():
             return OmegaConf.load(config).dataset
     return None

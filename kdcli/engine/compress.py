@@ -70,6 +70,17 @@ def sparsity(model: nn.Module) -> float:
     return sum(int((w == 0).sum()) for w in weights) / max(total, 1)
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` (eval mode) with each BatchNorm that follows a conv folded into the
+    conv's weights (torch.fx); the model itself when FX cannot trace it."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model.eval())
+    except Exception:  # FX tracing fails on data-dependent control flow: keep it unfolded
+        return model
+
+
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
     """An int8 copy of `model` (CPU), calibrated on the batches of `calibration`."""
     from torch.ao.quantization import get_default_qconfig_mapping

@@ -35,14 +35,19 @@ def checkpoint_facts(path: Path) -> dict[str, Any]:
 
 
 def evaluate_model(
-    path: Path, model: nn.Module, data: Dataset, batch_size: int, device: torch.device
+    path: Path,
+    model: nn.Module,
+    data: Dataset,
+    batch_size: int,
+    device: torch.device,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Every split's metrics (test, and validation when there is one) for `model` (loaded
     from `path`)."""
     model.to(device).eval()
     result: dict[str, Any] = {
         "checkpoint": str(path),
-        "model": type(model).__name__,
+        "model": name or type(model).__name__,
         "dataset": data.info.name,
         "metric": TASK.metric,
     }

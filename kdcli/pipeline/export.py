@@ -1,8 +1,9 @@
 """`kd export`: a trained model as a file that runs without kdcli, verified before it is kept.
 
-Every format wraps the model in `Deployable`, which takes raw images (NCHW, float in [0, 1];
-TorchScript also takes uint8 in [0, 255]) and applies the dataset's normalisation itself, so
-a user never copies mean and std. Formats:
+TorchScript and ONNX fold each conv's BatchNorm into its weights (when torch.fx can trace
+the model). Every format wraps the model in `Deployable`, which takes raw images (NCHW,
+float in [0, 1]; TorchScript also takes uint8 in [0, 255]) and applies the dataset's
+normalisation itself, so a user never copies mean and std. Formats:
 
 - `torchscript`: `<name>.pt`, `torch.jit.load` (no kdcli, no model code);
 - `onnx`: `<name>.onnx` (opset 17, dynamic batch), through PyTorch's TorchScript-based ONNX
@@ -27,6 +28,7 @@ from torch import nn
 
 from kdcli import __version__
 from kdcli.data import DatasetInfo
+from kdcli.engine.compress import fold_batchnorm
 from kdcli.errors import RunError, UserError
 from kdcli.store.atomic import atomic_path, write_json_atomic
 
@@ -64,10 +66,13 @@ def export(
     the largest difference. A file whose outputs differ is removed (RunError)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: not a format kd export writes; use one of {FORMATS}.")
-    deployable = Deployable(model.float().eval().cpu(), info).eval()
+    model = model.float().eval().cpu()
     raw_images = raw_images.float().cpu()
     with torch.no_grad():
-        expected = deployable(raw_images)
+        expected = Deployable(model, info)(raw_images)  # the model as trained
+    # safetensors keeps the trained architecture's weights: its users rebuild the model
+    folded = model if fmt == "safetensors" else fold_batchnorm(model)
+    deployable = Deployable(folded, info).eval()
     output.mkdir(parents=True, exist_ok=True)
     path = output / f"{name}{SUFFIX[fmt]}"
     writer, reader = {"torchscript": (_write_torchscript, _run_torchscript),
@@ -108,6 +113,26 @@ def description_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+class FromNormalised(nn.Module):
+    """An exported model (raw images in) fed the normalised batches kdcli's loaders give:
+    what `kd eval` evaluates an exported TorchScript file through."""
+
+    def __init__(self, exported: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.exported = exported
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, normalised: torch.Tensor) -> torch.Tensor:
+        return self.exported(normalised * self.std + self.mean)
+
+
+def load_torchscript(path: Path) -> nn.Module:
+    with warnings.catch_warnings():  # TorchScript's deprecation notice: it still loads anywhere
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 def _write_torchscript(model: Deployable, images: torch.Tensor, path: Path, source: dict) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -132,9 +157,7 @@ class _ScriptableDeployable(nn.Module):
 
 
 def _run_torchscript(path: Path, images: torch.Tensor, model: nn.Module, info: DatasetInfo):
-    with warnings.catch_warnings():  # TorchScript's deprecation notice: it still loads anywhere
-        warnings.simplefilter("ignore")
-        loaded = torch.jit.load(str(path))
+    loaded = load_torchscript(path)
     with torch.no_grad():
         return loaded(images)
 
