@@ -2,10 +2,12 @@
 pruning with a distillation fine-tune, int8 quantization, and the report's `compressed` entry."""
 
 import io
+import json
 
 import pytest
 import torch
 
+from kdcli.cli.main import main
 from kdcli.data.digits import Digits
 from kdcli.engine.compress import (
     Compression,
@@ -57,7 +59,7 @@ def test_compression_plans_describe_themselves():
     assert Compression(amount=0.5, epochs=3, int8=True).describe() == "50% pruned, int8"
 
 
-def test_kd_train_compress_prune_int8_reports_the_compressed_student(kd, tiny):
+def test_kd_train_compress_prune_int8_reports_the_compressed_student(kd, tiny, capsys):
     result = kd("train", *tiny, "compress=prune_int8", "compress.epochs=1", "baseline=false")
     assert result.returncode == 0, result.stderr
     report = result.report()
@@ -72,6 +74,16 @@ def test_kd_train_compress_prune_int8_reports_the_compressed_student(kd, tiny):
     assert (run_dir / "compressed.pt").is_file()
     stages = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any('"stage": "compressed"' in line for line in stages), "the fine-tune's rows"
+
+    # the int8 file is a kdcli model file: kd eval rebuilds it, kd export ships it
+    assert main(["eval", str(run_dir / "compressed.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["top1"] == compressed["top1"]
+    assert main(["export", str(run_dir), "--model", "compressed"]) == 0
+    exported = torch.jit.load(str(run_dir / "export" / "compressed.pt"))
+    assert exported(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--model", "compressed", "--format", "safetensors"]) == 2
+    assert "cannot be exported in that format" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ def test_an_export_whose_outputs_differ_is_not_kept(run_dir, tmp_path, monkeypat
     [
         (["--format", "tflite"], "--format tflite: kd export writes torchscript, onnx"),
         (["--model", "baseline"], "has no baseline"),
-        (["--model", "nobody"], "choose student, teacher or baseline"),
+        (["--model", "nobody"], "choose student, teacher, baseline, compressed"),
     ],
 )
 def test_bad_input_exits_2(run_dir, capsys, args, message):

@@ -12,7 +12,7 @@ import torch
 from kdcli.errors import UserError
 
 log = logging.getLogger(__name__)
-ROLES = ("student", "teacher", "baseline")
+ROLES = ("student", "teacher", "baseline", "compressed")
 VERIFY_IMAGES = 32
 
 
@@ -30,7 +30,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
                         "or safetensors")  # fmt: skip
     parser.add_argument("--output", type=Path, metavar="DIR", help="default: <run dir>/export")
     parser.add_argument("--model", default="student", help="which model of a run directory: "
-                        "student (default), teacher or baseline")  # fmt: skip
+                        "student (default), teacher, baseline or compressed")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,10 +74,13 @@ def _checkpoint(source: Path, role: str) -> tuple[Path, Path | None]:
             "report.json); give a run directory or a model file such as student.pt."
         )
     if role not in ROLES:
-        raise UserError(f"--model {role}: choose student, teacher or baseline.")
+        raise UserError(f"--model {role}: choose {', '.join(ROLES)}.")
     entry = json.loads(report.read_text()).get(role)
     if entry is None:
-        raise UserError(f"--model {role}: the run at {source} has no {role} (baseline=false?).")
+        raise UserError(
+            f"--model {role}: the run at {source} has no {role} (baseline=false, or no "
+            "compress=...?)."
+        )
     recorded = Path(entry["checkpoint"])
     for base in (Path.cwd(), *source.resolve().parents):  # a relative path is the run's cwd's
         if (base / recorded).is_file():

@@ -26,6 +26,7 @@ from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_values
 from kdcli.data import Dataset, DatasetInfo
+from kdcli.engine.compress import quantize_int8
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import check_compatible
 
@@ -77,9 +78,15 @@ def load_dataset(cfg: DictConfig, device: torch.device) -> Dataset:
 
 
 def build_from_checkpoint(path: Path, facts: dict[str, Any], info: DatasetInfo) -> nn.Module:
-    """The checkpoint's model, rebuilt from its config for `info` and loaded (eval mode)."""
+    """The checkpoint's model, rebuilt from its config for `info` and loaded (eval mode); a
+    compressed student's int8 model is rebuilt by quantizing and then loading its scales."""
     model_cfg = OmegaConf.create(facts["model_config"])
     model = _instantiate(model_cfg, "the checkpoint's model", **info.model_kwargs())
+    if (facts.get("compression") or {}).get("int8"):
+        example = torch.zeros(1, info.channels, info.image_size, info.image_size)
+        model = quantize_int8(model, [example])  # the calibration is replaced by the file's
+        model.load_state_dict(facts["state_dict"])
+        return model.eval()
     check_compatible(
         facts["state_dict"], model, "checkpoint", path, f"its model on {info.describe()}"
     )

@@ -1,8 +1,9 @@
 """Stage 3b, compression (`compress=int8|prune|prune_int8`): the distilled student pruned and
 fine-tuned by distillation from the same teacher knowledge, and/or quantized to int8.
 
-The compressed model is saved as `compressed.pt` in the run directory (its state_dict; an
-int8 state_dict holds the packed int8 weights) and evaluated beside the others.
+The compressed model is saved as `compressed.pt` in the run directory, a kdcli model file
+that also records the compression (an int8 state holds the packed int8 weights and the
+calibrated scales), and evaluated beside the others.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import copy
 import functools
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -20,8 +22,8 @@ from kdcli.engine.loop import fit
 from kdcli.engine.precision import FP32
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Context, Model, Stage, epoch_recorder
-from kdcli.store.atomic import write_atomic
+from kdcli.pipeline.common import Context, Model, Stage, epoch_recorder, plain
+from kdcli.store.checkpoint import save_model
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,13 @@ def compress_stage(
     if plan.int8:
         model = compression.quantize_int8(model, _calibration_batches(ctx, plan))
     path = ctx.run_dir / "compressed.pt"
-    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
-             for k, v in model.state_dict().items()}  # fmt: skip
-    write_atomic(path, lambda handle: torch.save(state, handle))
+    save_model(  # a kdcli model file: kd eval and kd export rebuild it (config/eval_config.py)
+        path,
+        model,
+        model_config=plain(ctx.cfg.student.model),
+        dataset=asdict(ctx.data.info),
+        compression=asdict(plan),
+    )
     seconds = time.perf_counter() - started
     log.info(
         "compress     %s (%s) in %.1f s, %.0f%% of weights zero -> %s",

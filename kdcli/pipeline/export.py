@@ -79,7 +79,14 @@ def export(
                       "onnx": (_write_onnx, _run_onnx),
                       "safetensors": (_write_safetensors, _run_safetensors)}[fmt]  # fmt: skip
     with atomic_path(path) as tmp:
-        writer(deployable, raw_images, tmp, source)
+        try:
+            writer(deployable, raw_images, tmp, source)
+        except Exception as error:  # exporters raise many types for what they cannot handle
+            raise UserError(
+                f"--format {fmt}: this model cannot be exported in that format "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); try "
+                "another --format (torchscript takes the most models)."
+            ) from None
         got = reader(tmp, raw_images, model, info)
         difference = float((got - expected).abs().max()) if got is not None else float("nan")
         scale = max(1.0, float(expected.abs().max()))
@@ -163,25 +170,18 @@ def _run_torchscript(path: Path, images: torch.Tensor, model: nn.Module, info: D
 
 
 def _write_onnx(model: Deployable, images: torch.Tensor, path: Path, source: dict) -> None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (images,),
-                str(path),
-                dynamo=False,
-                opset_version=17,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            )
-    except Exception as error:  # the exporter raises many types for unsupported operators
-        raise UserError(
-            f"--format onnx: this model cannot be exported to ONNX "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); try --format "
-            "torchscript or safetensors."
-        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (images,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        )
 
 
 def _run_onnx(path: Path, images: torch.Tensor, model: nn.Module, info: DatasetInfo):

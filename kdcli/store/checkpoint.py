@@ -19,8 +19,12 @@ FORMAT = "kdcli-model/1"
 
 
 def save_model(path: Path, model: nn.Module, **metadata: Any) -> None:
-    """Write the model's weights (on CPU) and metadata atomically to `path`."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """Write the model's weights (on CPU) and metadata atomically to `path` (an int8 model's
+    state also holds packed parameters and dtypes, kept as they are)."""
+    state = model.state_dict()  # an OrderedDict whose `_metadata` (module versions) int8
+    for key, value in state.items():  # layers need to load: changed in place, kept
+        if isinstance(value, torch.Tensor):
+            state[key] = value.detach().cpu()
     write_atomic(
         path, lambda handle: torch.save({"format": FORMAT, **metadata, "state_dict": state}, handle)
     )
