@@ -24,6 +24,7 @@ REPORT_SHAPE = {
     "dataset.image_size": "int",
     "dataset.mean": "list",
     "dataset.std": "list",
+    "dataset.modality": "str",
     "loss.name": "str",
     "loss.alpha": "float",
     "loss.temperature": "float",

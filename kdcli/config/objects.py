@@ -33,6 +33,7 @@ class Objects:
     training: dict[str, dict[str, Any]]  # role -> the loop's epochs, optimizer, scheduler
     logger: Callable[[Path], Any]  # run directory -> where the per-epoch rows go
     compression: Compression  # what the compress stage does to the student
+    task: Any  # kdcli.tasks: what the outputs mean (classify, lm)
 
 
 def resolve_device(device_cfg: DictConfig) -> torch.device:
@@ -81,6 +82,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         training,
         _instantiate(cfg.logger, "logger"),
         _instantiate(cfg.compress, "compress"),
+        _instantiate(cfg.task, "task"),
     )
 
 

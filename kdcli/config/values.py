@@ -127,7 +127,17 @@ def _rule(spec: Spec, example: str) -> Rule:
     return Rule(spec[0], spec[1], example)
 
 
-POSITIVE_WHOLE = ("width", "depth", "widen_factor", "groups", "final_channels", "expansion")
+POSITIVE_WHOLE = (
+    "width",
+    "depth",
+    "widen_factor",
+    "groups",
+    "final_channels",
+    "expansion",
+    "layers",
+    "heads",
+    "block_size",
+)
 POSITIVE_LISTS = ("hidden", "widths", "blocks", "stage_channels", "stage_units")
 
 # leaf name -> rule, for every leaf of that name under SECTIONS
@@ -161,6 +171,7 @@ BY_NAME: dict[str, Rule] = {
     "test_fraction": _rule(number(0, 1, low_in=False), "0.2"),
     "max_shift": _rule(whole(0), "2"),
     "split_seed": _rule(whole(0), "0"),
+    "max_chars": _rule(choice(None, otherwise=whole(100)), "100000"),
     "image_size": _rule(whole(8), "64"),
     "workers": _rule(whole(0), "4"),
     "stats_images": _rule(whole(1), "256"),
@@ -178,6 +189,7 @@ LOSS: dict[str, Rule] = {
     "alpha": _rule(number(0, 1, high_in=True), "0.9"),
     "temperature": _rule(number(0, low_in=False), "4"),
     "beta": _rule(number(0), "1.0"),
+    "skew": _rule(number(0, 1), "0.1"),
     "gamma": _rule(number(0), "1.0"),
     "p": _rule(number(0, low_in=False), "2"),
     "ce_weight": _rule(number(0), "1.0"),

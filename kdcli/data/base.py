@@ -26,6 +26,8 @@ class DatasetInfo:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # "image", or "text": token windows, `num_classes` the vocabulary, `image_size` the length
+    modality: str = "image"
 
     def model_kwargs(self) -> dict[str, int]:
         """The keyword arguments every model config receives from the dataset."""
@@ -35,8 +37,16 @@ class DatasetInfo:
             "image_size": self.image_size,
         }
 
+    def example(self) -> torch.Tensor:
+        """One input of this dataset's shape (zeros), for measuring a model."""
+        if self.modality == "text":
+            return torch.zeros(1, self.image_size, dtype=torch.long)
+        return torch.zeros(1, self.channels, self.image_size, self.image_size)
+
     def describe(self) -> str:
         """E.g. "digits (10 classes, 1 channel(s), 8x8)", for messages about a model's fit."""
+        if self.modality == "text":
+            return f"{self.name} ({self.num_classes} tokens, windows of {self.image_size})"
         return (
             f"{self.name} ({self.num_classes} classes, {self.channels} channel(s), "
             f"{self.image_size}x{self.image_size})"
@@ -89,7 +99,10 @@ class Dataset(Protocol):
 
 
 def normaliser(info: DatasetInfo, device: torch.device):
-    """uint8 [B, C, H, W] -> normalised float, computed in place on one float buffer."""
+    """uint8 [B, C, H, W] -> normalised float, computed in place on one float buffer (token
+    windows pass through)."""
+    if info.modality == "text":
+        return lambda tokens: tokens
     shift = torch.tensor(info.mean, device=device).view(1, -1, 1, 1) * 255.0
     scale = torch.tensor(info.std, device=device).view(1, -1, 1, 1) * 255.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -100,6 +101,7 @@ class InMemoryDataset:
     test: Split
     augmentation: ShiftFlip | None
     val: Split | None = None
+    vocabulary: Any = None  # text: what turns token ids back into characters
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -119,7 +121,12 @@ class InMemoryDataset:
     def to(self, device: torch.device) -> InMemoryDataset:
         val = self.val.to(device) if self.val is not None else None
         return InMemoryDataset(
-            self.info, self.train.to(device), self.test.to(device), self.augmentation, val
+            self.info,
+            self.train.to(device),
+            self.test.to(device),
+            self.augmentation,
+            val,
+            self.vocabulary,
         )
 
     def train_loader(self, batch_size: int, seed: int) -> EpochLoader:

@@ -18,7 +18,7 @@ def count_params(model: nn.Module) -> int:
 
 
 def _example(info: DatasetInfo) -> torch.Tensor:
-    return torch.zeros(1, info.channels, info.image_size, info.image_size)
+    return info.example()
 
 
 def flops_per_image(model: nn.Module, info: DatasetInfo) -> int:

@@ -45,6 +45,9 @@ def write_plots(
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
+    if labels.dim() > 1:  # token windows: one row per token
+        labels = labels.reshape(-1)
+        logits = {role: values.reshape(-1, values.shape[-1]) for role, values in logits.items()}
     directory = run_dir / "plots"
     directory.mkdir(exist_ok=True)
     drawn = []

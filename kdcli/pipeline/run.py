@@ -23,7 +23,6 @@ from kdcli.pipeline.report import build_report, final_figures, hyperparameters
 from kdcli.pipeline.soft_labels import teacher_knowledge
 from kdcli.pipeline.teacher import check_teacher, teacher_stage
 from kdcli.store.cache import ArtifactCache
-from kdcli.tasks.classify import TASK
 
 
 def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dict[str, Any] | None:
@@ -34,7 +33,7 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
     (the other ranks return None).
     """
     run_dir = distributed.shared_run_dir(run_dir)
-    task = TASK
+    task = built.task
     data, loss_fn = built.data, built.loss_fn
     cache = ArtifactCache(cfg.cache_dir, made_by(run_dir))
     ctx = Context(cfg, data, task, cache, device, run_dir)

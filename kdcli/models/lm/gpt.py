@@ -1,0 +1,82 @@
+"""A small GPT in plain torch (nanoGPT-style): token and position embeddings, pre-norm
+blocks of causal self-attention (`scaled_dot_product_attention`) and an MLP, a final norm,
+and a head tied to the token embedding. Input [B, T] token ids, output [B, T, V] logits.
+
+Built from the dataset's facts like every kdcli model: `num_classes` is the vocabulary and
+`image_size` the window length (`in_channels` is unused).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width), nn.Dropout(dropout)
+        )
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(width, dim=2)
+        q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        drop = self.dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        image_size: int = 64,
+        layers: int = 4,
+        heads: int = 4,
+        width: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width={width} must be a multiple of heads={heads}")
+        self.block_size = image_size
+        self.tokens = nn.Embedding(num_classes, width)
+        self.positions = nn.Embedding(image_size, width)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(*(Block(width, heads, dropout) for _ in range(layers)))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes, bias=False)
+        self.head.weight = self.tokens.weight  # tied
+        self.apply(_init)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.drop(self.tokens(tokens) + self.positions(positions))
+        return self.head(self.norm(self.blocks(x)))
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, new: int, generator: torch.Generator) -> torch.Tensor:
+        """Sample `new` tokens after `tokens` [1, T] (temperature 1), the window sliding."""
+        for _ in range(new):
+            logits = self(tokens[:, -self.block_size :])[:, -1].float()
+            choice = torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator)
+            tokens = torch.cat([tokens, choice.to(tokens.device)], dim=1)
+        return tokens
+
+
+def _init(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

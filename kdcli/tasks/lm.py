@@ -1,0 +1,66 @@
+"""Causal language modelling: logits [B, T, V] for next-token targets [B, T].
+
+The losses see one row per token ([B*T, V] and [B*T]; a target of -100 does not count). The
+headline metric is next-token top-1 accuracy (higher is better, per token, so the KD gain's
+bootstrap and McNemar test run over held-out tokens); perplexity and bits per character are
+reported beside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kdcli.data import DatasetInfo
+from kdcli.tasks import Row
+
+IGNORE = -100
+
+
+class LanguageModel:
+    metric = "top1"
+    metric_label = "next-token top-1"
+
+    def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
+        return (info.image_size, info.num_classes)
+
+    def flatten(
+        self, logits: torch.Tensor, teacher: torch.Tensor | None, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        vocabulary = logits.shape[-1]
+        flat_teacher = None if teacher is None else teacher.reshape(-1, vocabulary)
+        return logits.reshape(-1, vocabulary), flat_teacher, targets.reshape(-1)
+
+    def score(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
+
+    def count(self, targets: torch.Tensor) -> int:
+        return int(targets.numel())
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        flat, _, labels = self.flatten(logits.float(), None, targets)
+        nll = F.cross_entropy(flat, labels, ignore_index=IGNORE).item()
+        counted = labels != IGNORE
+        top1 = (flat.argmax(-1)[counted] == labels[counted]).float().mean().item()
+        return {"top1": top1, "nll": nll, "perplexity": math.exp(nll), "bpc": nll / math.log(2)}
+
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        flat, _, labels = self.flatten(logits, None, targets)
+        return flat.argmax(-1) == labels
+
+    def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
+        return (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
+
+    def rows(self) -> tuple[Row, ...]:
+        return (
+            ("next-token top-1", "top1", lambda v: f"{100 * v:.2f}%"),
+            ("validation top-1", "val_top1", lambda v: f"{100 * v:.2f}%"),
+            ("perplexity", "perplexity", lambda v: f"{v:.3f}"),
+            ("bits per character", "bpc", lambda v: f"{v:.3f}"),
+            ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
+        )
+
+
+TASK = LanguageModel()

@@ -1,0 +1,82 @@
+"""`task=lm`: the character corpus (data/text.py), the GPT (models/lm/gpt.py), the language
+modelling task (tasks/lm.py) and the pipeline end to end on text."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdcli.data.text import TextCorpus
+from kdcli.losses import SoftTargetKD
+from kdcli.models.lm.gpt import GPT
+from kdcli.tasks.lm import LanguageModel
+
+TINY_LM = [
+    "task=lm",
+    "teacher=gpt_tiny",
+    "teacher.epochs=1",
+    "student.epochs=1",
+    "dataset.max_chars=6000",
+    "dataset.block_size=32",
+    "eval.latency_runs=2",
+]
+
+
+def test_the_corpus_is_cut_into_shifted_windows_split_in_text_order(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("abcdefghij" * 66)  # 660 characters: 20 windows of 33
+    data = TextCorpus(name="t", path=str(path), block_size=32).load()
+    assert data.info.num_classes == 10 and data.info.image_size == 32
+    assert data.info.modality == "text"
+    assert (len(data.train), len(data.val), len(data.test)) == (16, 2, 2)
+    x, y = data.train.images[0], data.train.labels[0]
+    assert torch.equal(y[:-1], x[1:]), "y is x shifted by one character"
+    assert data.vocabulary.decode(x[:4].tolist()) == "abcd"
+    batch = next(data.train_loader(4, seed=0).epoch(0))
+    assert batch.x.shape == (4, 32) and batch.x.dtype == torch.long
+
+
+def test_the_bundled_corpus_loads_offline():
+    data = TextCorpus(max_chars=20_000).load()
+    assert data.info.name == "shakespeare" and 40 < data.info.num_classes < 80
+
+
+def test_the_gpt_is_causal_and_its_head_is_tied():
+    torch.manual_seed(0)
+    model = GPT(20, 1, 16, layers=2, heads=2, width=32, dropout=0.0).eval()
+    tokens = torch.randint(0, 20, (2, 16))
+    changed = tokens.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 20
+    with torch.no_grad():
+        a, b = model(tokens), model(changed)
+    assert a.shape == (2, 16, 20)
+    torch.testing.assert_close(a[:, :10], b[:, :10])  # the past does not see the future
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+    assert model.head.weight is model.tokens.weight
+
+
+def test_the_task_flattens_tokens_and_reports_perplexity():
+    task = LanguageModel()
+    logits, targets = torch.randn(3, 5, 7), torch.randint(0, 7, (3, 5))
+    flat, teacher, labels = task.flatten(logits, logits, targets)
+    assert flat.shape == (15, 7) and teacher.shape == (15, 7) and labels.shape == (15,)
+    figures = task.metrics(logits, targets)
+    nll = F.cross_entropy(flat, labels).item()
+    assert figures["perplexity"] == pytest.approx(math.exp(nll), rel=1e-5)
+    assert figures["bpc"] == pytest.approx(nll / math.log(2), rel=1e-5)
+    assert task.count(targets) == 15 and task.correct(logits, targets).shape == (15,)
+    loss = SoftTargetKD(alpha=0.5, temperature=1.0)(flat, teacher, labels)
+    assert torch.isfinite(loss)
+
+
+def test_kd_train_task_lm_runs_the_four_stages_on_text(kd):
+    result = kd("train", *TINY_LM)
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["dataset"]["modality"] == "text" and report["metric"] == "top1"
+    for role in ("teacher", "student", "baseline"):
+        assert report[role]["perplexity"] > 1 and 0 <= report[role]["top1"] <= 1
+    assert report["soft_labels"]["mode"] == "static", "text is not augmented"
+    assert report["teacher"]["name"] == "gpt_tiny" and report["student"]["name"] == "gpt_tiny"
+    assert "perplexity" in result.stdout and "bits per character" in result.stdout
