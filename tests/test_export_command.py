@@ -13,10 +13,9 @@ from kd_settings import TINY
 
 from kdcli.cli.main import main
 from kdcli.config.eval_config import build_from_checkpoint
-from kdcli.data import DatasetInfo
 from kdcli.data.digits import Digits
 from kdcli.pipeline import export as export_module
-from kdcli.pipeline.eval_checkpoint import checkpoint_facts
+from kdcli.pipeline.eval_checkpoint import checkpoint_facts, checkpoint_info
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +31,7 @@ def reference(run_dir):
     """The PyTorch student and raw digits test images (uint8), with its logits on them."""
     path = run_dir / "student.pt"
     facts = checkpoint_facts(path)
-    info = DatasetInfo(**{**facts["dataset"], "mean": tuple(facts["dataset"]["mean"]),
-                          "std": tuple(facts["dataset"]["std"])})  # fmt: skip
+    info = checkpoint_info(facts)
     model = build_from_checkpoint(path, facts, info)
     raw = Digits().load().test.images[:40]  # uint8 [N, 1, 8, 8]
     scaled = raw.float() / 255.0

@@ -35,8 +35,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kdcli.config.eval_config import build_from_checkpoint
-    from kdcli.data import DatasetInfo
-    from kdcli.pipeline.eval_checkpoint import checkpoint_facts
+    from kdcli.pipeline.eval_checkpoint import checkpoint_facts, checkpoint_info
     from kdcli.pipeline.export import FORMATS, description_path, export, missing_package
 
     if args.format not in FORMATS:
@@ -48,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
         )
     checkpoint, run_dir = _checkpoint(args.source.expanduser(), args.model)
     facts = checkpoint_facts(checkpoint)
-    info = DatasetInfo(**{**facts["dataset"], "mean": tuple(facts["dataset"]["mean"]),
-                          "std": tuple(facts["dataset"]["std"])})  # fmt: skip
+    info = checkpoint_info(facts)
     model = build_from_checkpoint(checkpoint, facts, info)
     output = args.output or (run_dir or checkpoint.parent) / "export"
     name = args.model if run_dir is not None else checkpoint.stem

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdcli.data import Dataset
+from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.infer import predict
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import FORMAT, read_checkpoint
@@ -32,6 +32,14 @@ def checkpoint_facts(path: Path) -> dict[str, Any]:
             "a run's student.pt or a cache entry's model.pt."
         )
     return payload
+
+
+def checkpoint_info(facts: dict[str, Any]) -> DatasetInfo:
+    """The dataset facts a kdcli model file records (saved as plain lists)."""
+    recorded = facts["dataset"]
+    return DatasetInfo(
+        **{**recorded, "mean": tuple(recorded["mean"]), "std": tuple(recorded["std"])}
+    )
 
 
 def evaluate_model(

@@ -40,11 +40,15 @@ TOLERANCE = 1e-4  # max |exported - PyTorch| allowed, relative to the logits' sc
 class Deployable(nn.Module):
     """Raw images in, logits out: scales uint8 to [0, 1] and normalises, then the model."""
 
-    def __init__(self, model: nn.Module, info: DatasetInfo) -> None:
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(info.mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(info.std).view(1, -1, 1, 1))
+        self.register_buffer("mean", mean.clone().view(1, -1, 1, 1))
+        self.register_buffer("std", std.clone().view(1, -1, 1, 1))
+
+    @classmethod
+    def for_dataset(cls, model: nn.Module, info: DatasetInfo) -> Deployable:
+        return cls(model, torch.tensor(info.mean), torch.tensor(info.std))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
@@ -69,10 +73,10 @@ def export(
     model = model.float().eval().cpu()
     raw_images = raw_images.float().cpu()
     with torch.no_grad():
-        expected = Deployable(model, info)(raw_images)  # the model as trained
+        expected = Deployable.for_dataset(model, info)(raw_images)  # the model as trained
     # safetensors keeps the trained architecture's weights: its users rebuild the model
     folded = model if fmt == "safetensors" else fold_batchnorm(model)
-    deployable = Deployable(folded, info).eval()
+    deployable = Deployable.for_dataset(folded, info).eval()
     output.mkdir(parents=True, exist_ok=True)
     path = output / f"{name}{SUFFIX[fmt]}"
     writer, reader = {"torchscript": (_write_torchscript, _run_torchscript),
@@ -144,23 +148,9 @@ def _write_torchscript(model: Deployable, images: torch.Tensor, path: Path, sour
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.model, ((images - model.mean) / model.std,))
-        scripted = torch.jit.script(_ScriptableDeployable(traced, model.mean, model.std))
+        # the wrapper scripted around the traced model, so TorchScript keeps the uint8 branch
+        scripted = torch.jit.script(Deployable(traced, model.mean, model.std))
     scripted.save(str(path))
-
-
-class _ScriptableDeployable(nn.Module):
-    """Deployable around an already traced model, so TorchScript keeps the uint8 branch."""
-
-    def __init__(self, traced: torch.jit.ScriptModule, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.model = traced
-        self.register_buffer("mean", mean.clone())
-        self.register_buffer("std", std.clone())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype == torch.uint8:
-            images = images.float() / 255.0
-        return self.model((images - self.mean) / self.std)
 
 
 def _run_torchscript(path: Path, images: torch.Tensor, model: nn.Module, info: DatasetInfo):
@@ -206,7 +196,7 @@ def _run_safetensors(path: Path, images: torch.Tensor, model: nn.Module, info: D
 
     from safetensors.torch import load_file
 
-    rebuilt = Deployable(copy.deepcopy(model), info)
+    rebuilt = Deployable.for_dataset(copy.deepcopy(model), info)
     for parameter in rebuilt.parameters():  # nothing left from the original weights
         parameter.data.zero_()
     rebuilt.load_state_dict(load_file(str(path)))
