@@ -160,6 +160,15 @@ def train_state(ctx: Context, kind: str, name: str, key: str) -> TrainState:
     return TrainState(ctx.cache.state_path(kind, name, key), float(ctx.cfg.checkpoint.every_s))
 
 
+def entry_stage(entry: Entry, seconds: float, precision: Precision) -> Stage:
+    """How a stage whose artifact is a cache entry went in this run (its throughput and
+    where it resumed are those of the run that built the entry; a reused one resumed
+    nothing here)."""
+    resumed_from = None if entry.reused else entry.manifest.get("resumed_from")
+    rate = entry.manifest["images_per_s"]
+    return Stage(seconds, rate, entry.reused, precision.describe(), resumed_from)
+
+
 def _log_stage(name: str, entry: Entry, stage: Stage) -> None:
     verb = "reused" if entry.reused else "computed"
     how = f" ({stage.precision})" if stage.precision and not entry.reused else ""

@@ -19,46 +19,33 @@ CPU = torch.device("cpu")
 
 
 def measure(
-    model: Model, data: Dataset, task: Task, test_logits: torch.Tensor, cfg: DictConfig
-) -> dict[str, Any]:
-    """The report's figures for one model."""
-    return {
-        "name": model.name,
-        **task.metrics(test_logits, data.labels("test")),
-        "params": count_params(model.module),
-        "flops": flops_per_image(model.module, data.info),
-        "latency_ms": cpu_latency_ms(model.module, data.info, runs=cfg.eval.latency_runs),
-        "checkpoint_bytes": model.checkpoint.stat().st_size,
-        "checkpoint": str(model.checkpoint),
-        "source": model.source,
-        "reused": model.source != "trained",
-        "precision": model.precision.describe(),  # its forward passes' in training (and
-        # the teacher's soft labels); evaluation itself runs in fp32
-    }
-
-
-def measure_compressed(
     model: Model,
     data: Dataset,
     task: Task,
     test_logits: torch.Tensor,
     cfg: DictConfig,
-    student: dict[str, Any],
+    size_of: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The compressed student's figures: params and FLOPs are the student's (pruning zeroes
-    weights, int8 narrows them; neither removes any), latency and bytes its own."""
-    return {
+    """The report's figures for one model. `size_of`: the figures of the model it was
+    compressed from, whose parameters and FLOPs it keeps (pruning zeroes weights, int8 narrows
+    them; neither removes any); its own share of zero weights is then reported too."""
+    figures = {
         "name": model.name,
         **task.metrics(test_logits, data.labels("test")),
-        "params": student["params"],
-        "sparsity": model.sparsity,
-        "flops": student["flops"],
+        "params": size_of["params"] if size_of else count_params(model.module),
+    }
+    if model.sparsity is not None:
+        figures["sparsity"] = model.sparsity
+    return {
+        **figures,
+        "flops": size_of["flops"] if size_of else flops_per_image(model.module, data.info),
         "latency_ms": cpu_latency_ms(model.module, data.info, runs=cfg.eval.latency_runs),
         "checkpoint_bytes": model.checkpoint.stat().st_size,
         "checkpoint": str(model.checkpoint),
         "source": model.source,
-        "reused": False,
-        "precision": model.precision.describe(),
+        "reused": model.source in ("cache", "checkpoint"),
+        "precision": model.precision.describe(),  # its forward passes' in training (and
+        # the teacher's soft labels); evaluation itself runs in fp32
     }
 
 
@@ -94,7 +81,7 @@ def evaluate_stage(
         if role != "compressed"
     }
     if "compressed" in models:
-        results["compressed"] = measure_compressed(
+        results["compressed"] = measure(
             models["compressed"], data, task, logits["compressed"]["test"], cfg, results["student"]
         )
     if "val" in data.splits:

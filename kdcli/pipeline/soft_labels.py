@@ -42,6 +42,7 @@ from kdcli.pipeline.common import (
     Model,
     Stage,
     _log_stage,
+    entry_stage,
     eval_batch_size,
     get_or_make,
     plain,
@@ -161,9 +162,7 @@ def soft_label_stage(
     entry = get_or_make(ctx.cache, "soft_labels", teacher.name, key, make)
     soft_labels = _load_soft_labels(entry.path, data.num_train, data.info.num_classes, mode, device)
     features = load_features(entry.path, layers, device)
-    seconds, rate = time.perf_counter() - started, entry.manifest["images_per_s"]
-    resumed_from = None if entry.reused else entry.manifest.get("resumed_from")
-    stage = Stage(seconds, rate, entry.reused, teacher.precision.describe(), resumed_from)
+    stage = entry_stage(entry, time.perf_counter() - started, teacher.precision)
     _log_stage("soft labels", entry, stage)
     return StoredKnowledge(soft_labels, features), entry, stage
 

@@ -25,6 +25,7 @@ from kdcli.pipeline.common import (
     Stage,
     _log_stage,
     describe_model,
+    entry_stage,
     epoch_recorder,
     eval_batch_size,
     get_or_make,
@@ -94,9 +95,7 @@ def train_or_reuse(
         described = describe_model(stage_cfg, data.info)
         load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
     seconds = time.perf_counter() - started
-    rate = entry.manifest["images_per_s"]
-    resumed_from = None if entry.reused else entry.manifest.get("resumed_from")
-    stage = Stage(seconds, rate, entry.reused, precision.describe(), resumed_from)
+    stage = entry_stage(entry, seconds, precision)
     _log_stage(label, entry, stage)
     source = "cache" if entry.reused else "trained"
     path = entry.file("model.pt")

@@ -54,9 +54,8 @@ def scan(root: Path) -> list[Item]:
                 items.append(_entry(kind.name, path))
             elif path.is_dir() and path.name.endswith(PARTIAL_SUFFIX):
                 name = path.name.removesuffix(PARTIAL_SUFFIX)
-                size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
                 used = datetime.fromtimestamp(path.stat().st_mtime)
-                items.append(Item(kind.name, name, path, size, used, True))
+                items.append(Item(kind.name, name, path, _files_size(path), used, True))
             elif path.is_file() and path.name.endswith(STATE_SUFFIX):
                 name = path.name.removesuffix(STATE_SUFFIX)
                 used = datetime.fromtimestamp(path.stat().st_mtime)
@@ -69,9 +68,12 @@ def _entry(kind: str, path: Path) -> Item:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError):
         manifest = {}
-    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     used = datetime.fromtimestamp((path / MANIFEST).stat().st_mtime)
-    return Item(kind, path.name, path, size, used, False, manifest)
+    return Item(kind, path.name, path, _files_size(path), used, False, manifest)
+
+
+def _files_size(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
 
 
 def remove(item: Item) -> bool:
