@@ -20,6 +20,10 @@ standard deviation near 5 and the loss starts at 6 instead of ln 10 = 2.3.
 run of a few hundred steps: trained on digits, MobileNetV3 reaches 89 % train top-1 but predicts
 one class in eval mode (9.7 % test). Their configs set it to 0.1, PyTorch's default.
 
+`zero_init_residual=True` (ResNets, torchvision's own option) starts the last batch norm of
+every residual branch at zero, so each block starts as the identity and a deep network starts
+as a shallow one (Goyal et al. 2017).
+
 `pretrained=True` loads torchvision's ImageNet weights (its DEFAULT set) from the torch hub
 cache (`$TORCH_HOME/hub/checkpoints/`, downloading them there when online), then puts a new,
 randomly initialised head (the last `nn.Linear`) of `num_classes` outputs on top. A replaced
@@ -171,6 +175,7 @@ def torchvision_classifier(
     small_input: bool = True,
     pretrained: bool = False,
     bn_momentum: float | None = None,
+    zero_init_residual: bool = False,
 ) -> nn.Module:
     """`torchvision.models.<arch>` for the dataset; `image_size` does not change the layout.
     `bn_momentum=None` keeps torchvision's batch-norm momentum."""
@@ -189,7 +194,10 @@ def torchvision_classifier(
             ) from None
         replace_head(model, num_classes)
     else:
-        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        options = {"zero_init_residual": True} if zero_init_residual else {}
+        model = torchvision.models.get_model(
+            arch, weights=None, num_classes=num_classes, **options
+        )
         heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if heads:
             heads[-1].reset_parameters()
