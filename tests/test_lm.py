@@ -80,3 +80,16 @@ def test_kd_train_task_lm_runs_the_four_stages_on_text(kd):
     assert report["soft_labels"]["mode"] == "static", "text is not augmented"
     assert report["teacher"]["name"] == "gpt_tiny" and report["student"]["name"] == "gpt_tiny"
     assert "perplexity" in result.stdout and "bits per character" in result.stdout
+    # each model continues one test prompt, shown on the terminal and in report.md
+    samples = report["samples"]
+    assert set(samples) == {"prompt", "teacher", "student", "baseline"}
+    assert len(samples["prompt"]) == 32 and all(
+        len(samples[r]) == 200 for r in samples if r != "prompt"
+    )
+    assert "## Samples" in (result.runs()[0] / "report.md").read_text()
+    assert "KL(teacher || model)" in result.stdout and "test tokens" in result.stdout
+    for role in ("student", "baseline"):
+        assert report[role]["teacher_kl"] >= 0
+    assert report["kd_gain_perplexity"] == pytest.approx(
+        report["baseline"]["perplexity"] - report["student"]["perplexity"]
+    )

@@ -83,6 +83,8 @@ REPORT_SHAPE = {
     },
     "student.agreement": "float",
     "baseline.agreement": "float",
+    "student.teacher_kl": "float",  # added on purpose: KL(teacher || model) on the test split
+    "baseline.teacher_kl": "float",
 }
 
 # The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose twice:

@@ -80,8 +80,9 @@ def _model_configs(
     """The composed config, the dataset's facts and (option, composed config) for the options
     (all of the group's if none).
 
-    Options that need more settings to build (`torchvision` needs `teacher.name`) are left
-    out when the whole group is listed.
+    Options that need more settings to build (`torchvision` needs `teacher.name`, `hf`
+    `teacher.path`), and models of another modality than the dataset's (text models on
+    digits), are left out when the whole group is listed.
     """
     from hydra import initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -105,12 +106,26 @@ def _model_configs(
         info = _instantiate(base.dataset, "dataset").info
         for option in chosen:
             cfg = _compose([*overrides, f"{role}={option}"])
-            if OmegaConf.is_missing(cfg[role], "name"):
+            if _modality(cfg, role) != info.modality:
                 if not options:
                     continue
-                raise UserError(f"{role}={option} needs {role}.name=..., e.g. efficientnet_b0.")
+                raise UserError(
+                    f"{role}={option} reads {_modality(cfg, role)}, the dataset is "
+                    f"{info.modality}: measure it on a dataset it reads (task=lm for text)."
+                )
+            needs = [k for k in ("name", "path") if OmegaConf.is_missing(cfg[role], k)]
+            if needs:
+                if not options:
+                    continue
+                example = "efficientnet_b0" if needs[0] == "name" else "DIR"
+                raise UserError(f"{role}={option} needs {role}.{needs[0]}=..., e.g. {example}.")
             configs.append((option, cfg))
     return base, info, configs
+
+
+def _modality(cfg: DictConfig, role: str) -> str:
+    """What a model reads: the language models live in kdcli/models/lm/, and read text."""
+    return "text" if str(cfg[role].model._target_).startswith("kdcli.models.lm.") else "image"
 
 
 def _role(group: str) -> str:
@@ -133,7 +148,7 @@ def model_details(group: str, options: list[str], overrides: list[str]) -> list[
                 "flops": flops_per_image(model, info),
                 "latency_ms": round(cpu_latency_ms(model, info, runs=base.eval.latency_runs), 3),
                 "dataset": info.name,
-                "input": [info.channels, info.image_size, info.image_size],
+                "input": list(info.example().shape[1:]),
             }
         )
     return rows
@@ -145,14 +160,12 @@ def model_layers(group: str, option: str, overrides: list[str]) -> list[dict[str
     A module called more than once (a shared ReLU) shows its last output, the one a
     feature tap would hold.
     """
-    import torch
 
     from kdcli.models.features import layer_shapes
 
     _, info, [(_, cfg)] = _model_configs(group, [option], overrides)
     model = _build(cfg, _role(group), info)
-    example = torch.zeros(1, info.channels, info.image_size, info.image_size)
-    shapes = dict(layer_shapes(model, example))
+    shapes = dict(layer_shapes(model, info.example()))
     modules = dict(model.named_modules())
     return [
         {"path": path, "type": type(modules[path]).__name__, "shape": list(shape)}

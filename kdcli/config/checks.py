@@ -319,11 +319,17 @@ def _check_min_top1(cfg: DictConfig) -> None:
 
 
 def _check_model_choice(cfg: DictConfig, role: str) -> None:
-    """A model picked by name has its name, and `pretrained` is asked only where it exists."""
+    """A model picked by name has its name, one read from a directory its path, and
+    `pretrained` is asked only where it exists."""
     if OmegaConf.is_missing(cfg[role], "name"):
         raise UserError(
             f"{role}.name is not set: {role}=torchvision needs a torchvision classifier, "
             f"e.g. {role}.name=efficientnet_b0."
+        )
+    if OmegaConf.is_missing(cfg[role], "path"):  # False where there is no such key
+        raise UserError(
+            f"{role}.path is not set: {role}={cfg[role].name} reads a model from a directory "
+            f"that save_pretrained() wrote, e.g. {role}.path=~/models/gpt2 (never downloaded)."
         )
     if cfg[role].get("pretrained") and "pretrained" not in cfg[role].model:
         raise UserError(

@@ -20,6 +20,7 @@ from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
 from kdcli.losses import DistillationLoss
+from kdcli.models.lm.hf import check_shared_tokenizer
 from kdcli.store.checkpoint import load_model
 
 
@@ -66,6 +67,8 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         load_model(teacher.module, path, "teacher.checkpoint", described)
     loss_fn: DistillationLoss = _instantiate(cfg.loss, "loss")
     student = build_seeded(cfg, "student", data.info)
+    models = {"teacher": teacher.module, "student": student.module}
+    check_shared_tokenizer(models, cfg.dataset.get("tokenizer"))
     student.module.to(device)
     if loss_fn.uses_features:
         check_layers(cfg, loss_fn, {"teacher": teacher.module, "student": student.module})

@@ -5,11 +5,17 @@ second (two tasks of a job array, or two `sbatch` jobs) never share a directory:
 `_slurm<array job>_<task>` in a job-array task, `_slurm<job id>` in another job, and nothing
 outside SLURM. It is cached like Hydra's `${now:}`, so every job of a sweep that
 hydra-submitit-launcher submits resolves its sweep directory to the same value.
+
+`${kd.files_stamp:DIR}` is a short hash of the names, sizes and modification times of the
+files in DIR: a model read from a directory (`teacher=hf`) carries it in its config, so new
+weights saved under the same path make a new cache key (a different teacher).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -23,6 +29,19 @@ def slurm_tag() -> str:
     return f"_slurm{job}" if job else ""
 
 
+def files_stamp(path: str) -> str:
+    """The identity of the files in `path` (see the module's docstring)."""
+    directory = Path(str(path)).expanduser()
+    if not directory.is_dir():
+        return "missing"  # the model's builder says what is wrong with the path
+    facts = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()
+    )
+    return hashlib.sha256(repr(facts).encode()).hexdigest()[:16]
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("kd.slurm_tag"):
         OmegaConf.register_new_resolver("kd.slurm_tag", slurm_tag, use_cache=True)
+    if not OmegaConf.has_resolver("kd.files_stamp"):
+        OmegaConf.register_new_resolver("kd.files_stamp", files_stamp)

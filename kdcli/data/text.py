@@ -2,7 +2,9 @@
 
 The default corpus is bundled (kdcli/data/corpus/shakespeare.txt.gz, no download);
 `dataset=text dataset.path=FILE` reads the user's own UTF-8 text. Characters are the tokens
-(the vocabulary is the corpus's distinct characters, in sorted order). The text is cut into
+(the vocabulary is the corpus's distinct characters, in sorted order), unless
+`dataset.tokenizer=DIR` names a Hugging Face tokenizer (`teacher=hf` sets it to the
+teacher's directory), whose vocabulary then sizes the models. The text is cut into
 non-overlapping windows of `block_size` + 1 characters, so every window is a fixed sample
 whose teacher distributions can be stored: x is its first `block_size` characters, y the
 same shifted by one (the next character at each position). The windows are split in text
@@ -20,6 +22,7 @@ import torch
 from kdcli.data.base import DatasetInfo
 from kdcli.data.memory import InMemoryDataset, Split
 from kdcli.data.split import check_fraction
+from kdcli.data.tokenizer import Tokens
 from kdcli.errors import UserError
 
 BUNDLED = Path(__file__).parent / "corpus" / "shakespeare.txt.gz"
@@ -36,6 +39,9 @@ class Vocabulary:
     def decode(self, tokens: list[int]) -> str:
         return "".join(self.characters[t] for t in tokens)
 
+    def __len__(self) -> int:
+        return len(self.characters)
+
 
 class TextCorpus:
     """A dataset source (`configs/dataset/shakespeare.yaml`, `text.yaml`)."""
@@ -48,6 +54,7 @@ class TextCorpus:
         max_chars: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        tokenizer: str | None = None,
     ) -> None:
         self.name = name
         self.path = Path(path).expanduser() if path else BUNDLED
@@ -55,6 +62,7 @@ class TextCorpus:
         self.max_chars = max_chars
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.tokenizer = tokenizer
 
     def check(self) -> None:
         if not self.path.is_file():
@@ -71,27 +79,35 @@ class TextCorpus:
             raise UserError(
                 f"dataset.path={self.path} could not be read as UTF-8 text ({error})."
             ) from None
-        text = text[: self.max_chars] if self.max_chars else text
-        windows = len(text) // (self.block_size + 1)
-        if windows < 10:
-            raise UserError(
-                f"dataset.path={self.path} holds {len(text)} characters, {windows} windows of "
-                f"dataset.block_size + 1 = {self.block_size + 1}; give more text (at least 10 "
-                "windows) or a smaller dataset.block_size."
-            )
-        return text
+        return text[: self.max_chars] if self.max_chars else text
+
+    def vocabulary(self, text: str) -> Vocabulary | Tokens:
+        """The tokenizer: `dataset.tokenizer`'s, or the text's distinct characters."""
+        return Tokens(self.tokenizer) if self.tokenizer else Vocabulary("".join(sorted(set(text))))
+
+    @property
+    def info(self) -> DatasetInfo:
+        """The facts models are built from, without cutting the windows (`kd list`)."""
+        vocabulary = self.vocabulary(self.text())
+        return text_info(self.name, len(vocabulary), self.block_size)
 
     def load(self) -> InMemoryDataset:
         text = self.text()
-        vocabulary = Vocabulary("".join(sorted(set(text))))
+        vocabulary = self.vocabulary(text)
         tokens = vocabulary.encode(text)
         span = self.block_size + 1
+        if len(tokens) // span < 10:
+            raise UserError(
+                f"dataset.path={self.path} holds {len(tokens)} tokens, {len(tokens) // span} "
+                f"windows of dataset.block_size + 1 = {span}; give more text (at least 10 "
+                "windows) or a smaller dataset.block_size."
+            )
         windows = tokens[: len(tokens) // span * span].view(-1, span)
         count = len(windows)
         test = max(1, round(count * self.test_fraction))
         val = round(count * self.val_fraction)
         train = count - val - test
-        info = text_info(self.name, len(vocabulary.characters), self.block_size)
+        info = text_info(self.name, len(vocabulary), self.block_size)
         parts = torch.split(windows, [train, val, test])
         splits = [Split(part[:, :-1].contiguous(), part[:, 1:].contiguous()) for part in parts]
         val_split = splits[1] if val else None

@@ -195,9 +195,7 @@ def torchvision_classifier(
         replace_head(model, num_classes)
     else:
         options = {"zero_init_residual": True} if zero_init_residual else {}
-        model = torchvision.models.get_model(
-            arch, weights=None, num_classes=num_classes, **options
-        )
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **options)
         heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if heads:
             heads[-1].reset_parameters()

@@ -13,7 +13,7 @@ from kdcli.engine.infer import predict
 from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
 from kdcli.engine.precision import FP32
 from kdcli.pipeline.common import Context, Model, eval_batch_size
-from kdcli.tasks import Task
+from kdcli.tasks import Task, teacher_kl
 
 CPU = torch.device("cpu")
 
@@ -57,9 +57,10 @@ def eval_splits(data: Dataset) -> list[str]:
 def evaluate_stage(
     ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None = None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, torch.Tensor]]:
-    """Stage 4: every model's figures on the test split, with agreement against the teacher,
-    the KD gain's interval and p-value (student vs baseline on the same test images), and
-    each model's test logits (for the plots).
+    """Stage 4: every model's figures on the test split, with agreement with the teacher and
+    KL(teacher || model); the run's summary: the KD gain's interval and p-value (student vs
+    baseline on the same test images) and, for text, each model's continuation of one test
+    prompt (`samples`); and each model's test logits (for the plots).
     `known`: outputs already computed (role -> split -> logits), e.g. the teacher's.
 
     With a validation split (`dataset.val_fraction > 0`) each model's `val_<metric>` is
@@ -88,15 +89,36 @@ def evaluate_stage(
         for role in models:
             metric = task.metrics(logits[role]["val"], data.labels("val"))[task.metric]
             results[role][f"val_{task.metric}"] = metric
+    labels = data.labels("test")
     for role in results:
         if role != "teacher":
-            results[role]["agreement"] = task.agreement(
-                logits[role]["test"], logits["teacher"]["test"]
-            )
-    gain = {}
+            test, reference = logits[role]["test"], logits["teacher"]["test"]
+            results[role]["agreement"] = task.agreement(test, reference)
+            flat, flat_reference, _ = task.flatten(test, reference, labels)
+            results[role]["teacher_kl"] = teacher_kl(flat, flat_reference)
+    summary = {}
     if "baseline" in logits:
-        gain = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)
-    return results, gain, {role: split["test"] for role, split in logits.items()}
+        summary = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)
+    samples = text_samples(task, models, data, cfg.seed)
+    if samples:
+        summary["samples"] = samples
+    return results, summary, {role: split["test"] for role, split in logits.items()}
+
+
+def text_samples(
+    task: Task, models: dict[str, Model], data: Dataset, seed: int
+) -> dict[str, str] | None:
+    """The test prompt and each model's continuation of it (text tasks), else None. The
+    int8 model runs on the CPU only, so it is left out (its figures say how it compares)."""
+    samples: dict[str, str] = {}
+    for role, model in models.items():
+        if role == "compressed":
+            continue
+        drawn = task.sample(model.module, data, seed)
+        if drawn is None:
+            return None
+        samples["prompt"], samples[role] = drawn
+    return samples
 
 
 def gain_figures(

@@ -56,6 +56,7 @@ def _cells(report: dict[str, Any], task: Task = TASK) -> tuple[list[str], list[l
     return header, rows
 
 
+SAMPLE_PREVIEW = 100  # characters of each text sample on the terminal (report.md has them all)
 SIGNIFICANCE = 0.05  # a negative gain with McNemar p below this is flagged
 
 
@@ -66,13 +67,15 @@ def format_p(p: float) -> str:
 def gain_line(report: dict[str, Any]) -> str:
     """ "KD gain +1.11 pts (95% CI +0.28 to +1.94, p = 0.012): ..." (interval when known)."""
     line = f"KD gain {100 * report['kd_gain']:+.2f} pts"
+    metric = report.get("metric_label", TASK.metric_label)
     if "kd_gain_ci" not in report:
-        return f"{line}: student - baseline {TASK.metric_label}"
+        return f"{line}: student - baseline {metric}"
     low, high = report["kd_gain_ci"]
     images = report["kd_gain_images"]
+    items = "tokens" if report.get("dataset", {}).get("modality") == "text" else "images"
     return (
         f"{line} (95% CI {100 * low:+.2f} to {100 * high:+.2f}, {format_p(report['kd_gain_p'])}): "
-        f"student - baseline {TASK.metric_label} on {images['total']} test images; "
+        f"student - baseline {metric} on {images['total']} test {items}; "
         f"the student alone gets {images['student_only']} right, "
         f"the baseline alone {images['baseline_only']}"
     )
@@ -110,6 +113,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     if "kd_gain" in report:
         lines.append(gain_line(report))
+    if "kd_gain_perplexity" in report:
+        ppl = {role: report[role]["perplexity"] for role in ("teacher", "student", "baseline")}
+        lines.append(
+            f"perplexity: teacher {ppl['teacher']:.3f}, student {ppl['student']:.3f}, "
+            f"baseline {ppl['baseline']:.3f} (distillation lowers it by "
+            f"{report['kd_gain_perplexity']:.3f}; lower is better)"
+        )
     c = report["compression"]
     lines.append(
         f"compression: {c['params']:.1f}x fewer parameters, {c['flops']:.1f}x fewer FLOPs, "
@@ -148,10 +158,21 @@ def markdown(report: dict[str, Any], task: Task = TASK) -> str:
     ]
     if report.get("warnings"):
         lines += ["## Warnings", "", *(f"- {text}" for text in report["warnings"]), ""]
+    if report.get("samples"):
+        lines += sample_lines(report["samples"])
     if report.get("plots"):
         lines += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in report["plots"]), ""]
     lines += [f"Per-epoch metrics: [{METRICS_FILE}]({METRICS_FILE})", ""]
     return "\n".join(lines)
+
+
+def sample_lines(samples: dict[str, str]) -> list[str]:
+    """report.md's Samples section: the prompt, then each model's continuation of it."""
+    lines = ["## Samples", "", "Each model continues the same test prompt (seeded sampling).", ""]
+    for name in ("prompt", "teacher", "student", "baseline"):
+        if name in samples:
+            lines += [f"**{name}**", "", "```text", samples[name], "```", ""]
+    return lines
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -186,6 +207,9 @@ def write(report: dict[str, Any], run_dir: Path, console: Console, task: Task = 
     console.print(table(report, task))
     for line in summary_lines(report):
         console.print(line)
+    for name, text in (report.get("samples") or {}).items():
+        preview = " ".join(text.split())[:SAMPLE_PREVIEW]
+        console.print(Text(f"{name:>9}: {preview}"))  # Text: the sample is not markup
     for text in report.get("warnings", []):
         console.print(Text(f"warning: {text}", style="bold yellow"))
 
@@ -203,10 +227,11 @@ def build_report(
     soft_labels: dict[str, Any],
     stages: dict[str, Stage],
     run_dir: Path,
-    gain: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
     plots: list[str] | None = None,
 ) -> dict[str, Any]:
-    """report.json's contents (its one owner); `gain`: the KD gain's interval and p-value."""
+    """report.json's contents (its one owner); `summary`: the KD gain's interval and p-value,
+    and the text samples (kdcli.pipeline.evaluate)."""
     teacher, student = results["teacher"], results["student"]
     report: dict[str, Any] = {
         "kdcli_version": __version__,
@@ -234,6 +259,8 @@ def build_report(
     }
     if "baseline" in results:
         report["kd_gain"] = student[task.metric] - results["baseline"][task.metric]
-        report.update(gain or {})
+        if "perplexity" in student:  # text: the gain in the LM's own measure, baseline - student
+            report["kd_gain_perplexity"] = results["baseline"]["perplexity"] - student["perplexity"]
+    report.update(summary or {})
     report["warnings"] = warnings(report)
     return report

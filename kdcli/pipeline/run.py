@@ -69,13 +69,13 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
         return None
 
     started = time.perf_counter()
-    results, gain, test_logits = evaluate_stage(ctx, models, {"teacher": teacher_logits})
+    results, summary, test_logits = evaluate_stage(ctx, models, {"teacher": teacher_logits})
     seconds = time.perf_counter() - started + teacher_eval_seconds
     stages["evaluate"] = Stage(seconds, None, reused=False)
 
     plots = write_plots(run_dir, test_logits, data.labels("test"), task.metric)
     report = build_report(
-        cfg, task, data.info, device, results, soft_report, stages, run_dir, gain, plots
+        cfg, task, data.info, device, results, soft_report, stages, run_dir, summary, plots
     )
     report_io.write(report, run_dir, Console(), task)  # the table goes to stdout
     for state in ctx.finished:  # the run directory now holds what they hold

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from kdcli.data import DatasetInfo
 
@@ -53,6 +54,24 @@ class Task(Protocol):
         """How often two models' predictions agree."""
         ...
 
+    def sample(self, model: torch.nn.Module, data: object, seed: int) -> tuple[str, str] | None:
+        """(prompt, continuation): what the model writes after a fixed test prompt, for people
+        to read (text), or None where a sample says nothing the metrics do not (images)."""
+        ...
+
     def rows(self) -> tuple[Row, ...]:
         """The report rows of the task's figures."""
         ...
+
+
+def teacher_kl(logits: torch.Tensor, teacher: torch.Tensor, chunk: int = 4096) -> float:
+    """Mean KL(teacher || model) over the rows of [N, V] logits (nats per sample or token):
+    how far the model's distribution is from the teacher's, the quantity soft-label KD
+    minimises. Computed `chunk` rows at a time, in fp32, so a large vocabulary never needs
+    [N, V] fp32 copies of both."""
+    total = 0.0
+    for start in range(0, logits.shape[0], chunk):
+        model_part = F.log_softmax(logits[start : start + chunk].float(), dim=-1)
+        teacher_part = F.log_softmax(teacher[start : start + chunk].float(), dim=-1)
+        total += F.kl_div(model_part, teacher_part, log_target=True, reduction="sum").item()
+    return total / max(logits.shape[0], 1)

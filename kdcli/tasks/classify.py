@@ -43,6 +43,9 @@ class Classify:
     def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
         return agreement(logits, reference)
 
+    def sample(self, model: torch.nn.Module, data: object, seed: int) -> None:
+        return None
+
     def rows(self) -> tuple[Row, ...]:
         return (
             ("top-1 accuracy", "top1", lambda v: f"{100 * v:.2f}%"),
@@ -50,6 +53,7 @@ class Classify:
             ("NLL", "nll", lambda v: f"{v:.4f}"),
             ("calibration error (ECE)", "ece", lambda v: f"{100 * v:.2f}%"),
             ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
+            ("KL(teacher || model)", "teacher_kl", lambda v: f"{v:.4f}"),
         )
 
 

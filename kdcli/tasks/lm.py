@@ -3,12 +3,14 @@
 The losses see one row per token ([B*T, V] and [B*T]; a target of -100 does not count). The
 headline metric is next-token top-1 accuracy (higher is better, per token, so the KD gain's
 bootstrap and McNemar test run over held-out tokens); perplexity and bits per character are
-reported beside it.
+reported beside it, and each model continues the same test prompt (`sample`) so people can
+read what distillation changed.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from kdcli.data import DatasetInfo
 from kdcli.tasks import Row
 
 IGNORE = -100
+SAMPLE_TOKENS = 200  # how many tokens each model adds to the prompt
 
 
 class LanguageModel:
@@ -53,6 +56,23 @@ class LanguageModel:
     def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
         return (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
 
+    @torch.no_grad()
+    def sample(self, model: torch.nn.Module, data: Any, seed: int) -> tuple[str, str]:
+        """(prompt, continuation): the first test window, then SAMPLE_TOKENS tokens drawn
+        from the model's distribution (temperature 1) with a generator seeded by `seed`, the
+        window sliding so the model never sees more than it was trained on."""
+        window = data.info.image_size
+        prompt = next(iter(data.eval_loader("test", 1).epoch(0))).x[:1]
+        generator = torch.Generator().manual_seed(seed)
+        model.eval()
+        tokens = prompt
+        for _ in range(SAMPLE_TOKENS):
+            logits = model(tokens[:, -window:])[:, -1].float().cpu()
+            choice = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            tokens = torch.cat([tokens, choice.to(tokens.device)], dim=1)
+        decode = data.vocabulary.decode
+        return decode(prompt[0].tolist()), decode(tokens[0, window:].tolist())
+
     def rows(self) -> tuple[Row, ...]:
         return (
             ("next-token top-1", "top1", lambda v: f"{100 * v:.2f}%"),
@@ -60,6 +80,7 @@ class LanguageModel:
             ("perplexity", "perplexity", lambda v: f"{v:.3f}"),
             ("bits per character", "bpc", lambda v: f"{v:.3f}"),
             ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
+            ("KL(teacher || model), per token", "teacher_kl", lambda v: f"{v:.4f}"),
         )
 
 

@@ -65,15 +65,6 @@ class GPT(nn.Module):
         x = self.drop(self.tokens(tokens) + self.positions(positions))
         return self.head(self.norm(self.blocks(x)))
 
-    @torch.no_grad()
-    def generate(self, tokens: torch.Tensor, new: int, generator: torch.Generator) -> torch.Tensor:
-        """Sample `new` tokens after `tokens` [1, T] (temperature 1), the window sliding."""
-        for _ in range(new):
-            logits = self(tokens[:, -self.block_size :])[:, -1].float()
-            choice = torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator)
-            tokens = torch.cat([tokens, choice.to(tokens.device)], dim=1)
-        return tokens
-
 
 def _init(module: nn.Module) -> None:
     if isinstance(module, (nn.Linear, nn.Embedding)):
