@@ -1,0 +1,87 @@
+"""Benchmark: the token losses and the top-k store of `task=lm`, measured in one run.
+
+    python scripts/bench_lm.py                      # the task=lm preset (bundled Shakespeare)
+    python scripts/bench_lm.py --set dataset.max_chars=60000 teacher.epochs=2   # a quick look
+
+Two `kd train -m` sweeps on the preset share one cache, so the teacher and the baseline are
+trained once and every point distills from the same teacher: one over the token losses
+(`loss=token_kd,rkl,jsd,skl,srkl`, the preset's top-k store), one over the store
+(`soft_labels.topk=null,8`, against the preset's with the kd loss). The table gives, per point,
+the student's perplexity and next-token top-1 against the baseline's (the same student
+trained with cross-entropy alone), the KD gain with its 95 % interval, KL(teacher || student)
+on the test tokens, the soft labels' size and the distillation stage's seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+LOSSES = "token_kd,rkl,jsd,skl,srkl"
+STORES = "null,8"  # beside the preset's top-k (the first sweep's token_kd point)
+
+
+def sweep(workdir: Path, cache: Path, overrides: list[str]) -> list[dict]:
+    """Run one `kd train -m` sweep; its reports, in the order of the points."""
+    args = [sys.executable, "-m", "kdcli", "train", "-m", "task=lm", *overrides]
+    environment = {**os.environ, "KD_CACHE_DIR": str(cache)}
+    done = subprocess.run(args, cwd=workdir, env=environment, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    reports = [json.loads(p.read_text()) for p in workdir.glob("outputs/multirun/**/report.json")]
+    return sorted(reports, key=lambda r: r["run_dir"])
+
+
+def row(report: dict) -> str:
+    s, b = report["student"], report["baseline"]
+    low, high = report["kd_gain_ci"]
+    topk = report["soft_labels"]["topk"]
+    return (
+        f"| {report['loss']['name']} | {topk or 'all'} | "
+        f"{report['soft_labels']['bytes'] / 2**20:.1f} | {s['perplexity']:.3f} | "
+        f"{b['perplexity']:.3f} | {100 * s['top1']:.2f} | {100 * b['top1']:.2f} | "
+        f"{100 * report['kd_gain']:+.2f} ({100 * low:+.2f} to {100 * high:+.2f}) | "
+        f"{s['teacher_kl']:.4f} | {report['stages']['distill']['seconds']:.0f} |"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra kd train overrides for every run")  # fmt: skip
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="kd-bench-lm-"))
+    cache = root / "cache"
+    reports = []
+    for name, overrides in (
+        ("losses", [f"loss={LOSSES}"]),
+        ("stores", [f"soft_labels.topk={STORES}"]),
+    ):
+        workdir = root / name
+        workdir.mkdir()
+        reports += sweep(workdir, cache, [*overrides, *args.set])
+    first = reports[0]
+    print(
+        f"teacher {first['teacher']['name']}: perplexity {first['teacher']['perplexity']:.3f}, "
+        f"next-token top-1 {100 * first['teacher']['top1']:.2f} %, on "
+        f"{first['kd_gain_images']['total']} test tokens\n"
+    )
+    print(
+        "| loss | top-k stored | soft labels (MiB) | student perplexity | baseline perplexity "
+        "| student top-1 (%) | baseline top-1 (%) | KD gain, points (95% CI) "
+        "| KL(teacher ‖ student) | distill seconds |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    for report in reports:
+        print(row(report))
+    print(f"\nruns: {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
