@@ -1,6 +1,7 @@
 """`task=lm`: the character corpus (data/text.py), the GPT (models/lm/gpt.py), the language
 modelling task (tasks/lm.py) and the pipeline end to end on text."""
 
+import json
 import math
 
 import pytest
@@ -93,3 +94,22 @@ def test_kd_train_task_lm_runs_the_four_stages_on_text(kd):
     assert report["kd_gain_perplexity"] == pytest.approx(
         report["baseline"]["perplexity"] - report["student"]["perplexity"]
     )
+
+
+def test_a_sweep_over_token_losses_trains_one_teacher(kd):
+    result = kd("train", "-m", *TINY_LM, "loss=token_kd,rkl", "soft_labels.topk=8")
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads((run / "report.json").read_text()) for run in result.runs()]
+    assert sorted(r["loss"]["name"] for r in reports) == ["rkl", "token_kd"]
+    assert all(r["soft_labels"]["topk"] == 8 for r in reports)
+    teachers = list((result.cwd / "outputs" / "cache" / "teachers").glob("*/manifest.json"))
+    assert len(teachers) == 1, "the second point reuses the first one's teacher"
+    assert reports[0]["soft_labels"]["path"] == reports[1]["soft_labels"]["path"]
+
+
+def test_a_store_over_max_gb_runs_the_teacher_online(kd):
+    result = kd("train", *TINY_LM, "soft_labels.max_gb=0.0001", "student.batch_size=16")
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["soft_labels"]["mode"] == "online" and report["soft_labels"]["bytes"] == 0
+    assert report["student"]["perplexity"] > 1

@@ -5,6 +5,7 @@ The format is kdcli/knowledge/format.py's; this stage decides the mode and the c
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -49,27 +50,28 @@ from kdcli.pipeline.common import (
     precision_key,
 )
 from kdcli.store.cache import Entry, fingerprint
+from kdcli.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
-def soft_label_mode(cfg: DictConfig, data: Dataset) -> str:
+def soft_label_mode(cfg: DictConfig, data: Dataset, task: Task) -> str:
     """`soft_labels.mode`, with `auto` resolved: one clean view (`static`) when the data is not
     augmented (every view is the clean one), else the teacher's output on every epoch's view
-    (`views`) when that fits in `soft_labels.max_gb`, else the teacher run `online`."""
+    (`views`), when that store fits in `soft_labels.max_gb`; else the teacher runs `online`
+    (a language model's full distributions over a large vocabulary rarely fit: top-k does)."""
     mode = cfg.soft_labels.mode
     if mode != "auto":
         return mode
-    if not data.augmented:
-        return "static"
+    epochs, stored = (cfg.student.epochs, "views") if data.augmented else (1, "static")
     needed = views_bytes(
-        cfg.student.epochs,
-        data.num_train,
+        epochs,
+        data.num_train * math.prod(task.output_shape(data.info)[:-1]),  # rows: text has T each
         data.info.num_classes,
         _topk(cfg, data),
         np.dtype(cfg.soft_labels.dtype),
     )
-    return "views" if needed <= cfg.soft_labels.max_gb * 2**30 else "online"
+    return stored if needed <= cfg.soft_labels.max_gb * 2**30 else "online"
 
 
 def _topk(cfg: DictConfig, data: Dataset) -> int | None:
@@ -203,7 +205,7 @@ def teacher_knowledge(
     run online (`soft_labels.mode=online`, or features that cannot be stored)."""
     cfg, data = ctx.cfg, ctx.data
     layers = loss_fn.teacher_layers
-    mode = soft_label_mode(cfg, data)
+    mode = soft_label_mode(cfg, data, ctx.task)
     if layers and mode != "online":
         shapes = feature_shapes(teacher.module, layers, example_batch(data))
         needed = stored_feature_bytes(shapes, data.num_train, np.dtype(cfg.soft_labels.dtype))
