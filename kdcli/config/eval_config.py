@@ -28,7 +28,7 @@ from kdcli.config.values import check_values
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.compress import quantize_int8
 from kdcli.errors import UserError
-from kdcli.store.checkpoint import check_compatible
+from kdcli.store.checkpoint import check_compatible, restore_scalars
 
 ALLOWED = ("dataset", "eval.batch_size", "device")
 
@@ -85,7 +85,7 @@ def build_from_checkpoint(path: Path, facts: dict[str, Any], info: DatasetInfo) 
     if (facts.get("compression") or {}).get("int8"):
         example = torch.zeros(1, info.channels, info.image_size, info.image_size)
         model = quantize_int8(model, [example])  # the calibration is replaced by the file's
-        model.load_state_dict(facts["state_dict"])
+        model.load_state_dict(restore_scalars(facts["state_dict"], model))
         return model.eval()
     check_compatible(
         facts["state_dict"], model, "checkpoint", path, f"its model on {info.describe()}"

@@ -6,9 +6,12 @@
   the smallest magnitude, over the whole model, is zeroed (torch.nn.utils.prune). The masks
   stay on while the model is fine-tuned, then are made permanent.
 - int8 is PyTorch's FX graph mode post-training static quantization
-  (`torch.ao.quantization.quantize_fx`, the `x86` backend, fbgemm kernels): conv-BN(-ReLU)
-  are fused (BN folded into the conv), observers calibrate activation ranges on training
-  images, and conv/linear run in int8 on the CPU. A quantized model runs on the CPU only.
+  (`torch.ao.quantization.quantize_fx`): conv-BN(-ReLU) are fused (BN folded into the conv),
+  observers calibrate activation ranges on training images, and conv/linear run in int8 on
+  the CPU. A quantized model runs on the CPU only. The backend is `fbgemm` (x86), else
+  `qnnpack` (ARM): on small students at batch 1, fbgemm ran 1.2-1.3x faster than the `x86`
+  backend that PyTorch picks by default (resnet8 0.35 against 0.45 ms, mobilenetv2 1.9
+  against 2.4 ms, measured alternately in one process on this 2-core CPU).
 """
 
 from __future__ import annotations
@@ -81,17 +84,23 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return model
 
 
+def quantized_engine() -> str:
+    """The int8 kernels for this CPU: fbgemm on x86, qnnpack elsewhere (ARM)."""
+    return "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
+
+
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
     """An int8 copy of `model` (CPU), calibrated on the batches of `calibration`."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    torch.backends.quantized.engine = "x86"
+    engine = quantized_engine()
+    torch.backends.quantized.engine = engine
     model = model.cpu().eval()
     batches = [batch.cpu() for batch in calibration]
     with warnings.catch_warnings():  # FX quantization's deprecation notice (torchao is next)
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (batches[0],))
+        prepared = prepare_fx(model, get_default_qconfig_mapping(engine), (batches[0],))
         with torch.no_grad():
             for batch in batches:
                 prepared(batch)
