@@ -4,11 +4,14 @@ modelling task (tasks/lm.py) and the pipeline end to end on text."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kdcli.data.text import TextCorpus
+from kdcli.engine.precision import FP32
+from kdcli.knowledge.generate import generate_windows
 from kdcli.losses import SoftTargetKD
 from kdcli.models.lm.gpt import GPT
 from kdcli.tasks.lm import LanguageModel
@@ -113,3 +116,50 @@ def test_a_store_over_max_gb_runs_the_teacher_online(kd):
     report = result.report()
     assert report["soft_labels"]["mode"] == "online" and report["soft_labels"]["bytes"] == 0
     assert report["student"]["perplexity"] > 1
+
+
+class Always(torch.nn.Module):
+    """A 'language model' that puts all its mass on one token."""
+
+    def __init__(self, token: int, vocabulary: int = 5) -> None:
+        super().__init__()
+        self.token, self.vocabulary = token, vocabulary
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((*tokens.shape, self.vocabulary), -30.0)
+        logits[..., self.token] = 30.0
+        return logits
+
+
+def test_the_teacher_continues_each_prompt_and_reads_at_most_the_window():
+    windows = torch.randint(0, 5, (7, 9))  # T + 1 = 9
+    seen = []
+    model = Always(3)
+    model.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1]))
+    written = generate_windows(model, windows, 4, 1.0, seed=0, batch_size=3, precision=FP32)
+    assert written.shape == (7, 9) and torch.equal(written[:, :4], windows[:, :4])
+    assert (written[:, 4:] == 3).all() and max(seen) == 8
+
+
+def test_generation_is_a_function_of_the_seed():
+    gpt = GPT(11, image_size=16, layers=1, heads=1, width=8).eval()
+    windows = torch.randint(0, 11, (6, 17))
+    args = dict(prompt=8, temperature=1.0, batch_size=4, precision=FP32)
+    first = generate_windows(gpt, windows, seed=1, **args)
+    assert torch.equal(first, generate_windows(gpt, windows, seed=1, **args))
+    assert not torch.equal(first, generate_windows(gpt, windows, seed=2, **args))
+
+
+def test_kd_train_generate_distills_on_text_the_teacher_wrote(kd):
+    result = kd("train", *TINY_LM, "soft_labels.mode=generate")
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["soft_labels"]["mode"] == "generate"
+    written = np.load(result.cwd / report["soft_labels"]["path"] / "windows.npy")
+    assert written.shape[1] == 33 and written.dtype == np.int32, "windows of block_size + 1"
+    assert "the teacher wrote" in result.stderr and report["student"]["perplexity"] > 1
+
+
+def test_generate_needs_a_language_model(kd):
+    result = kd("train", "soft_labels.mode=generate")
+    assert result.returncode == 2 and "add task=lm" in result.stderr

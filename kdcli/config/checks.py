@@ -224,9 +224,17 @@ def check_config(cfg: DictConfig) -> None:
     _check_precision(cfg)
     _check_logger(cfg)
     _check_compress(cfg)
-    if cfg.soft_labels.mode not in ("auto", "static", "views", "online"):
+    if cfg.soft_labels.mode not in ("auto", "static", "views", "online", "generate"):
         raise UserError(
-            f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views or online."
+            f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views, online or "
+            "generate."
+        )
+    if cfg.soft_labels.mode == "generate" and not str(cfg.task._target_).endswith(
+        ".lm.LanguageModel"
+    ):
+        raise UserError(
+            "soft_labels.mode=generate has the teacher write text, so it needs a language "
+            "model: add task=lm (images: use static, views or online)."
         )
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")

@@ -215,6 +215,8 @@ BY_KEY: dict[str, Rule] = {
     "compress.calibration_images": _rule(whole(1), "512"),
     "soft_labels.max_gb": _rule(number(0, low_in=False), "2"),
     "soft_labels.topk": _rule(choice(None, otherwise=whole(1)), "5"),
+    "soft_labels.generate.prompt_fraction": _rule(number(0, 1, low_in=False, high_in=False), "0.5"),
+    "soft_labels.generate.temperature": _rule(number(0, low_in=False), "1.0"),
     "soft_labels.feature_budget_mb": _rule(number(0), "512"),
 }
 

@@ -7,6 +7,7 @@ is the sample's position in its split, so stored soft labels can be looked up pe
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,10 @@ class InMemoryDataset:
         return EpochLoader(
             self.train, self.info, batch_size, train=True, seed=seed, augmentation=self.augmentation
         )
+
+    def with_train(self, train: Split) -> InMemoryDataset:
+        """The same dataset with another training split (e.g. teacher-written text)."""
+        return dataclasses.replace(self, train=train)
 
     def eval_loader(self, split: str, batch_size: int) -> EpochLoader:
         """Batches of `split` ('train', 'val' or 'test') in order, un-augmented."""

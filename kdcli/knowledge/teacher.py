@@ -43,13 +43,19 @@ TeacherKnowledge = Callable[[int, Batch], Knowledge]
 
 
 class StoredKnowledge:
-    """Knowledge stored per training sample: soft labels and tapped teacher layers by index."""
+    """Knowledge stored per training sample: soft labels and tapped teacher layers by index.
+    `train_data`: the dataset whose training split the indices refer to, when it is not the
+    run's (the teacher-written text of `soft_labels.mode=generate`)."""
 
     def __init__(
-        self, soft_labels: SoftLabels, features: dict[str, torch.Tensor] | None = None
+        self,
+        soft_labels: SoftLabels,
+        features: dict[str, torch.Tensor] | None = None,
+        train_data: Dataset | None = None,
     ) -> None:
         self.soft_labels = soft_labels
         self.features = features or {}
+        self.train_data = train_data
 
     def __call__(self, epoch: int, batch: Batch) -> Knowledge:
         return Knowledge(

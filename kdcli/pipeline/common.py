@@ -209,3 +209,9 @@ def get_or_make(
             make(Path(scratch))
     path, manifest, reused = distributed.broadcast(None)
     return Entry(Path(path), manifest, reused)
+
+
+def distill_data(ctx: Context, knowledge: Any) -> Dataset:
+    """What the student trains on: the run's data, or the text the teacher wrote for it
+    (`soft_labels.mode=generate`; the knowledge's indices refer to that)."""
+    return getattr(knowledge, "train_data", None) or ctx.data

@@ -22,7 +22,7 @@ from kdcli.engine.loop import fit
 from kdcli.engine.precision import FP32
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Context, Model, Stage, epoch_recorder, plain
+from kdcli.pipeline.common import Context, Model, Stage, distill_data, epoch_recorder, plain
 from kdcli.store.checkpoint import save_model
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _fine_tune(ctx, plan, model, training, loss_fn, knowledge) -> None:
     scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=plan.epochs)
     fit(
         model,
-        ctx.data.train_loader(ctx.cfg.student.batch_size, ctx.cfg.seed),  # the stored views
+        distill_data(ctx, knowledge).train_loader(ctx.cfg.student.batch_size, ctx.cfg.seed),
         loss_fn,
         epochs=plan.epochs,
         optimizer=optimizer,

@@ -21,6 +21,7 @@ from kdcli.pipeline.common import (
     Context,
     Model,
     Stage,
+    distill_data,
     epoch_recorder,
     model_precision,
     plain,
@@ -45,7 +46,7 @@ def student_stage(
 ) -> tuple[Model, Stage]:
     """Stage 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
     stored soft labels: the teacher does not run here)."""
-    cfg, data, task, run_dir = ctx.cfg, ctx.data, ctx.task, ctx.run_dir
+    cfg, task, run_dir = ctx.cfg, ctx.task, ctx.run_dir
     model = built.module
     precision = model_precision(ctx, model)
     key = _student_key(cfg, teacher, precision)
@@ -64,7 +65,7 @@ def student_stage(
         built.restore_rng()
         result = fit(
             model,
-            data.train_loader(cfg.student.batch_size, cfg.seed),
+            distill_data(ctx, knowledge).train_loader(cfg.student.batch_size, cfg.seed),
             loss_fn,
             **training,
             task=task,
@@ -80,7 +81,9 @@ def student_stage(
         ctx.finished.append(state)
     path = run_dir / "student.pt"
     if distributed.is_main():
-        save_model(path, model, model_config=plain(cfg.student.model), dataset=asdict(data.info))
+        save_model(
+            path, model, model_config=plain(cfg.student.model), dataset=asdict(ctx.data.info)
+        )
     log.info(
         "student      distilled %s in %.1f s (%s img/s, %s%s), train %s %.3f",
         cfg.student.name,

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from kdcli.data import Dataset
+from kdcli.data.memory import Split
 from kdcli.engine import distributed
 from kdcli.errors import RunError
 from kdcli.knowledge.format import (
@@ -28,6 +29,7 @@ from kdcli.knowledge.format import (
     save_static,
     views_bytes,
 )
+from kdcli.knowledge.generate import generate_windows
 from kdcli.knowledge.teacher import (
     OnlineTeacher,
     StoredKnowledge,
@@ -96,6 +98,8 @@ def soft_label_stage(
     key_parts = [SOFT_LABEL_FORMAT, teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
     if mode == "views":
         key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
+    if mode == "generate":
+        key_parts += [plain(cfg.soft_labels.generate), cfg.seed]
     key_parts += precision_key(teacher.precision)  # the teacher's forward passes' precision
     key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
     # the views of finished epochs outlive a killed build (the entry's lock covers them)
@@ -123,7 +127,10 @@ def soft_label_stage(
         else:
             resumed = 0
             size = eval_batch_size(ctx, teacher.module, teacher.precision)
-            loader = data.eval_loader("train", size)
+            source = data
+            if mode == "generate":  # the teacher writes the text it then labels
+                source = data.with_train(_write_windows(ctx, teacher, size, tmp))
+            loader = source.eval_loader("train", size)
             if layers:
                 logits, features = predict_with_features(
                     teacher.module, loader, layers, device, teacher.precision
@@ -166,7 +173,44 @@ def soft_label_stage(
     features = load_features(entry.path, layers, device)
     stage = entry_stage(entry, time.perf_counter() - started, teacher.precision)
     _log_stage("soft labels", entry, stage)
-    return StoredKnowledge(soft_labels, features), entry, stage
+    train_data = None
+    if mode == "generate":
+        windows = torch.from_numpy(np.load(entry.file(WINDOWS), allow_pickle=False)).long()
+        train_data = data.with_train(_split_windows(windows.to(device)))
+    return StoredKnowledge(soft_labels, features, train_data), entry, stage
+
+
+WINDOWS = "windows.npy"  # soft_labels.mode=generate: the teacher-written training windows
+
+
+def _split_windows(windows: torch.Tensor) -> Split:
+    """Windows [N, T + 1] as a training split: inputs, and the next token at each position."""
+    return Split(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
+
+
+def _write_windows(ctx: Context, teacher: Model, batch_size: int, directory: Path) -> Split:
+    """Each training window's prompt, continued by the teacher (knowledge/generate.py); saved
+    in the entry being built, so a rerun trains on the same text."""
+    settings, train = ctx.cfg.soft_labels.generate, ctx.data.train  # text: in memory
+    windows = torch.cat([train.images, train.labels[:, -1:]], dim=1)  # [N, T + 1]
+    prompt = max(1, round(settings.prompt_fraction * windows.shape[1]))
+    written = generate_windows(
+        teacher.module,
+        windows,
+        prompt,
+        float(settings.temperature),
+        int(ctx.cfg.seed),
+        batch_size,
+        teacher.precision,
+    )
+    np.save(directory / WINDOWS, written.cpu().numpy().astype(np.int32), allow_pickle=False)
+    log.info(
+        "soft labels  the teacher wrote %d windows (%d prompt tokens each, %d sampled)",
+        written.shape[0],
+        prompt,
+        written.shape[1] - prompt,
+    )
+    return _split_windows(written)
 
 
 def _check_teacher_output(teacher: Model, values: torch.Tensor, what: str) -> None:
