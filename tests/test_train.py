@@ -72,6 +72,21 @@ def test_fit_learns_digits(digits):
     assert result.images_per_s > 0 and result.epochs == 3
 
 
+def test_clip_grad_norm_bounds_every_update(digits):
+    """SGD without momentum moves the weights by lr * clipped gradient: at most lr * norm."""
+    torch.manual_seed(0)
+    model = MLP(10, 1, 8, hidden=[64])
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    config = stage(1, lr=1.0)
+    config.optimizer.momentum = 0.0
+    config.clip_grad_norm = 1e-3
+    loader = digits.train_loader(64, 0)
+    fit(model, loader, CrossEntropy(), **plan(config), device=CPU, label="t")
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert 0 < (after - before).norm() <= len(loader) * 1.0 * 1e-3 * 1.001
+    assert plan(config)["clip_grad_norm"] == 1e-3 and plan(stage(1))["clip_grad_norm"] is None
+
+
 def test_diverging_student_logits_are_blamed_on_the_learning_rate(digits):
     with pytest.raises(RunError) as error:
         one_epoch(digits, SoftTargetKD(), lr=1e30, teacher=FakeTeacher())

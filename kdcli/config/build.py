@@ -39,9 +39,12 @@ def build_model(cfg: DictConfig, role: str, info: Any) -> Any:
 
 def training_kwargs(stage: DictConfig, role: str) -> dict[str, Any]:
     """What the training loop takes from a stage's config (`teacher`, `student`): its epochs
-    and the optimizer and scheduler factories (partial `_target_` configs)."""
+    the optimizer and scheduler factories (partial `_target_` configs), and the gradient
+    clipping norm (`clip_grad_norm`, null: none)."""
+    clip = stage.get("clip_grad_norm")
     return {
         "epochs": int(stage.epochs),
         "optimizer": _instantiate(stage.optimizer, f"{role}.optimizer"),
         "scheduler": _instantiate(stage.scheduler, f"{role}.scheduler"),
+        "clip_grad_norm": None if clip is None else float(clip),
     }

@@ -203,6 +203,8 @@ LOSS: dict[str, Rule] = {
 BY_KEY: dict[str, Rule] = {
     "seed": _rule(whole(0), "0"),
     "teacher.epochs": _rule(whole(1), "10"),
+    "teacher.clip_grad_norm": _rule(choice(None, otherwise=number(0, low_in=False)), "1.0"),
+    "student.clip_grad_norm": _rule(choice(None, otherwise=number(0, low_in=False)), "1.0"),
     "student.epochs": _rule(whole(1), "10"),
     "teacher.batch_size": _rule(whole(1), "64"),
     "student.batch_size": _rule(whole(1), "64"),

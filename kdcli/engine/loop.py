@@ -81,6 +81,7 @@ def fit(
     keep_state: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     log_every: int = 10,
+    clip_grad_norm: float | None = None,
 ) -> FitResult:
     """Train `model` for `epochs` epochs on `loader` with `loss_fn`.
 
@@ -89,7 +90,8 @@ def fit(
     once per epoch. `task` flattens the outputs for the loss and scores each batch.
     `precision` is the model's forward pass's (engine/precision.py); the loss runs in fp32.
     `compile` runs the forward and backward passes through torch.compile (the weights stay
-    those of `model`; the first steps pay for the compilation).
+    those of `model`; the first steps pay for the compilation). `clip_grad_norm` rescales the
+    gradients of every trained parameter to that total L2 norm at most before each step.
 
     `state` saves the whole training state after every epoch and every `state.every_s`
     seconds, and on a signal (then raises `Interrupted`); a saved state found at the start is
@@ -159,7 +161,7 @@ def fit(
                 loss = loss_fn(*task.flatten(logits, teacher_logits, batch.y), features)
                 watch.record(step, len(loader), teacher_logits, features, logits, loss)
                 optimizer.zero_grad(set_to_none=True)
-                _step(loss, optimizer, scaler, loss_fn)
+                _step(loss, optimizer, scaler, loss_fn, clip_grad_norm)
                 if per_batch:
                     scheduler.step()
                 size = task.count(batch.y)  # images, or scored tokens
@@ -231,15 +233,20 @@ def _step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     loss_fn: DistillationLoss,
+    clip_grad_norm: float | None = None,
 ) -> None:
-    """Backward and optimizer step (through fp16's loss scaler when there is one)."""
+    """Backward, gradient clipping and optimizer step (through fp16's loss scaler when there
+    is one: gradients are unscaled before they are clipped)."""
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    distributed.average_gradients(loss_fn)
+    if clip_grad_norm is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
     if scaler is None:
-        loss.backward()
-        distributed.average_gradients(loss_fn)
         optimizer.step()
         return
-    scaler.scale(loss).backward()
-    distributed.average_gradients(loss_fn)
     scaler.step(optimizer)
     scaler.update()
 

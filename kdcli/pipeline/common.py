@@ -147,8 +147,12 @@ def describe_model(stage_cfg: DictConfig, info: DatasetInfo) -> str:
 
 
 def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:
-    """What, besides model and data, determines a trained model."""
-    return {k: plain(stage_cfg[k]) for k in ("epochs", "batch_size", "optimizer", "scheduler")}
+    """What, besides model and data, determines a trained model (gradient clipping only
+    when it is on, so the keys of models trained without it stay what they were)."""
+    settings = {k: plain(stage_cfg[k]) for k in ("epochs", "batch_size", "optimizer", "scheduler")}
+    if stage_cfg.get("clip_grad_norm") is not None:
+        settings["clip_grad_norm"] = stage_cfg.clip_grad_norm
+    return settings
 
 
 def train_state(ctx: Context, kind: str, name: str, key: str) -> TrainState:
