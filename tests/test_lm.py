@@ -97,6 +97,12 @@ def test_kd_train_task_lm_runs_the_four_stages_on_text(kd):
     assert report["kd_gain_perplexity"] == pytest.approx(
         report["baseline"]["perplexity"] - report["student"]["perplexity"]
     )
+    # kd eval re-evaluates the saved student on the same windows, as the report did
+    evaluated = kd("eval", str(result.runs()[0] / "student.pt"), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    test = json.loads(evaluated.stdout)["test"]
+    assert test["perplexity"] == pytest.approx(report["student"]["perplexity"], rel=1e-4)
+    assert test["top1"] == pytest.approx(report["student"]["top1"]) and test["tokens"] > 0
 
 
 def test_a_sweep_over_token_losses_trains_one_teacher(kd):

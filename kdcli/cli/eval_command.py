@@ -85,16 +85,20 @@ def _table(result: dict[str, Any]) -> Table:
         title=f"kd eval: {result['checkpoint']} ({result['model']}) on {result['dataset']}"
     )
     splits = [s for s in SPLITS if s in result]
+    items = "tokens" if "tokens" in result[splits[0]] else "images"
     table.add_column("")
     for split in splits:
-        table.add_column(f"{SPLITS[split]} ({result[split]['images']} images)", justify="right")
-    rows = [("top-1 accuracy", "top1"), ("top-5 accuracy", "top5"), ("NLL", "nll"), ("ECE", "ece")]
+        table.add_column(f"{SPLITS[split]} ({result[split][items]} {items})", justify="right")
+    rows = [("top-1 accuracy", "top1"), ("top-5 accuracy", "top5"), ("NLL", "nll"), ("ECE", "ece"),
+            ("perplexity", "perplexity"), ("bits per character", "bpc")]  # fmt: skip
     for label, key in rows:
         if key in result[splits[0]]:
-            percent = key != "nll"
+            percent = key in ("top1", "top5", "ece")
             cells = [f"{100 * result[s][key]:.2f}%" if percent else f"{result[s][key]:.4f}"
                      for s in splits]  # fmt: skip
             table.add_row(label, *cells)
+    if items == "tokens":
+        return table
     worst = min(range(len(result["test"]["per_class_top1"])),
                 key=lambda c: result["test"]["per_class_top1"][c])  # fmt: skip
     table.caption = (

@@ -18,7 +18,9 @@ from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.infer import predict
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import FORMAT, read_checkpoint
+from kdcli.tasks import Task
 from kdcli.tasks.classify import TASK, confusion_matrix, topk_accuracy
+from kdcli.tasks.lm import TASK as LANGUAGE_MODEL
 
 KEY = "checkpoint"  # how messages name the file
 
@@ -51,24 +53,29 @@ def evaluate_model(
     name: str | None = None,
 ) -> dict[str, Any]:
     """Every split's metrics (test, and validation when there is one) for `model` (loaded
-    from `path`)."""
+    from `path`): a classifier's, or a language model's on token windows."""
     model.to(device).eval()
+    task = LANGUAGE_MODEL if data.info.modality == "text" else TASK
     result: dict[str, Any] = {
         "checkpoint": str(path),
         "model": name or type(model).__name__,
         "dataset": data.info.name,
-        "metric": TASK.metric,
+        "metric": task.metric,
     }
     for split in ("test", "val"):
         if split in data.splits:
             logits = predict(model, data.eval_loader(split, batch_size), device).cpu()
-            result[split] = split_figures(logits, data.labels(split).cpu())
+            labels = data.labels(split).cpu()
+            if task is TASK:
+                result[split] = split_figures(logits, labels)
+            else:
+                result[split] = {**task.metrics(logits, labels), "tokens": labels.numel()}
     return result
 
 
-def split_figures(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+def split_figures(logits: torch.Tensor, labels: torch.Tensor, task: Task = TASK) -> dict[str, Any]:
     """The report's metrics, top-5 (more than 5 classes), per-class accuracy and confusion."""
-    figures: dict[str, Any] = dict(TASK.metrics(logits, labels))
+    figures: dict[str, Any] = dict(task.metrics(logits, labels))
     if logits.shape[1] > 5:
         figures["top5"] = topk_accuracy(logits, labels, 5)
     confusion = confusion_matrix(logits, labels)
