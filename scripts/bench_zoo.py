@@ -119,11 +119,13 @@ def train_teacher(
 
 
 def recipe(teacher: dict) -> str:
-    """`15 ep, SGD lr 0.05, warm-up 2`: what the teacher's config trains it with."""
+    """`15 ep, SGD lr 0.05, warm-up 2[, zero-init]`: what the teacher's config trains it with
+    (zero-init: residual branches start at zero)."""
     optimizer = teacher["optimizer"]["_target_"].rsplit(".", 1)[-1]
     text = f"{teacher['epochs']} ep, {optimizer} lr {teacher['optimizer']['lr']:g}"
     warmup = teacher["scheduler"].get("warmup_epochs")
-    return text + (f", warm-up {warmup}" if warmup else "")
+    zero_init = teacher["model"].get("zero_init_residual")
+    return text + (f", warm-up {warmup}" if warmup else "") + (", zero-init" if zero_init else "")
 
 
 def row(result: dict) -> str:

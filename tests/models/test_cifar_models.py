@@ -130,3 +130,13 @@ def test_mobilenetv2_stem_strides_2_from_16_pixels_and_1_below():
 def test_bad_layout_is_a_user_error(make):
     with pytest.raises(UserError, match="model\\."):
         make()
+
+
+def test_shufflenetv1_zero_init_starts_its_stride_one_units_as_the_identity():
+    from kdcli.models.cifar.shufflenet import ShuffleNetV1, ShuffleUnitV1
+
+    model = ShuffleNetV1(10, 1, 8, zero_init_residual=True).eval()
+    units = [m for m in model.modules() if isinstance(m, ShuffleUnitV1)]
+    x = torch.randn(2, 240, 4, 4).abs()  # after a ReLU: the identity keeps it
+    assert torch.allclose(model.layer1[1](x), x)
+    assert sum(unit.stride == 1 for unit in units) == 13

@@ -184,3 +184,11 @@ def test_pretrained_offline_without_cache_exits_2_naming_the_path(kd, tmp_path):
     assert str(expected) in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_zero_init_residual_starts_every_bottleneck_as_the_identity():
+    model = torchvision_classifier("resnet50", 10, 1, 8, zero_init_residual=True)
+    last_norms = [block.bn3.weight for layer in (model.layer1, model.layer4) for block in layer]
+    assert all(float(w.abs().sum()) == 0 for w in last_norms)
+    plain = torchvision_classifier("resnet50", 10, 1, 8)
+    assert float(plain.layer1[0].bn3.weight.abs().sum()) > 0

@@ -85,7 +85,9 @@ class ShuffleUnitV1(nn.Module):
 
 
 class ShuffleNetV1(nn.Module):
-    """`stage_channels` (240, 480, 960) with `groups=3` and (4, 8, 4) units is the benchmark's."""
+    """`stage_channels` (240, 480, 960) with `groups=3` and (4, 8, 4) units is the benchmark's.
+    `zero_init_residual` starts the last batch norm of every stride-1 unit at zero, so the
+    unit starts as the identity (as torchvision's option does for ResNets)."""
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class ShuffleNetV1(nn.Module):
         stage_channels: Sequence[int] = (240, 480, 960),
         stage_units: Sequence[int] = (4, 8, 4),
         groups: int = 3,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
 
@@ -109,6 +112,10 @@ class ShuffleNetV1(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
+        if zero_init_residual:
+            for unit in self.modules():
+                if isinstance(unit, ShuffleUnitV1) and unit.stride == 1:
+                    nn.init.zeros_(unit.expand[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
