@@ -10,4 +10,5 @@ TINY = [
     "teacher.epochs=1",
     "student.epochs=1",
     "eval.latency_runs=2",
+    "plots=false",  # the PNGs cost about a second a run; test_pipeline draws them once
 ]

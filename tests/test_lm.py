@@ -24,6 +24,7 @@ TINY_LM = [
     "dataset.max_chars=6000",
     "dataset.block_size=32",
     "eval.latency_runs=2",
+    "plots=false",
 ]
 
 

@@ -11,7 +11,7 @@ import torch
 
 
 def test_train_writes_the_report_the_readme_documents(kd, tiny):
-    result = kd("train", *tiny)
+    result = kd("train", *tiny, "plots=true")
     assert result.returncode == 0, result.stderr
     report = result.report()
     for role in ("teacher", "student", "baseline"):

@@ -35,6 +35,10 @@ def matplotlib_installed() -> bool:
     return True
 
 
+MAX_CONFUSION_CLASSES = 200  # beyond, a confusion matrix is unreadable (and a 50k-token
+# vocabulary's would not fit in memory)
+
+
 def write_plots(
     run_dir: Path, logits: dict[str, torch.Tensor], labels: torch.Tensor, metric: str
 ) -> list[str]:
@@ -54,7 +58,7 @@ def write_plots(
     rows = read_metrics(run_dir)
     if rows:
         drawn.append(_curves(directory / "curves.png", rows, metric))
-    if "student" in logits:
+    if "student" in logits and logits["student"].shape[-1] <= MAX_CONFUSION_CLASSES:
         drawn.append(_confusion(directory / "confusion.png", logits["student"], labels))
     drawn.append(_reliability(directory / "reliability.png", logits, labels))
     return [str(path.relative_to(run_dir)) for path in drawn]

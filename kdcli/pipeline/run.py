@@ -73,7 +73,9 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
     seconds = time.perf_counter() - started + teacher_eval_seconds
     stages["evaluate"] = Stage(seconds, None, reused=False)
 
-    plots = write_plots(run_dir, test_logits, data.labels("test"), task.metric)
+    plots = []
+    if cfg.plots:
+        plots = write_plots(run_dir, test_logits, data.labels("test"), task.metric)
     report = build_report(
         cfg, task, data.info, device, results, soft_report, stages, run_dir, summary, plots
     )

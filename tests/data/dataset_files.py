@@ -112,6 +112,7 @@ def tiny_train_args(tmp_path: Path, *extra: str) -> list[str]:
         "student.batch_size=8",
         "baseline=false",
         "eval.latency_runs=2",
+        "plots=false",
         "device=cpu",
         f"cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={tmp_path / 'run'}",

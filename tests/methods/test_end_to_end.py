@@ -14,6 +14,7 @@ TINY = [
     "teacher.epochs=1",
     "student.epochs=1",
     "eval.latency_runs=2",
+    "plots=false",
     "baseline=false",
     "checkpoint.save=false",
 ]

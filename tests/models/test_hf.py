@@ -103,6 +103,7 @@ def hf_run(dirs: dict[str, Path], student: str) -> list[str]:
         "teacher.epochs=1",
         "student.epochs=1",
         "eval.latency_runs=2",
+        "plots=false",
     ]
 
 
