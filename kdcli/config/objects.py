@@ -71,7 +71,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
     check_shared_tokenizer(models, cfg.dataset.get("tokenizer"))
     student.module.to(device)
     if loss_fn.uses_features:
-        check_layers(cfg, loss_fn, {"teacher": teacher.module, "student": student.module})
+        check_layers(cfg, loss_fn, models)
         # sizes the loss's adapters (their init draws from the student's RNG stream)
         build_feature_loss(loss_fn, student.module, teacher.module.to(device), example_batch(data))
         student.rng = torch.get_rng_state()

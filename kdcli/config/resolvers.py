@@ -34,9 +34,8 @@ def files_stamp(path: str) -> str:
     directory = Path(str(path)).expanduser()
     if not directory.is_dir():
         return "missing"  # the model's builder says what is wrong with the path
-    facts = sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()
-    )
+    files = [(p.name, p.stat()) for p in directory.iterdir() if p.is_file()]
+    facts = sorted((name, stat.st_size, stat.st_mtime_ns) for name, stat in files)
     return hashlib.sha256(repr(facts).encode()).hexdigest()[:16]
 
 

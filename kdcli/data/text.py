@@ -109,9 +109,14 @@ class TextCorpus:
         train = count - val - test
         info = text_info(self.name, len(vocabulary), self.block_size)
         parts = torch.split(windows, [train, val, test])
-        splits = [Split(part[:, :-1].contiguous(), part[:, 1:].contiguous()) for part in parts]
+        splits = [window_split(part) for part in parts]
         val_split = splits[1] if val else None
         return InMemoryDataset(info, splits[0], splits[2], None, val_split, vocabulary)
+
+
+def window_split(windows: torch.Tensor) -> Split:
+    """Windows [N, T + 1] as a split: inputs, and the next token at each position."""
+    return Split(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
 
 
 def text_info(name: str, vocabulary_size: int, block_size: int) -> DatasetInfo:

@@ -18,6 +18,7 @@ from torch import nn
 
 from kdcli.engine import precision as numerics
 from kdcli.engine.precision import Precision
+from kdcli.tasks.lm import draw_tokens
 
 
 @torch.no_grad()
@@ -36,14 +37,14 @@ def generate_windows(
     length = windows.shape[1] - 1  # what the model reads at most
     numerics.prepare(model.eval(), precision)
     generator = torch.Generator(device=device).manual_seed(seed)
-    written = []
-    for start in range(0, windows.shape[0], batch_size):
-        tokens = windows[start : start + batch_size, :prompt]
-        while tokens.shape[1] < length + 1:
-            with numerics.autocast(precision, device):
-                logits = model(tokens[:, -length:])[:, -1].float()
-            probabilities = torch.softmax(logits / temperature, dim=-1)
-            drawn = torch.multinomial(probabilities, 1, generator=generator)
-            tokens = torch.cat([tokens, drawn], dim=1)
-        written.append(tokens)
+
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        with numerics.autocast(precision, device):
+            return model(tokens)
+
+    batches = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    written = [
+        draw_tokens(forward, batch[:, :prompt], length + 1, length, temperature, generator)
+        for batch in batches
+    ]
     return torch.cat(written)

@@ -18,7 +18,6 @@ from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.infer import predict
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import FORMAT, read_checkpoint
-from kdcli.tasks import Task
 from kdcli.tasks.classify import TASK, confusion_matrix, topk_accuracy
 from kdcli.tasks.lm import TASK as LANGUAGE_MODEL
 
@@ -73,9 +72,9 @@ def evaluate_model(
     return result
 
 
-def split_figures(logits: torch.Tensor, labels: torch.Tensor, task: Task = TASK) -> dict[str, Any]:
+def split_figures(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """The report's metrics, top-5 (more than 5 classes), per-class accuracy and confusion."""
-    figures: dict[str, Any] = dict(task.metrics(logits, labels))
+    figures: dict[str, Any] = dict(TASK.metrics(logits, labels))
     if logits.shape[1] > 5:
         figures["top5"] = topk_accuracy(logits, labels, 5)
     confusion = confusion_matrix(logits, labels)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from kdcli.data import Dataset
 from kdcli.data.memory import Split
+from kdcli.data.text import window_split
 from kdcli.engine import distributed
 from kdcli.errors import RunError
 from kdcli.knowledge.format import (
@@ -176,16 +177,11 @@ def soft_label_stage(
     train_data = None
     if mode == "generate":
         windows = torch.from_numpy(np.load(entry.file(WINDOWS), allow_pickle=False)).long()
-        train_data = data.with_train(_split_windows(windows.to(device)))
+        train_data = data.with_train(window_split(windows.to(device)))
     return StoredKnowledge(soft_labels, features, train_data), entry, stage
 
 
 WINDOWS = "windows.npy"  # soft_labels.mode=generate: the teacher-written training windows
-
-
-def _split_windows(windows: torch.Tensor) -> Split:
-    """Windows [N, T + 1] as a training split: inputs, and the next token at each position."""
-    return Split(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
 
 
 def _write_windows(ctx: Context, teacher: Model, batch_size: int, directory: Path) -> Split:
@@ -210,7 +206,7 @@ def _write_windows(ctx: Context, teacher: Model, batch_size: int, directory: Pat
         prompt,
         written.shape[1] - prompt,
     )
-    return _split_windows(written)
+    return window_split(written)
 
 
 def _check_teacher_output(teacher: Model, values: torch.Tensor, what: str) -> None:

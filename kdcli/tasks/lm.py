@@ -10,6 +10,7 @@ read what distillation changed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -65,11 +66,7 @@ class LanguageModel:
         prompt = next(iter(data.eval_loader("test", 1).epoch(0))).x[:1]
         generator = torch.Generator().manual_seed(seed)
         model.eval()
-        tokens = prompt
-        for _ in range(SAMPLE_TOKENS):
-            logits = model(tokens[:, -window:])[:, -1].float().cpu()
-            choice = torch.multinomial(logits.softmax(-1), 1, generator=generator)
-            tokens = torch.cat([tokens, choice.to(tokens.device)], dim=1)
+        tokens = draw_tokens(model, prompt, window + SAMPLE_TOKENS, window, 1.0, generator)
         decode = data.vocabulary.decode
         return decode(prompt[0].tolist()), decode(tokens[0, window:].tolist())
 
@@ -82,6 +79,28 @@ class LanguageModel:
             ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
             ("KL(teacher || model), per token", "teacher_kl", lambda v: f"{v:.4f}"),
         )
+
+
+@torch.no_grad()
+def draw_tokens(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    length: int,
+    window: int,
+    temperature: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """`tokens` [B, P] continued to `length` tokens, each drawn from `model`'s next-token
+    distribution at `temperature` with `generator`, on the generator's device (a CPU
+    generator draws the same tokens wherever the model runs). The model reads at most the
+    last `window` tokens."""
+    while tokens.shape[1] < length:
+        logits = model(tokens[:, -window:])[:, -1].float().to(generator.device)
+        drawn = torch.multinomial(
+            torch.softmax(logits / temperature, dim=-1), 1, generator=generator
+        )
+        tokens = torch.cat([tokens, drawn.to(tokens.device)], dim=1)
+    return tokens
 
 
 TASK = LanguageModel()
