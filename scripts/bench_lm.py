@@ -6,7 +6,9 @@
 Two `kd train -m` sweeps on the preset share one cache, so the teacher and the baseline are
 trained once and every point distills from the same teacher: one over the token losses
 (`loss=token_kd,rkl,jsd,skl,srkl`, the preset's top-k store), one over the store
-(`soft_labels.topk=null,8`, against the preset's with the kd loss). The table gives, per point,
+(`soft_labels.topk=null,8`, against the preset's with the kd loss), and a third over on-policy
+distillation (`loss=token_kd,jsd loss.lmbda=0.5`: half the batches written by the student,
+the teacher online; `--sweeps on_policy` runs it alone). The table gives, per point,
 the student's perplexity and next-token top-1 against the baseline's (the same student
 trained with cross-entropy alone), the KD gain with its 95 % interval, KL(teacher || student)
 on the test tokens, the soft labels' size and the distillation stage's seconds.
@@ -24,6 +26,11 @@ from pathlib import Path
 
 LOSSES = "token_kd,rkl,jsd,skl,srkl"
 STORES = "null,8"  # beside the preset's top-k (the first sweep's token_kd point)
+SWEEPS = {
+    "losses": [f"loss={LOSSES}"],
+    "stores": [f"soft_labels.topk={STORES}"],
+    "on_policy": ["loss=token_kd,jsd", "loss.lmbda=0.5"],
+}
 
 
 def sweep(workdir: Path, cache: Path, overrides: list[str]) -> list[dict]:
@@ -40,13 +47,17 @@ def sweep(workdir: Path, cache: Path, overrides: list[str]) -> list[dict]:
 def row(report: dict) -> str:
     s, b = report["student"], report["baseline"]
     low, high = report["kd_gain_ci"]
-    topk = report["soft_labels"]["topk"]
+    soft = report["soft_labels"]
+    stored = "none (online)" if soft["mode"] == "online" else soft["topk"] or "all"
+    lmbda = report["loss"].get("lmbda") or 0
+    name = report["loss"]["name"] + (f", λ={lmbda:g} on-policy" if lmbda else "")
     return (
-        f"| {report['loss']['name']} | {topk or 'all'} | "
+        f"| {name} | {stored} | "
         f"{report['soft_labels']['bytes'] / 2**20:.1f} | {s['perplexity']:.3f} | "
         f"{b['perplexity']:.3f} | {100 * s['top1']:.2f} | {100 * b['top1']:.2f} | "
         f"{100 * report['kd_gain']:+.2f} ({100 * low:+.2f} to {100 * high:+.2f}) | "
-        f"{s['teacher_kl']:.4f} | {report['stages']['distill']['seconds']:.0f} |"
+        f"{s['teacher_kl']:.4f} | {s['generation_nll']:.3f} | "
+        f"{report['stages']['distill']['seconds']:.0f} |"
     )
 
 
@@ -54,14 +65,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra kd train overrides for every run")  # fmt: skip
+    parser.add_argument("--sweeps", default=",".join(SWEEPS),
+                        help=f"which sweeps to run, of {','.join(SWEEPS)}")  # fmt: skip
     args = parser.parse_args()
+    chosen = args.sweeps.split(",")
+    if unknown := set(chosen) - set(SWEEPS):
+        parser.error(
+            f"--sweeps: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SWEEPS)}"
+        )
     root = Path(tempfile.mkdtemp(prefix="kd-bench-lm-"))
     cache = root / "cache"
     reports = []
-    for name, overrides in (
-        ("losses", [f"loss={LOSSES}"]),
-        ("stores", [f"soft_labels.topk={STORES}"]),
-    ):
+    for name in chosen:
+        overrides = SWEEPS[name]
         workdir = root / name
         workdir.mkdir()
         reports += sweep(workdir, cache, [*overrides, *args.set])
@@ -69,14 +85,16 @@ def main() -> int:
     print(
         f"teacher {first['teacher']['name']}: perplexity {first['teacher']['perplexity']:.3f}, "
         f"next-token top-1 {100 * first['teacher']['top1']:.2f} %, on "
-        f"{first['kd_gain_images']['total']} test tokens\n"
+        f"{first['kd_gain_images']['total']} test tokens; the teacher's NLL of its own text "
+        f"{first['teacher']['generation_nll']:.3f}, of the baseline's "
+        f"{first['baseline']['generation_nll']:.3f}\n"
     )
     print(
-        "| loss | top-k stored | soft labels (MiB) | student perplexity | baseline perplexity "
+        "| loss | stored top-k | soft labels (MiB) | student perplexity | baseline perplexity "
         "| student top-1 (%) | baseline top-1 (%) | KD gain, points (95% CI) "
-        "| KL(teacher ‖ student) | distill seconds |"
+        "| KL(teacher ‖ student) | teacher's NLL of the student's text | distill seconds |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for report in reports:
         print(row(report))
     print(f"\nruns: {root}")

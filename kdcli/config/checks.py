@@ -202,6 +202,28 @@ def check_writable_dir(key: str, value: Any, example: str) -> None:
 # ---- the config's values -------------------------------------------------------------------
 
 
+def _language_model(cfg: DictConfig) -> bool:
+    return str(cfg.task._target_).endswith(".lm.LanguageModel")
+
+
+def _check_on_policy(cfg: DictConfig) -> None:
+    """`loss.lmbda` > 0 has the student write text that the teacher then reads online."""
+    lmbda = OmegaConf.select(cfg, "loss.lmbda", default=0) or 0
+    if lmbda == 0:
+        return
+    if not _language_model(cfg):
+        raise UserError(
+            f"loss.lmbda={lmbda} has the student write text (on-policy distillation), so it "
+            "needs a language model: add task=lm, or set loss.lmbda=0."
+        )
+    if cfg.soft_labels.mode not in ("auto", "online"):
+        raise UserError(
+            f"loss.lmbda={lmbda} needs the teacher online (it reads text the student writes "
+            f"during training, which no store holds): soft_labels.mode={cfg.soft_labels.mode} "
+            "cannot be used with it; set soft_labels.mode=online (or auto), or loss.lmbda=0."
+        )
+
+
 def _number(cfg: DictConfig, key: str, name: str | None = None) -> float:
     value = OmegaConf.select(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -229,13 +251,12 @@ def check_config(cfg: DictConfig) -> None:
             f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views, online or "
             "generate."
         )
-    if cfg.soft_labels.mode == "generate" and not str(cfg.task._target_).endswith(
-        ".lm.LanguageModel"
-    ):
+    if cfg.soft_labels.mode == "generate" and not _language_model(cfg):
         raise UserError(
             "soft_labels.mode=generate has the teacher write text, so it needs a language "
             "model: add task=lm (images: use static, views or online)."
         )
+    _check_on_policy(cfg)
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
     if cfg.soft_labels.features not in ("auto", "stored", "online"):

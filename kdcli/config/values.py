@@ -190,6 +190,7 @@ LOSS: dict[str, Rule] = {
     "temperature": _rule(number(0, low_in=False), "4"),
     "beta": _rule(number(0), "1.0"),
     "skew": _rule(number(0, 1), "0.1"),
+    "lmbda": _rule(number(0, 1, high_in=True), "0.5"),
     "gamma": _rule(number(0), "1.0"),
     "p": _rule(number(0, low_in=False), "2"),
     "ce_weight": _rule(number(0), "1.0"),

@@ -58,6 +58,9 @@ class Batch:
     x: torch.Tensor  # float, normalised, [B, C, H, W]
     y: torch.Tensor  # int64 [B]
     index: torch.Tensor  # int64 [B], positions in the split
+    # False: `y` is not ground truth but text the student wrote itself (on-policy
+    # distillation, `loss.lmbda`); the loss then learns the teacher's distributions alone
+    labelled: bool = True
 
 
 class Loader(Protocol):

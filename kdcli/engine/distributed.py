@@ -165,11 +165,14 @@ class ShardedLoader:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         for batch in self.loader.epoch(epoch, start):
             yield Batch(
-                **{
-                    field.name: getattr(batch, field.name).tensor_split(self.world_size)[self.rank]
-                    for field in fields(batch)
-                }
+                **{field.name: self._share(getattr(batch, field.name)) for field in fields(batch)}
             )
+
+    def _share(self, value: Any) -> Any:
+        """This rank's rows of a tensor; anything else (a flag) as it is."""
+        if isinstance(value, torch.Tensor):
+            return value.tensor_split(self.world_size)[self.rank]
+        return value
 
 
 class ShardedBatches:

@@ -158,7 +158,10 @@ def fit(
                     # fills tap.outputs with the student's layers
                     logits = trained(numerics.inputs(batch.x, precision)).float()
                 teacher_logits, features = _loss_inputs(loss_fn, teacher, epoch, batch, tap)
-                loss = loss_fn(*task.flatten(logits, teacher_logits, batch.y), features)
+                rows, teacher_rows, targets = task.flatten(logits, teacher_logits, batch.y)
+                if not batch.labelled:  # the student's own text: nothing to learn from y
+                    targets = None
+                loss = loss_fn(rows, teacher_rows, targets, features)
                 watch.record(step, len(loader), teacher_logits, features, logits, loss)
                 optimizer.zero_grad(set_to_none=True)
                 _step(loss, optimizer, scaler, loss_fn, clip_grad_norm)

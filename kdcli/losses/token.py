@@ -11,6 +11,11 @@ temperature T:
 - `skl`   skew KL(p_t || a p_t + (1 - a) p_s)           (DistiLLM, a = `skew`)
 - `srkl`  skew reverse KL(p_s || a p_s + (1 - a) p_t)
 
+With `lmbda` > 0 (on-policy distillation, GKD; Agarwal et al. 2024) that share of the
+training batches is text the student wrote itself (kdcli/knowledge/on_policy.py); the loss
+gets no targets for those (`targets=None`): there is no ground truth to learn, only the
+teacher's distributions on the student's own tokens, so it is D alone over every token.
+
 The sums over the vocabulary run in chunks of rows, so the fp32 probabilities of the whole
 batch are never held twice at once. Zero probabilities (a stored top-k leaves the tail at 0)
 contribute 0 (x log x -> 0) or, divided by, count as 1e-30: never NaN or inf; a batch whose
@@ -71,16 +76,19 @@ class TokenDistillation(DistillationLoss):
         temperature: float = 1.0,
         beta: float = 0.5,
         skew: float = 0.1,
+        lmbda: float = 0.0,
         schedule=None,
     ) -> None:
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"kind={kind!r} must be one of {', '.join(self.KINDS)}")
         self.kind, self.alpha, self.temperature = kind, alpha, temperature
-        self.beta, self.skew = beta, skew
+        self.beta, self.skew, self.lmbda = beta, skew, lmbda
         self.set_schedule(schedule)
 
     def forward(self, student_logits, teacher_logits, targets, features=None):
+        if targets is None:  # the student's own text: the teacher's distributions alone
+            return self._divergence(student_logits, teacher_logits)
         counted = targets != IGNORE
         if not bool(counted.any()):
             return student_logits.sum() * 0.0  # no token counts: no signal, no NaN
@@ -90,6 +98,10 @@ class TokenDistillation(DistillationLoss):
             targets[counted],
         )
         ce = F.cross_entropy(student.float(), labels)
+        return (1 - self.alpha) * ce + self.alpha * self._divergence(student, teacher)
+
+    def _divergence(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """T^2 * D averaged over the rows, summed a chunk of rows at a time."""
         t = self.temperature
         total = student.new_zeros((), dtype=torch.float32)
         for start in range(0, len(student), CHUNK):
@@ -100,4 +112,4 @@ class TokenDistillation(DistillationLoss):
                     self.kind, student[rows] / t, teacher[rows] / t, self.beta, self.skew
                 ).sum()
             )
-        return (1 - self.alpha) * ce + self.alpha * t**2 * total / len(student)
+        return t**2 * total / len(student)

@@ -10,11 +10,14 @@ from dataclasses import asdict
 from typing import Any
 
 from omegaconf import DictConfig
+from torch import nn
 
+from kdcli.data.base import Loader
 from kdcli.engine import distributed
 from kdcli.engine.loop import fit
 from kdcli.engine.precision import Precision
 from kdcli.engine.state import Built, TrainState
+from kdcli.knowledge.on_policy import OnPolicyBatches
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
 from kdcli.pipeline.common import (
@@ -65,7 +68,7 @@ def student_stage(
         built.restore_rng()
         result = fit(
             model,
-            distill_data(ctx, knowledge).train_loader(cfg.student.batch_size, cfg.seed),
+            _training_batches(ctx, knowledge, loss_fn, model, precision),
             loss_fn,
             **training,
             task=task,
@@ -106,6 +109,32 @@ def student_stage(
     )
 
 
+def _training_batches(
+    ctx: Context,
+    knowledge: TeacherKnowledge | None,
+    loss_fn: DistillationLoss,
+    model: nn.Module,
+    precision: Precision,
+) -> Loader:
+    """The student's training batches: the run's data (or the teacher's text), with a
+    `loss.lmbda` share of the batches rewritten by the student itself (on-policy)."""
+    cfg = ctx.cfg
+    loader = distill_data(ctx, knowledge).train_loader(cfg.student.batch_size, cfg.seed)
+    lmbda = float(getattr(loss_fn, "lmbda", 0.0))
+    if lmbda == 0:
+        return loader
+    writing = cfg.soft_labels.generate
+    return OnPolicyBatches(
+        loader,
+        model,
+        lmbda,
+        float(writing.prompt_fraction),
+        float(writing.temperature),
+        int(cfg.seed),
+        precision,
+    )
+
+
 def baseline_stage(
     ctx: Context, build: Callable[[], Built], training: dict[str, Any]
 ) -> tuple[Model, Stage]:
@@ -119,10 +148,19 @@ def _student_key(cfg: DictConfig, teacher: Model, precision: Precision) -> str:
         "student",
         plain(cfg.student.model),
         training_settings(cfg.student),
-        plain(cfg.loss),
+        _loss_key(cfg),
         plain(cfg.dataset),
         cfg.seed,
         plain(cfg.soft_labels),
         teacher.key,
         *precision_key(precision),
     )
+
+
+def _loss_key(cfg: DictConfig) -> dict[str, Any]:
+    """The loss's settings; `lmbda` only when on-policy, so that students distilled before
+    the setting existed keep their keys."""
+    loss = plain(cfg.loss)
+    if loss.get("lmbda", None) == 0:
+        del loss["lmbda"]
+    return loss

@@ -96,6 +96,12 @@ def evaluate_stage(
             results[role]["agreement"] = task.agreement(test, reference)
             flat, flat_reference, _ = task.flatten(test, reference, labels)
             results[role]["teacher_kl"] = teacher_kl(flat, flat_reference)
+    for role in results:  # text: how the teacher judges what each model writes
+        if role == "compressed":  # runs on the CPU only; its figures say how it compares
+            continue
+        judged = task.generation_nll(models[role].module, models["teacher"].module, data, cfg.seed)
+        if judged is not None:
+            results[role]["generation_nll"] = judged
     summary = {}
     if "baseline" in logits:
         summary = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)

@@ -246,6 +246,9 @@ def teacher_knowledge(
     cfg, data = ctx.cfg, ctx.data
     layers = loss_fn.teacher_layers
     mode = soft_label_mode(cfg, data, ctx.task)
+    on_policy = float(getattr(loss_fn, "lmbda", 0.0))
+    if on_policy > 0:  # no store can hold the teacher's view of text the student writes
+        mode = "online"
     if layers and mode != "online":
         shapes = feature_shapes(teacher.module, layers, example_batch(data))
         needed = stored_feature_bytes(shapes, data.num_train, np.dtype(cfg.soft_labels.dtype))
@@ -258,8 +261,15 @@ def teacher_knowledge(
         if source == "online":  # the teacher runs anyway: take its logits on the same view
             mode = "online"
     if mode == "online":
-        log.info("soft labels  none stored: the teacher runs online on the student's views")
+        log.info(
+            "soft labels  none stored: the teacher runs online on the student's %s",
+            f"batches, {on_policy:.0%} of them written by the student (loss.lmbda)"
+            if on_policy
+            else "views",
+        )
         report = {"mode": "online", "features": "online" if layers else "none"}
+        if on_policy:
+            report["on_policy"] = on_policy
         return (
             OnlineTeacher(teacher.module, layers, teacher.precision),
             {**report, "layers": list(layers), "reused": False, "bytes": 0},

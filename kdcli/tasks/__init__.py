@@ -59,6 +59,13 @@ class Task(Protocol):
         to read (text), or None where a sample says nothing the metrics do not (images)."""
         ...
 
+    def generation_nll(
+        self, model: torch.nn.Module, teacher: torch.nn.Module, data: object, seed: int
+    ) -> float | None:
+        """How unlikely the teacher finds text the model writes (its NLL per token of the
+        model's own continuations; text), or None (images)."""
+        ...
+
     def rows(self) -> tuple[Row, ...]:
         """The report rows of the task's figures."""
         ...

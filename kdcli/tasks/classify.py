@@ -46,6 +46,11 @@ class Classify:
     def sample(self, model: torch.nn.Module, data: object, seed: int) -> None:
         return None
 
+    def generation_nll(
+        self, model: torch.nn.Module, teacher: torch.nn.Module, data: object, seed: int
+    ) -> None:
+        return None
+
     def rows(self) -> tuple[Row, ...]:
         return (
             ("top-1 accuracy", "top1", lambda v: f"{100 * v:.2f}%"),

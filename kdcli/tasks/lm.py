@@ -21,6 +21,7 @@ from kdcli.tasks import Row
 
 IGNORE = -100
 SAMPLE_TOKENS = 200  # how many tokens each model adds to the prompt
+GENERATION_PROMPTS = 128  # test windows whose second half each model writes (generation_nll)
 
 
 class LanguageModel:
@@ -70,6 +71,27 @@ class LanguageModel:
         decode = data.vocabulary.decode
         return decode(prompt[0].tolist()), decode(tokens[0, window:].tolist())
 
+    @torch.no_grad()
+    def generation_nll(
+        self, model: torch.nn.Module, teacher: torch.nn.Module, data: Any, seed: int
+    ) -> float:
+        """The teacher's mean NLL per token of `model`'s continuations (temperature 1, seeded)
+        of the first half of the first GENERATION_PROMPTS test windows. Perplexity scores a
+        model on real text; this scores the text it writes itself, where a student's early
+        mistakes compound (what on-policy distillation, `loss.lmbda`, trains against). Lower
+        is closer to what the teacher would write; the teacher's own figure is about its
+        entropy, the floor a faithful student approaches."""
+        windows = next(iter(data.eval_loader("test", GENERATION_PROMPTS).epoch(0))).x
+        length = windows.shape[1]
+        prompt = length // 2
+        generator = torch.Generator().manual_seed(seed)
+        model.eval()
+        teacher.eval()
+        tokens = draw_tokens(model, windows[:, :prompt], length, length, 1.0, generator)
+        log_p = F.log_softmax(teacher(tokens[:, :-1])[:, prompt - 1 :].float(), dim=-1)
+        written = tokens[:, prompt:].unsqueeze(-1)
+        return -log_p.gather(-1, written).mean().item()
+
     def rows(self) -> tuple[Row, ...]:
         return (
             ("next-token top-1", "top1", lambda v: f"{100 * v:.2f}%"),
@@ -78,6 +100,7 @@ class LanguageModel:
             ("bits per character", "bpc", lambda v: f"{v:.3f}"),
             ("agreement with teacher", "agreement", lambda v: f"{100 * v:.2f}%"),
             ("KL(teacher || model), per token", "teacher_kl", lambda v: f"{v:.4f}"),
+            ("teacher's NLL of its own text", "generation_nll", lambda v: f"{v:.3f}"),
         )
 
 

@@ -49,6 +49,15 @@ def test_alpha_mixes_in_cross_entropy_and_masked_tokens_do_not_count():
     assert value.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_without_targets_the_student_s_own_text_learns_the_divergence_alone():
+    # on-policy batches (loss.lmbda) carry no ground truth: no cross-entropy, every token counts
+    loss = TokenDistillation("jsd", alpha=0.25, temperature=1.0, beta=0.3)
+    student = torch.cat([logits(P_S), logits(P_T)])
+    teacher = torch.cat([logits(P_T), logits(P_T)])
+    value = loss(student, teacher, None)
+    assert value.item() == pytest.approx(EXPECTED["jsd"] / 2, rel=1e-5, abs=1e-7)
+
+
 def test_temperature_scales_by_t_squared():
     t = 2.0
     loss = TokenDistillation("kd", alpha=1.0, temperature=t)
