@@ -113,6 +113,9 @@ def test_a_significantly_worse_student_is_flagged_not_an_insignificant_one():
     report["teacher"]["top1"] = 0.99
     [text] = warnings(report)
     assert "distillation made the student worse: -5.00 points" in text and "p = 0.003" in text
+    assert "loss.lmbda" not in text
+    report["soft_labels"] = {"mode": "online", "on_policy": 0.5}
+    assert "loss.temperature, loss.lmbda)" in warnings(report)[0]  # on-policy: name its share
     report["kd_gain_p"] = 0.06
     assert warnings(report) == []
     report.update(kd_gain=0.05, kd_gain_p=0.003)  # significantly better: fine

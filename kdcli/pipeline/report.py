@@ -100,10 +100,11 @@ def warnings(report: dict[str, Any]) -> list[str]:
         )
     p, gain = report.get("kd_gain_p"), report.get("kd_gain")
     if p is not None and gain < 0 and p < SIGNIFICANCE:
+        on_policy = ", loss.lmbda" if report.get("soft_labels", {}).get("on_policy") else ""
         found.append(
             f"distillation made the student worse: {100 * gain:+.2f} points against its "
             f"baseline ({format_p(p)}, McNemar); check the teacher's accuracy and the loss "
-            "settings (loss.alpha, loss.temperature)."
+            f"settings (loss.alpha, loss.temperature{on_policy})."
         )
     return found
 
