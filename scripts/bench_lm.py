@@ -49,8 +49,11 @@ def row(report: dict) -> str:
     low, high = report["kd_gain_ci"]
     soft = report["soft_labels"]
     stored = "none (online)" if soft["mode"] == "online" else soft["topk"] or "all"
-    lmbda = report["loss"].get("lmbda") or 0
+    lmbda, ramp = report["loss"].get("lmbda") or 0, soft.get("on_policy_schedule")
     name = report["loss"]["name"] + (f", λ={lmbda:g} on-policy" if lmbda else "")
+    if ramp:  # loss.schedule.lmbda sets the share epoch by epoch
+        end = ramp.get("end", ramp.get("start", 0))
+        name = f"{report['loss']['name']}, λ {ramp.get('start', 0):g} to {end:g} on-policy"
     return (
         f"| {name} | {stored} | "
         f"{report['soft_labels']['bytes'] / 2**20:.1f} | {s['perplexity']:.3f} | "

@@ -34,7 +34,7 @@ def text(tmp_path_factory):
 
 
 def on_policy(loader, student, lmbda: float) -> OnPolicyBatches:
-    return OnPolicyBatches(loader, student, lmbda, 0.25, 1.0, seed=0, precision=FP32)
+    return OnPolicyBatches(loader, student, lambda: lmbda, 0.25, 1.0, seed=0, precision=FP32)
 
 
 def test_every_batch_is_rewritten_at_lmbda_1_from_its_prompt(text):
@@ -72,6 +72,20 @@ def test_a_lmbda_share_of_batches_is_rewritten_the_same_way_on_every_run(text):
         assert torch.equal(a.x, b.x) and a.labelled == b.labelled
     untouched = list(on_policy(loader, student, 0.0).epoch(1))
     assert all(b.labelled for b in untouched)
+
+
+def test_a_schedule_ramps_the_share_epoch_by_epoch(text):
+    ramp = {"lmbda": {"kind": "linear", "start": 0.0, "end": 1.0, "epochs": 2}}
+    loss = TokenDistillation("kd", lmbda=0.0, schedule=ramp)
+    assert loss.on_policy, "scheduled: on-policy though lmbda starts at 0"
+    assert not TokenDistillation("kd").on_policy
+    student = Always(token=3, vocabulary=text.info.num_classes)
+    loader = text.train_loader(16, seed=0)
+    batches = OnPolicyBatches(loader, student, lambda: loss.lmbda, 0.5, 1.0, 0, FP32)
+    loss.start_epoch(1, 2)  # the end of the ramp: every batch
+    assert not any(b.labelled for b in batches.epoch(1))
+    loss.lmbda = 0.0  # as a schedule at 0 sets it
+    assert all(b.labelled for b in batches.epoch(0))
 
 
 class Recording(TokenDistillation):
@@ -115,6 +129,10 @@ def test_the_loop_gives_the_loss_no_targets_for_the_students_own_text(text):
         (["loss=token_kd", "loss.lmbda=0.5"], "needs a language model: add task=lm"),
         (["task=lm", "loss.lmbda=0.5", "soft_labels.mode=static"], "soft_labels.mode=static"),
         (["task=lm", "loss.lmbda=1.5"], r"loss.lmbda=1.5 must be a number in \[0, 1\]"),
+        (
+            ["task=lm", "soft_labels.mode=views", "loss.schedule.lmbda={start:0,end:0.5}"],
+            "loss.schedule.lmbda needs the teacher online",
+        ),
     ],
 )
 def test_on_policy_without_a_language_model_or_an_online_teacher_is_bad_input(overrides, message):

@@ -209,16 +209,18 @@ def _language_model(cfg: DictConfig) -> bool:
 def _check_on_policy(cfg: DictConfig) -> None:
     """`loss.lmbda` > 0 has the student write text that the teacher then reads online."""
     lmbda = OmegaConf.select(cfg, "loss.lmbda", default=0) or 0
-    if lmbda == 0:
+    ramp = OmegaConf.select(cfg, "loss.schedule.lmbda", default=None)
+    if lmbda == 0 and ramp is None:
         return
+    key = f"loss.lmbda={lmbda}" if ramp is None else "loss.schedule.lmbda"
     if not _language_model(cfg):
         raise UserError(
-            f"loss.lmbda={lmbda} has the student write text (on-policy distillation), so it "
+            f"{key} has the student write text (on-policy distillation), so it "
             "needs a language model: add task=lm, or set loss.lmbda=0."
         )
     if cfg.soft_labels.mode not in ("auto", "online"):
         raise UserError(
-            f"loss.lmbda={lmbda} needs the teacher online (it reads text the student writes "
+            f"{key} needs the teacher online (it reads text the student writes "
             f"during training, which no store holds): soft_labels.mode={cfg.soft_labels.mode} "
             "cannot be used with it; set soft_labels.mode=online (or auto), or loss.lmbda=0."
         )

@@ -2,7 +2,8 @@
 
 A student trained only on real text (or the teacher's) is never corrected on the text it
 writes itself, where its early mistakes compound. With `loss.lmbda` = λ > 0, each training
-batch is, with probability λ, replaced by the student's own continuation of its windows: the
+batch is, with probability λ (the loss's value in that epoch: `loss.schedule.lmbda` can ramp
+it), replaced by the student's own continuation of its windows: the
 first `soft_labels.generate.prompt_fraction` of every window stays real text and the student,
 as it is at that step, samples the rest at `soft_labels.generate.temperature`. The teacher
 then runs online on that text and the loss learns the teacher's distributions on it (no
@@ -13,7 +14,7 @@ same batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -33,13 +34,14 @@ def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
 
 
 class OnPolicyBatches:
-    """`loader`'s batches, a `lmbda` share of them rewritten by `student` (see the module)."""
+    """`loader`'s batches, a `lmbda()` share of them rewritten by `student` (see the module;
+    `lmbda` is read as each epoch starts, after the loss's schedule has set it)."""
 
     def __init__(
         self,
         loader: Loader,
         student: nn.Module,
-        lmbda: float,
+        lmbda: Callable[[], float],
         prompt_fraction: float,
         temperature: float,
         seed: int,
@@ -57,9 +59,10 @@ class OnPolicyBatches:
         return len(self.loader)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        share = self.lmbda()
         for step, batch in enumerate(self.loader.epoch(epoch, start), start=start):
             generator = step_generator(self.seed, epoch, step)
-            if float(torch.rand((), generator=generator)) < self.lmbda:
+            if float(torch.rand((), generator=generator)) < share:
                 batch = self.rewrite(batch, generator)
             yield batch
 

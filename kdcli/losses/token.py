@@ -12,7 +12,8 @@ temperature T:
 - `srkl`  skew reverse KL(p_s || a p_s + (1 - a) p_t)
 
 With `lmbda` > 0 (on-policy distillation, GKD; Agarwal et al. 2024) that share of the
-training batches is text the student wrote itself (kdcli/knowledge/on_policy.py); the loss
+training batches is text the student wrote itself (kdcli/knowledge/on_policy.py; a
+`schedule.lmbda` ramps it, e.g. from 0 while the student learns to write); the loss
 gets no targets for those (`targets=None`): there is no ground truth to learn, only the
 teacher's distributions on the student's own tokens, so it is D alone over every token.
 
@@ -85,6 +86,11 @@ class TokenDistillation(DistillationLoss):
         self.kind, self.alpha, self.temperature = kind, alpha, temperature
         self.beta, self.skew, self.lmbda = beta, skew, lmbda
         self.set_schedule(schedule)
+
+    @property
+    def on_policy(self) -> bool:
+        """Whether the student writes some of its batches (`lmbda`, or a schedule of it)."""
+        return self.lmbda > 0 or "lmbda" in self.schedules
 
     def forward(self, student_logits, teacher_logits, targets, features=None):
         if targets is None:  # the student's own text: the teacher's distributions alone

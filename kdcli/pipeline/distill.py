@@ -120,14 +120,13 @@ def _training_batches(
     `loss.lmbda` share of the batches rewritten by the student itself (on-policy)."""
     cfg = ctx.cfg
     loader = distill_data(ctx, knowledge).train_loader(cfg.student.batch_size, cfg.seed)
-    lmbda = float(getattr(loss_fn, "lmbda", 0.0))
-    if lmbda == 0:
+    if not getattr(loss_fn, "on_policy", False):
         return loader
     writing = cfg.soft_labels.generate
     return OnPolicyBatches(
         loader,
         model,
-        lmbda,
+        lambda: float(loss_fn.lmbda),  # as the loss's schedule sets it for the epoch
         float(writing.prompt_fraction),
         float(writing.temperature),
         int(cfg.seed),
@@ -158,9 +157,11 @@ def _student_key(cfg: DictConfig, teacher: Model, precision: Precision) -> str:
 
 
 def _loss_key(cfg: DictConfig) -> dict[str, Any]:
-    """The loss's settings; `lmbda` only when on-policy, so that students distilled before
-    the setting existed keep their keys."""
+    """The loss's settings; `lmbda` and its schedule only when on-policy, so that students
+    distilled before the setting existed keep their keys."""
     loss = plain(cfg.loss)
     if loss.get("lmbda", None) == 0:
         del loss["lmbda"]
+    if isinstance(loss.get("schedule"), dict) and loss["schedule"].get("lmbda", 0) is None:
+        del loss["schedule"]["lmbda"]
     return loss

@@ -41,6 +41,7 @@ from kdcli.knowledge.teacher import (
     stored_feature_bytes,
 )
 from kdcli.losses import DistillationLoss
+from kdcli.losses.schedule import Schedule
 from kdcli.pipeline.common import (
     Context,
     Model,
@@ -81,6 +82,15 @@ def _topk(cfg: DictConfig, data: Dataset) -> int | None:
     """How many probabilities to keep per view; None keeps all the logits."""
     k = cfg.soft_labels.topk
     return None if k is None or k >= data.info.num_classes else int(k)
+
+
+def _on_policy_share(cfg: DictConfig) -> str:
+    """How much of the student's text it writes itself, in words, for the log."""
+    if cfg.loss.schedule.get("lmbda") is None:
+        return f"{cfg.loss.lmbda:.0%} of them written by the student (loss.lmbda)"
+    ramp = Schedule(**plain(cfg.loss.schedule.lmbda))
+    end = ramp.start if ramp.kind == "constant" or ramp.end is None else ramp.end
+    return f"{ramp.start:.0%} to {end:.0%} of them written by the student (loss.schedule.lmbda)"
 
 
 def soft_label_stage(
@@ -246,8 +256,8 @@ def teacher_knowledge(
     cfg, data = ctx.cfg, ctx.data
     layers = loss_fn.teacher_layers
     mode = soft_label_mode(cfg, data, ctx.task)
-    on_policy = float(getattr(loss_fn, "lmbda", 0.0))
-    if on_policy > 0:  # no store can hold the teacher's view of text the student writes
+    on_policy = getattr(loss_fn, "on_policy", False)
+    if on_policy:  # no store can hold the teacher's view of text the student writes
         mode = "online"
     if layers and mode != "online":
         shapes = feature_shapes(teacher.module, layers, example_batch(data))
@@ -261,15 +271,16 @@ def teacher_knowledge(
         if source == "online":  # the teacher runs anyway: take its logits on the same view
             mode = "online"
     if mode == "online":
+        share = _on_policy_share(cfg) if on_policy else None
         log.info(
             "soft labels  none stored: the teacher runs online on the student's %s",
-            f"batches, {on_policy:.0%} of them written by the student (loss.lmbda)"
-            if on_policy
-            else "views",
+            f"batches, {share}" if on_policy else "views",
         )
         report = {"mode": "online", "features": "online" if layers else "none"}
         if on_policy:
-            report["on_policy"] = on_policy
+            report["on_policy"] = plain(cfg.loss.lmbda)
+            if cfg.loss.schedule.get("lmbda") is not None:
+                report["on_policy_schedule"] = plain(cfg.loss.schedule.lmbda)
         return (
             OnlineTeacher(teacher.module, layers, teacher.precision),
             {**report, "layers": list(layers), "reused": False, "bytes": 0},
