@@ -14,7 +14,7 @@ from kdcli.engine.precision import FP32
 from kdcli.knowledge.generate import generate_windows
 from kdcli.losses import SoftTargetKD
 from kdcli.models.lm.gpt import GPT
-from kdcli.tasks.lm import LanguageModel
+from kdcli.tasks.lm import LanguageModel, draw_tokens
 
 TINY_LM = [
     "task=lm",
@@ -117,6 +117,44 @@ def test_a_sweep_over_token_losses_trains_one_teacher(kd):
     teachers = list((result.cwd / "outputs" / "cache" / "teachers").glob("*/manifest.json"))
     assert len(teachers) == 1, "the second point reuses the first one's teacher"
     assert reports[0]["soft_labels"]["path"] == reports[1]["soft_labels"]["path"]
+
+
+def test_decoding_with_kept_keys_and_values_matches_the_whole_forward_pass():
+    torch.manual_seed(0)
+    model = GPT(20, 1, 16, layers=2, heads=2, width=32, dropout=0.1).eval()
+    tokens = torch.randint(0, 20, (3, 12))
+    with torch.no_grad():
+        whole = model(tokens)
+        logits, past = model.decode(tokens[:, :8])
+        torch.testing.assert_close(logits, whole[:, 7])
+        for position in range(8, 12):  # one new token at a time, the prefix kept
+            logits, past = model.decode(tokens[:, position : position + 1], past)
+            torch.testing.assert_close(logits, whole[:, position])
+    assert past[0][0].shape == (3, 2, 12, 16)
+
+
+class Uncached(torch.nn.Module):
+    """A model without `decode`: draw_tokens runs it on the whole window every token."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)
+
+
+def test_the_key_value_cache_draws_the_tokens_a_whole_forward_pass_draws():
+    torch.manual_seed(0)
+    model = GPT(20, 1, 16, layers=2, heads=2, width=32, dropout=0.0).eval()
+    prompt = torch.randint(0, 20, (4, 6))
+    for length, window in ((17, 16), (24, 16)):  # within the window (cached), and sliding
+        drawn = [
+            draw_tokens(m, prompt, length, window, 1.0, torch.Generator().manual_seed(3))
+            for m in (model, Uncached(model))
+        ]
+        assert drawn[0].shape == (4, length)
+        assert torch.equal(drawn[0], drawn[1])
 
 
 class Always(torch.nn.Module):

@@ -38,13 +38,10 @@ def generate_windows(
     numerics.prepare(model.eval(), precision)
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    def forward(tokens: torch.Tensor) -> torch.Tensor:
-        with numerics.autocast(precision, device):
-            return model(tokens)
-
     batches = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
-    written = [
-        draw_tokens(forward, batch[:, :prompt], length + 1, length, temperature, generator)
-        for batch in batches
-    ]
+    with numerics.autocast(precision, device):
+        written = [
+            draw_tokens(model, batch[:, :prompt], length + 1, length, temperature, generator)
+            for batch in batches
+        ]
     return torch.cat(written)

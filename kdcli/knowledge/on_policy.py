@@ -71,18 +71,18 @@ class OnPolicyBatches:
         """`batch`'s windows [B, T]: the prompt kept, the rest sampled by the student."""
         length = batch.x.shape[1]
         prompt = max(1, min(length - 1, round(self.prompt_fraction * length)))
-        device = batch.x.device
-
-        def forward(tokens: torch.Tensor) -> torch.Tensor:
-            with numerics.autocast(self.precision, device):
-                return self.student(tokens)
-
         was_training = self.student.training
         self.student.eval()  # no dropout while writing
         try:
-            tokens = draw_tokens(
-                forward, batch.x[:, :prompt], length + 1, length, self.temperature, generator
-            )
+            with numerics.autocast(self.precision, batch.x.device):
+                tokens = draw_tokens(
+                    self.student,
+                    batch.x[:, :prompt],
+                    length + 1,
+                    length,
+                    self.temperature,
+                    generator,
+                )
         finally:
             self.student.train(was_training)
         return Batch(tokens[:, :-1], tokens[:, 1:], batch.index, labelled=False)

@@ -116,13 +116,30 @@ def draw_tokens(
     """`tokens` [B, P] continued to `length` tokens, each drawn from `model`'s next-token
     distribution at `temperature` with `generator`, on the generator's device (a CPU
     generator draws the same tokens wherever the model runs). The model reads at most the
-    last `window` tokens."""
-    while tokens.shape[1] < length:
-        logits = model(tokens[:, -window:])[:, -1].float().to(generator.device)
+    last `window` tokens. A model with a key-value cache (`decode`, the built-in GPT) reads
+    each new token once while the text fits the window; otherwise every token costs a
+    forward pass over the whole (sliding) window."""
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float().to(generator.device)
         drawn = torch.multinomial(
             torch.softmax(logits / temperature, dim=-1), 1, generator=generator
         )
-        tokens = torch.cat([tokens, drawn.to(tokens.device)], dim=1)
+        return drawn.to(tokens.device)
+
+    decode = getattr(model, "decode", None)
+    # the last token is drawn from the `length - 1` before it: while those fit the window no
+    # position slides out, and the keys and values can be kept
+    if decode is not None and length - 1 <= window:
+        logits, past = decode(tokens)
+        while tokens.shape[1] < length:
+            drawn = draw(logits)
+            tokens = torch.cat([tokens, drawn], dim=1)
+            if tokens.shape[1] < length:
+                logits, past = decode(drawn, past)
+        return tokens
+    while tokens.shape[1] < length:
+        tokens = torch.cat([tokens, draw(model(tokens[:, -window:])[:, -1])], dim=1)
     return tokens
 
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+KeyValues = tuple[torch.Tensor, torch.Tensor]  # one block's keys and values [B, heads, T, d]
+
 
 class Block(nn.Module):
     def __init__(self, width: int, heads: int, dropout: float) -> None:
@@ -27,13 +29,22 @@ class Block(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.step(x)[0]
+
+    def step(
+        self, x: torch.Tensor, past: KeyValues | None = None
+    ) -> tuple[torch.Tensor, KeyValues]:
+        """The block on `x`, and the keys and values of every position so far. With `past`
+        (the earlier positions' keys and values), `x` is one new position."""
         batch, length, width = x.shape
         q, k, v = self.qkv(self.norm1(x)).split(width, dim=2)
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        if past is not None:  # one new query reads every earlier position: no mask needed
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=past is None, dropout_p=drop)
         x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x)), (k, v)
 
 
 class GPT(nn.Module):
@@ -64,6 +75,22 @@ class GPT(nn.Module):
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         x = self.drop(self.tokens(tokens) + self.positions(positions))
         return self.head(self.norm(self.blocks(x)))
+
+    def decode(
+        self, tokens: torch.Tensor, past: list[KeyValues] | None = None
+    ) -> tuple[torch.Tensor, list[KeyValues]]:
+        """Next-token logits [B, V] after `tokens` [B, n], and every block's keys and values
+        so far, for sampling one token at a time without recomputing the prefix (a key-value
+        cache). With `past` (what the previous call returned), `tokens` is the one new token.
+        The positions are absolute: the caller stops before the window's end."""
+        start = 0 if past is None else past[0][0].shape[2]
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        x = self.drop(self.tokens(tokens) + self.positions(positions))
+        kept = []
+        for number, block in enumerate(self.blocks):
+            x, keys_values = block.step(x, None if past is None else past[number])
+            kept.append(keys_values)
+        return self.head(self.norm(x[:, -1])), kept
 
 
 def _init(module: nn.Module) -> None:
