@@ -3,15 +3,20 @@
     python scripts/bench_lm.py                      # the task=lm preset (bundled Shakespeare)
     python scripts/bench_lm.py --set dataset.max_chars=60000 teacher.epochs=2   # a quick look
 
-Two `kd train -m` sweeps on the preset share one cache, so the teacher and the baseline are
-trained once and every point distills from the same teacher: one over the token losses
+Three `kd train -m` sweeps on the preset share one cache, so the teacher and the baseline
+are trained once and every point distills from the same teacher: one over the token losses
 (`loss=token_kd,rkl,jsd,skl,srkl`, the preset's top-k store), one over the store
-(`soft_labels.topk=null,8`, against the preset's with the kd loss), and a third over on-policy
+(`soft_labels.topk=null,8`, against the preset's with the kd loss), and one over on-policy
 distillation (`loss=token_kd,jsd loss.lmbda=0.5`: half the batches written by the student,
-the teacher online; `--sweeps on_policy` runs it alone). The table gives, per point,
-the student's perplexity and next-token top-1 against the baseline's (the same student
-trained with cross-entropy alone), the KD gain with its 95 % interval, KL(teacher || student)
-on the test tokens, the soft labels' size and the distillation stage's seconds.
+the teacher online). `--sweeps on_policy` runs one sweep alone, `--sweeps none` none. The
+table gives, per point, the student's perplexity and next-token top-1 against the
+baseline's (the same student trained with cross-entropy alone), the KD gain with its 95 %
+interval, KL(teacher || student) on the test tokens, the teacher's NLL of the student's own
+text, the soft labels' size and the distillation stage's seconds.
+
+Last, it times the GPT's key-value cache: writing the second half of 64 windows with
+gpt_small's shape, with `GPT.decode` and with a whole forward pass per token, in fp32 and
+bf16.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from kdcli.models.lm.gpt import GPT
+from kdcli.tasks.lm import draw_tokens
 
 LOSSES = "token_kd,rkl,jsd,skl,srkl"
 STORES = "null,8"  # beside the preset's top-k (the first sweep's token_kd point)
@@ -64,26 +76,46 @@ def row(report: dict) -> str:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra kd train overrides for every run")  # fmt: skip
-    parser.add_argument("--sweeps", default=",".join(SWEEPS),
-                        help=f"which sweeps to run, of {','.join(SWEEPS)}")  # fmt: skip
-    args = parser.parse_args()
-    chosen = args.sweeps.split(",")
-    if unknown := set(chosen) - set(SWEEPS):
-        parser.error(
-            f"--sweeps: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SWEEPS)}"
+class WholeWindow(torch.nn.Module):
+    """The model without its key-value cache: every token a pass over the whole text."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)
+
+
+def decode_speed(vocabulary: int = 66, window: int = 64, batch: int = 64) -> str:
+    """Seconds to write the second half of `batch` windows with gpt_small's shape, with the
+    key-value cache and without, in fp32 and bf16 (the best of two tries each)."""
+    shape = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/model/gpt_small.yaml")
+    torch.manual_seed(0)
+    model = GPT(vocabulary, 1, window, shape.layers, shape.heads, shape.width).eval()
+    prompt = torch.randint(0, vocabulary, (batch, window // 2))
+    lines = [
+        "| precision | with the cache (s) | whole window per token (s) | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for precision in ("fp32", "bf16"):
+        seconds = {}
+        for name, writer in (("cached", model), ("whole", WholeWindow(model))):
+            tries = []
+            for _ in range(2):
+                started = time.perf_counter()
+                with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+                    draw_tokens(writer, prompt, window + 1, window, 1.0, torch.Generator())
+                tries.append(time.perf_counter() - started)
+            seconds[name] = min(tries)
+        lines.append(
+            f"| {precision} | {seconds['cached']:.3f} | {seconds['whole']:.3f} "
+            f"| {seconds['whole'] / seconds['cached']:.1f}x |"
         )
-    root = Path(tempfile.mkdtemp(prefix="kd-bench-lm-"))
-    cache = root / "cache"
-    reports = []
-    for name in chosen:
-        overrides = SWEEPS[name]
-        workdir = root / name
-        workdir.mkdir()
-        reports += sweep(workdir, cache, [*overrides, *args.set])
+    return "\n".join(lines)
+
+
+def print_table(reports: list[dict]) -> None:
     first = reports[0]
     print(
         f"teacher {first['teacher']['name']}: perplexity {first['teacher']['perplexity']:.3f}, "
@@ -100,7 +132,34 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for report in reports:
         print(row(report))
-    print(f"\nruns: {root}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra kd train overrides for every run")  # fmt: skip
+    parser.add_argument("--sweeps", default=",".join(SWEEPS),
+                        help=f"which sweeps to run, of {','.join(SWEEPS)} (or none)")  # fmt: skip
+    args = parser.parse_args()
+    chosen = [] if args.sweeps == "none" else args.sweeps.split(",")
+    if unknown := set(chosen) - set(SWEEPS):
+        parser.error(
+            f"--sweeps: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SWEEPS)}"
+        )
+    root = Path(tempfile.mkdtemp(prefix="kd-bench-lm-"))
+    reports = []
+    for name in chosen:
+        workdir = root / name
+        workdir.mkdir()
+        reports += sweep(workdir, root / "cache", [*SWEEPS[name], *args.set])
+    if reports:
+        print_table(reports)
+        print(f"\nruns: {root}\n")
+    print(
+        "Writing: gpt_small's shape continues 64 windows from 32 tokens to 65 "
+        f"({torch.get_num_threads()} threads)\n"
+    )
+    print(decode_speed())
     return 0
 
 
