@@ -146,7 +146,7 @@ def main() -> int:
         parser.error(
             f"--sweeps: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SWEEPS)}"
         )
-    root = Path(tempfile.mkdtemp(prefix="kd-bench-lm-"))
+    root = Path(tempfile.mkdtemp(prefix="kd-bench-lm-")) if chosen else None
     reports = []
     for name in chosen:
         workdir = root / name
