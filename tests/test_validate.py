@@ -20,20 +20,11 @@ LINUX = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux'
         (["teacher=resnet5O"], ("Did you mean", "resnet50")),
         (["loss.alpah=0.5"], "Did you mean loss.alpha"),
         (["loss.alpha=1.5"], "loss.alpha=1.5 must be a number in [0, 1]"),
-        (["loss.alpha=-0.1"], "loss.alpha=-0.1 must be a number in [0, 1]"),
-        (["loss.temperature=0"], "loss.temperature=0 must be a number > 0"),
-        (["loss.temperature=-2"], "loss.temperature=-2 must be a number > 0"),
-        (["teacher.epochs=0"], "teacher.epochs=0 must be a whole number >= 1"),
-        (["student.epochs=0"], "student.epochs=0 must be a whole number >= 1"),
         (["teacher.checkpoint=missing.pt"], "teacher.checkpoint=missing.pt: no such file"),
         (["loss.alpha=0.1,0.5"], "add -m"),
         (["-m", "loss.alpha=0.5,1.5"], "loss.alpha=1.5 must be a number in [0, 1]"),
         (["loss.alpha=0.5,1.5", "-m"], "loss.alpha=1.5 must be a number in [0, 1]"),
         (["loss=kdd"], "Did you mean kd"),
-        (["teacher.min_top1=97"], "teacher.min_top1=97 must lie in [0, 1]"),
-        (["teacher.optimizer.lr=-1"], "teacher.optimizer.lr=-1 must be a number > 0, e.g."),
-        (["teacher.optimizer.lr=abc"], "teacher.optimizer.lr='abc' must be a number > 0"),
-        (["student.model.width=0"], "student.model.width=0 must be a whole number >= 1"),
         (["student.optimizer.momentum=0"], "student.optimizer could not be built: Nesterov"),
         (["teacher.optimizer.lr=${nope}"], "teacher.optimizer.lr: its value could not be"),
         pytest.param(["cache_dir=/proc/x"], "cache_dir=/proc/x: kd cannot make", marks=LINUX),
@@ -54,6 +45,27 @@ def test_bad_input_exits_2_with_a_clear_message(kd, tmp_path, args, expected):
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "outputs").exists(), "a rejected run must write nothing"
     assert [p.name for p in tmp_path.iterdir()] == [], "nor leave its write check behind"
+
+
+# The same checks as the command's (exit 2 above), run in this process: a second per case.
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["loss.alpha=-0.1"], "loss.alpha=-0.1 must be a number in [0, 1]"),
+        (["loss.temperature=0"], "loss.temperature=0 must be a number > 0"),
+        (["loss.temperature=-2"], "loss.temperature=-2 must be a number > 0"),
+        (["teacher.epochs=0"], "teacher.epochs=0 must be a whole number >= 1"),
+        (["student.epochs=0"], "student.epochs=0 must be a whole number >= 1"),
+        (["teacher.min_top1=97"], "teacher.min_top1=97 must lie in [0, 1]"),
+        (["teacher.optimizer.lr=-1"], "teacher.optimizer.lr=-1 must be a number > 0, e.g."),
+        (["teacher.optimizer.lr=abc"], "teacher.optimizer.lr='abc' must be a number > 0"),
+        (["student.model.width=0"], "student.model.width=0 must be a whole number >= 1"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key_and_the_range(overrides, expected):
+    with pytest.raises(UserError) as refused:
+        check_overrides(overrides)
+    assert expected in str(refused.value)
 
 
 def test_cuda_without_a_gpu_is_bad_input(kd):
