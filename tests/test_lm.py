@@ -133,25 +133,14 @@ def test_decoding_with_kept_keys_and_values_matches_the_whole_forward_pass():
     assert past[0][0].shape == (3, 2, 12, 16)
 
 
-class Uncached(torch.nn.Module):
-    """A model without `decode`: draw_tokens runs it on the whole window every token."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model(tokens)
-
-
 def test_the_key_value_cache_draws_the_tokens_a_whole_forward_pass_draws():
     torch.manual_seed(0)
     model = GPT(20, 1, 16, layers=2, heads=2, width=32, dropout=0.0).eval()
     prompt = torch.randint(0, 20, (4, 6))
     for length, window in ((17, 16), (24, 16)):  # within the window (cached), and sliding
         drawn = [
-            draw_tokens(m, prompt, length, window, 1.0, torch.Generator().manual_seed(3))
-            for m in (model, Uncached(model))
+            draw_tokens(model, prompt, length, window, 1.0, torch.Generator().manual_seed(3), cache)
+            for cache in (True, False)
         ]
         assert drawn[0].shape == (4, length)
         assert torch.equal(drawn[0], drawn[1])

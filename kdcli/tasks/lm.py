@@ -112,13 +112,14 @@ def draw_tokens(
     window: int,
     temperature: float,
     generator: torch.Generator,
+    use_cache: bool = True,
 ) -> torch.Tensor:
     """`tokens` [B, P] continued to `length` tokens, each drawn from `model`'s next-token
     distribution at `temperature` with `generator`, on the generator's device (a CPU
     generator draws the same tokens wherever the model runs). The model reads at most the
     last `window` tokens. A model with a key-value cache (`decode`, the built-in GPT) reads
-    each new token once while the text fits the window; otherwise every token costs a
-    forward pass over the whole (sliding) window."""
+    each new token once while the text fits the window; otherwise, or with
+    `use_cache=False`, every token costs a forward pass over the whole (sliding) window."""
 
     def draw(logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float().to(generator.device)
@@ -127,7 +128,7 @@ def draw_tokens(
         )
         return drawn.to(tokens.device)
 
-    decode = getattr(model, "decode", None)
+    decode = getattr(model, "decode", None) if use_cache else None
     # the last token is drawn from the `length - 1` before it: while those fit the window no
     # position slides out, and the keys and values can be kept
     if decode is not None and length - 1 <= window:
