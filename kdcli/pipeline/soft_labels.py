@@ -85,12 +85,13 @@ def _topk(cfg: DictConfig, data: Dataset) -> int | None:
 
 
 def _on_policy_share(cfg: DictConfig) -> str:
-    """How much of the student's text it writes itself, in words, for the log."""
+    """How much of the student's text it writes itself, in words, for the log: with a
+    schedule, the shares of its first and last epochs, as the schedule sets them."""
     if cfg.loss.schedule.get("lmbda") is None:
         return f"{cfg.loss.lmbda:.0%} of them written by the student (loss.lmbda)"
-    ramp = Schedule(**plain(cfg.loss.schedule.lmbda))
-    end = ramp.start if ramp.kind == "constant" or ramp.end is None else ramp.end
-    return f"{ramp.start:.0%} to {end:.0%} of them written by the student (loss.schedule.lmbda)"
+    ramp, epochs = Schedule(**plain(cfg.loss.schedule.lmbda)), cfg.student.epochs
+    first, last = ramp.at(0, epochs), ramp.at(epochs - 1, epochs)
+    return f"{first:.0%} to {last:.0%} of them written by the student (loss.schedule.lmbda)"
 
 
 def soft_label_stage(
