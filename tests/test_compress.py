@@ -25,7 +25,7 @@ from kdcli.store.checkpoint import restore_scalars, save_model
 def saved_bytes(module: torch.nn.Module, tmp_path: Path) -> int:
     """The size of the kdcli model file `module` is written to (store/checkpoint.py)."""
     path = tmp_path / f"{id(module)}.pt"
-    save_model(path, module, model_config={"_target_": "kdcli.models.smallcnn.SmallCNN"})
+    save_model(path, module, model="smallcnn", model_config={"width": 8})
     return path.stat().st_size
 
 

@@ -15,7 +15,7 @@ from kdcli.cli.main import main
 from kdcli.config.eval_config import build_from_checkpoint
 from kdcli.data.digits import Digits
 from kdcli.pipeline import export as export_module
-from kdcli.pipeline.eval_checkpoint import checkpoint_facts, checkpoint_info
+from kdcli.pipeline.eval_checkpoint import model_info, read_model
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def run_dir(tmp_path_factory) -> Path:
 def reference(run_dir):
     """The PyTorch student and raw digits test images (uint8), with its logits on them."""
     path = run_dir / "student.pt"
-    facts = checkpoint_facts(path)
-    info = checkpoint_info(facts)
-    model = build_from_checkpoint(path, facts, info)
+    file = read_model(path)
+    info = model_info(file)
+    model = build_from_checkpoint(file, info)
     raw = Digits().load().test.images[:40]  # uint8 [N, 1, 8, 8]
     scaled = raw.float() / 255.0
     mean, std = torch.tensor(info.mean).view(1, -1, 1, 1), torch.tensor(info.std).view(1, -1, 1, 1)
@@ -80,17 +80,36 @@ def test_onnx_runs_in_onnxruntime_with_pytorchs_outputs(run_dir, reference, tmp_
     torch.testing.assert_close(torch.from_numpy(got), logits, atol=1e-4, rtol=1e-4)
 
 
-def test_safetensors_holds_weights_normalisation_and_the_model_config(run_dir, reference, tmp_path):
+def test_safetensors_holds_weights_normalisation_and_the_model_config(
+    run_dir, reference, tmp_path, capsys
+):
     safetensors = pytest.importorskip("safetensors.torch")
     checkpoint = run_dir / "student.pt"
     assert (
         main(["export", str(checkpoint), "--format", "safetensors", "--output", str(tmp_path)]) == 0
     )
-    tensors = safetensors.load_file(str(tmp_path / "student.safetensors"))
-    assert {"mean", "std"} <= set(tensors) and any(k.startswith("model.") for k in tensors)
-    with open(tmp_path / "student.safetensors", "rb") as handle:
+    exported = tmp_path / "student.safetensors"
+    tensors = safetensors.load_file(str(exported))
+    file = read_model(checkpoint)
+    info = model_info(file)
+    assert tensors.keys() == {"mean", "std", *(f"model.{k}" for k in file.state_dict)}
+    for name, weight in file.state_dict.items():  # the trained weights, not a copy's
+        torch.testing.assert_close(tensors[f"model.{name}"], weight, rtol=0, atol=0)
+    assert tensors["mean"].flatten().tolist() == pytest.approx(list(info.mean))
+    assert tensors["std"].flatten().tolist() == pytest.approx(list(info.std))
+    with open(exported, "rb") as handle:
         header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-    assert json.loads(header["__metadata__"]["model_config"])["_target_"].endswith("MLP")
+    metadata = header["__metadata__"]
+    assert json.loads(metadata["model"]) == "mlp"  # kdcli's config, and plain values: no code
+    assert json.loads(metadata["model_config"]) == {"hidden": [32], "dropout": 0.1}
+    assert "_target_" not in metadata["model_config"]
+
+    # kd eval rebuilds the model from kdcli's config and the file's values: the report's top-1
+    capsys.readouterr()
+    assert main(["eval", str(exported), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert figures["test"]["top1"] == report["student"]["top1"]
 
 
 def test_an_export_whose_outputs_differ_is_not_kept(run_dir, tmp_path, monkeypatch, capsys):

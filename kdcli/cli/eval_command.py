@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kdcli.errors import UserError
@@ -34,7 +36,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdcli.config.eval_config import build_from_checkpoint, eval_config, load_dataset
     from kdcli.config.objects import resolve_device
-    from kdcli.pipeline.eval_checkpoint import check_fits, checkpoint_facts, evaluate_model
+    from kdcli.pipeline.eval_checkpoint import check_fits, evaluate_model, model_info, read_model
     from kdcli.pipeline.export import FromNormalised, load_torchscript
 
     path = args.checkpoint.expanduser()
@@ -47,17 +49,19 @@ def run(args: argparse.Namespace) -> int:
                    "channels": exported["input"]["shape"][1]}  # fmt: skip
         cfg = eval_config(path, args.overrides, exported["dataset"], exported["source_run"])
     else:
-        facts = checkpoint_facts(path)
-        trained = facts["dataset"]
-        cfg = eval_config(path, args.overrides, trained.get("name"))
+        file = read_model(path)
+        info = model_info(file)
+        trained = {"name": info.name, "num_classes": info.num_classes, "channels": info.channels}
+        cfg = eval_config(path, args.overrides, info.name)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg, device)
     check_fits(path, trained, data)
     if exported is not None:
+        print(TORCHSCRIPT_NOTE.format(path=path), file=sys.stderr)
         norm = exported["normalisation"]
         model = FromNormalised(load_torchscript(path), norm["mean"], norm["std"])
     else:
-        model = build_from_checkpoint(path, facts, data.info)
+        model = build_from_checkpoint(file, data.info)
     batch_size = 256 if cfg.eval.batch_size == "auto" else int(cfg.eval.batch_size)
     name = "exported TorchScript" if exported is not None else None
     result = evaluate_model(path, model, data, batch_size, device, name)
@@ -68,22 +72,59 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+TORCHSCRIPT_NOTE = (
+    "kd: note: {path} is TorchScript, a program that runs when it is loaded; evaluate only "
+    "TorchScript files you trust (kdcli model files and safetensors files hold data alone)."
+)
+
+
 def _exported(path: Path) -> dict[str, Any] | None:
-    """The description `kd export` wrote beside a TorchScript file at `path`, if it is one."""
+    """The description `kd export` wrote beside a TorchScript file at `path`, if it is one
+    (a TorchScript file without it is refused: kdcli cannot tell what it expects)."""
+    from kdcli.store.plain import plain_data, read_json
+
     description = path.with_name(path.name + ".json")
     if not description.is_file():
+        if _torchscript(path):
+            raise UserError(
+                f"checkpoint={path} is TorchScript, a program rather than a model file, without "
+                f"the {description.name} that kd export writes beside one; kd eval runs only "
+                "TorchScript files kd export wrote. Give a kdcli model file (student.pt) or a "
+                "safetensors file instead."
+            )
+        return None
+    facts = plain_data(read_json(description, "Remove it or export again."), str(description))
+    if not isinstance(facts, dict) or facts.get("format") != "torchscript":
         return None
     try:
-        facts = json.loads(description.read_text())
-    except ValueError:
-        return None
-    return facts if facts.get("format") == "torchscript" else None
+        shape, norm = facts["input"]["shape"], facts["normalisation"]
+        checked = [facts["dataset"], facts["source_run"], norm["mean"], norm["std"]]
+        kinds = [str, str, list, list]
+        if len(shape) != 4 or not all(map(isinstance, checked, kinds)):
+            raise TypeError
+        int(facts["classes"]), int(shape[1])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(
+            f"{description} is not the description kd export writes; export again."
+        ) from None
+    return facts
+
+
+def _torchscript(path: Path) -> bool:
+    """Whether `path` is a TorchScript archive (a zip holding code/ and constants.pkl)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
 
 def _table(result: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"kd eval: {result['checkpoint']} ({result['model']}) on {result['dataset']}"
-    )
+    title = f"kd eval: {result['checkpoint']} ({result['model']}) on {result['dataset']}"
+    table = Table(title=escape(title))  # a path may hold [brackets], which are not markup
     splits = [s for s in SPLITS if s in result]
     items = "tokens" if "tokens" in result[splits[0]] else "images"
     table.add_column("")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -35,8 +35,10 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kdcli.config.eval_config import build_from_checkpoint
-    from kdcli.pipeline.eval_checkpoint import checkpoint_facts, checkpoint_info
+    from kdcli.config.from_files import model_option
+    from kdcli.pipeline.eval_checkpoint import model_info
     from kdcli.pipeline.export import FORMATS, description_path, export, missing_package
+    from kdcli.store.checkpoint import read_model_file
 
     if args.format not in FORMATS:
         raise UserError(f"--format {args.format}: kd export writes {', '.join(FORMATS)}.")
@@ -46,13 +48,18 @@ def run(args: argparse.Namespace) -> int:
             f"--format {args.format} needs the {package} package: `pip install kdcli[export]`."
         )
     checkpoint, run_dir = _checkpoint(args.source.expanduser(), args.model)
-    facts = checkpoint_facts(checkpoint)
-    info = checkpoint_info(facts)
-    model = build_from_checkpoint(checkpoint, facts, info)
+    file = read_model_file(checkpoint)
+    info = model_info(file)
+    model = build_from_checkpoint(file, info)
     output = args.output or (run_dir or checkpoint.parent) / "export"
     name = args.model if run_dir is not None else checkpoint.stem
-    source = {"source_checkpoint": str(checkpoint), "source_run": str(run_dir or "")}
-    source["model_config"] = facts["model_config"]
+    source = {
+        "source_checkpoint": str(checkpoint),
+        "source_run": str(run_dir or ""),
+        "model": model_option(file),  # with model_config, what kd eval rebuilds the model from
+        "model_config": file.values,
+        "dataset_info": asdict(info),
+    }
     images = _raw_test_images(checkpoint, info)
     path, difference = export(model, info, images, args.format, output, name, source)
     checked = "not run (install onnxruntime)" if difference != difference else f"{difference:.2g}"
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _checkpoint(source: Path, role: str) -> tuple[Path, Path | None]:
     """The checkpoint to export, and the run directory it came from (None for a file)."""
+    from kdcli.store.plain import read_json
+
     if source.is_file():
         return source, None
     report = source / "report.json"
@@ -73,12 +82,18 @@ def _checkpoint(source: Path, role: str) -> tuple[Path, Path | None]:
         )
     if role not in ROLES:
         raise UserError(f"--model {role}: choose {', '.join(ROLES)}.")
-    entry = json.loads(report.read_text()).get(role)
+    fix = "Give the model file itself (e.g. RUN/student.pt)."
+    facts = read_json(report, fix)
+    if not isinstance(facts, dict):
+        raise UserError(f"{report} is not a kdcli report (not a mapping). {fix}")
+    entry = facts.get(role)
     if entry is None:
         raise UserError(
             f"--model {role}: the run at {source} has no {role} (baseline=false, or no "
             "compress=...?)."
         )
+    if not isinstance(entry, dict) or not isinstance(entry.get("checkpoint"), str):
+        raise UserError(f"{report}: {role}.checkpoint is not a path; not a kdcli report. {fix}")
     recorded = Path(entry["checkpoint"])
     for base in (Path.cwd(), *source.resolve().parents):  # a relative path is the run's cwd's
         if (base / recorded).is_file():

@@ -142,6 +142,15 @@ def train(args: list[str]) -> int:
                 "shows every config group's options and `kd train --cfg job` every key."
             )
         )
+    if parsed.experimental_rerun:  # Hydra would unpickle that file: a pickle runs any code
+        return report_error(
+            UserError(
+                f"kd train does not support Hydra's --experimental-rerun "
+                f"({parsed.experimental_rerun}): it unpickles the file, and a pickle can run any "
+                "code. Rerun a job by giving its overrides again: RUN/.hydra/overrides.yaml "
+                "lists them."
+            )
+        )
     modes = [f"--{m}" for m in ("multirun", "cfg", "info", "run") if getattr(parsed, m)]
     if len(modes) > 1:  # Hydra's own check would end in a traceback
         return report_error(

@@ -2,33 +2,35 @@
 and the device.
 
 Without a `dataset=` override the checkpoint is evaluated on the dataset it was trained on:
-the `dataset` section of the config of the run that made it (`config.yaml` beside a run's
-`student.pt`, or the run a cache entry's manifest names), else the `dataset` group option
-of the checkpoint's dataset name. `dataset.<key>=...` overrides apply on top either way.
+the plain values of the `dataset` section of the config of the run that made it
+(`config.yaml` beside a run's `student.pt`, or the run a cache entry's manifest names) in
+kdcli's own config for that dataset, else the `dataset` group option of the checkpoint's
+dataset name. `dataset.<key>=...` overrides apply on top either way. Nothing a file names is
+instantiated (kdcli/config/from_files.py).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
 from kdcli.config.build import _instantiate
 from kdcli.config.checks import _unknown_key_error
+from kdcli.config.from_files import dataset_config, rebuild_model
 from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_values
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.compress import quantize_int8
 from kdcli.errors import UserError
-from kdcli.store.checkpoint import check_compatible, restore_scalars
+from kdcli.store.checkpoint import ModelFile, check_compatible, restore_scalars
+from kdcli.store.plain import read_json, read_yaml
 
 ALLOWED = ("dataset", "eval.batch_size", "device")
 
@@ -48,9 +50,11 @@ def eval_config(
                 "dataset.<key>=..., eval.batch_size=... and device=... (it trains nothing)."
             )
     picks_dataset = any(o.key_or_group == "dataset" for o in parsed)
-    run_dataset = None if picks_dataset else _run_dataset(checkpoint, run_dir)
+    run = None if picks_dataset else _run_dataset(checkpoint, run_dir)
     group = []
-    if not picks_dataset and run_dataset is None:
+    if run is not None:
+        group = [f"dataset={run[0]}"]
+    elif not picks_dataset:
         if trained_on not in group_options("dataset"):
             raise UserError(
                 f"{checkpoint}: kd eval cannot tell which dataset to use (no config.yaml of the "
@@ -62,13 +66,12 @@ def eval_config(
             cfg = compose("train", overrides=[*group, *overrides])
         except HydraException as error:
             raise _unknown_key_error([*group, *overrides], error) from None
-    if run_dataset is not None:
-        with open_dict(cfg):
-            cfg.dataset = run_dataset
-            for override in parsed:  # dataset.<key>=... on top of the run's dataset
-                if override.key_or_group.startswith("dataset."):
-                    key = override.key_or_group.removeprefix("dataset.")
-                    OmegaConf.update(cfg.dataset, key, override.value(), force_add=True)
+    if run is not None:  # the run's values, but where dataset.<key>=... says otherwise
+        keys = [o.key_or_group for o in parsed]
+        given = {k.split(".")[1] for k in keys if k.startswith("dataset.")}
+        for key, value in run[1].items():
+            if key not in given:
+                cfg.dataset[key] = value
     check_values(cfg)
     return cfg
 
@@ -77,29 +80,40 @@ def load_dataset(cfg: DictConfig, device: torch.device) -> Dataset:
     return _instantiate(cfg.dataset, "dataset").load().to(device)
 
 
-def build_from_checkpoint(path: Path, facts: dict[str, Any], info: DatasetInfo) -> nn.Module:
-    """The checkpoint's model, rebuilt from its config for `info` and loaded (eval mode); a
-    compressed student's int8 model is rebuilt by quantizing and then loading its scales."""
-    model_cfg = OmegaConf.create(facts["model_config"])
-    model = _instantiate(model_cfg, "the checkpoint's model", **info.model_kwargs())
-    if (facts.get("compression") or {}).get("int8"):
+def build_from_checkpoint(file: ModelFile, info: DatasetInfo) -> nn.Module:
+    """The model file's model, rebuilt from kdcli's config for it (kdcli/config/from_files.py)
+    for `info` and loaded (eval mode); a compressed student's int8 model is rebuilt by
+    quantizing and then loading its scales."""
+    model = rebuild_model(file, info)
+    if file.int8:
         example = torch.zeros(1, info.channels, info.image_size, info.image_size)
         model = quantize_int8(model, [example])  # the calibration is replaced by the file's
-        model.load_state_dict(restore_scalars(facts["state_dict"], model))
+        try:
+            model.load_state_dict(restore_scalars(file.state_dict, model))
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise UserError(
+                f"checkpoint={file.path}: its int8 weights do not fit its model "
+                f"({str(error).strip()[:200]}); not a kdcli file, or altered."
+            ) from None
         return model.eval()
     check_compatible(
-        facts["state_dict"], model, "checkpoint", path, f"its model on {info.describe()}"
+        file.state_dict, model, "checkpoint", file.path, f"its model on {info.describe()}"
     )
-    model.load_state_dict(facts["state_dict"])
+    model.load_state_dict(file.state_dict)
     return model.eval()
 
 
-def _run_dataset(checkpoint: Path, run_dir: str = "") -> DictConfig | None:
-    """The `dataset` section of the run that wrote `checkpoint`, when it can be found."""
+def _run_dataset(checkpoint: Path, run_dir: str = "") -> tuple[str, DictConfig] | None:
+    """The dataset option and values of the run that wrote `checkpoint`, when it can be
+    found: its config.yaml's plain values in kdcli's own config (never what the file names)."""
     extra = [Path(run_dir) / "config.yaml"] if run_dir else []
     for config in [*_run_configs(checkpoint), *extra]:
         if config.is_file():
-            return OmegaConf.load(config).dataset
+            fix = "Give the dataset on the command line (dataset=... dataset.root=...)."
+            run = read_yaml(config, fix)
+            if not isinstance(run, dict):
+                raise UserError(f"{config} is not a run's config (not a mapping). {fix}")
+            return dataset_config(run.get("dataset"), str(config))
     return None
 
 
@@ -108,9 +122,9 @@ def _run_configs(checkpoint: Path) -> list[Path]:
     manifest = checkpoint.parent / "manifest.json"  # a cache entry's model.pt
     if manifest.is_file():
         try:
-            made_by: Any = json.loads(manifest.read_text()).get("made_by") or {}
-            if made_by.get("run_dir"):
+            made_by = read_json(manifest, "").get("made_by") or {}
+            if isinstance(made_by.get("run_dir"), str) and made_by["run_dir"]:
                 candidates.append(Path(made_by["run_dir"]) / "config.yaml")
-        except (OSError, ValueError, AttributeError):
-            pass
+        except (UserError, AttributeError):
+            pass  # an unreadable manifest: the cache rebuilds the entry; no run to ask
     return candidates

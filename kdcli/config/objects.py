@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdcli.config.build import _instantiate, build_model, training_kwargs
 from kdcli.config.checks import flat_keys
+from kdcli.config.from_files import model_record
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.compress import Compression
 from kdcli.engine.state import Built, seed_everything
@@ -50,7 +51,7 @@ def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
     """`cfg[role].model`, built right after seeding every RNG with `cfg.seed`."""
     seed_everything(cfg.seed)
     module = build_model(cfg, role, info)
-    return Built(module, torch.get_rng_state())
+    return Built(module, torch.get_rng_state(), model_record(cfg, role))
 
 
 def build(cfg: DictConfig, device: torch.device) -> Objects:

@@ -305,8 +305,14 @@ def check_values(cfg: DictConfig) -> None:
     for key, rule in BY_KEY.items():
         check_rule(cfg, key, rule)
     for section in SECTIONS:
-        for key in _leaves(OmegaConf.select(cfg, section), f"{section}."):
-            rule = BY_NAME.get(key.rsplit(".", 1)[-1])
-            if rule is not None:
-                check_rule(cfg, key, rule)
+        check_section(cfg, section)
     check_loss(cfg)
+
+
+def check_section(cfg: DictConfig, section: str) -> None:
+    """Every leaf under `section` that BY_NAME names follows its rule (a model's or a
+    dataset's values, from the command line or read from a file)."""
+    for key in _leaves(OmegaConf.select(cfg, section), f"{section}."):
+        rule = BY_NAME.get(key.rsplit(".", 1)[-1])
+        if rule is not None:
+            check_rule(cfg, key, rule)

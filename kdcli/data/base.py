@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
+
+from kdcli.errors import UserError
 
 SPLITS = ("train", "val", "test")
 """`val` exists only with `dataset.val_fraction > 0`; `test` is for the final evaluation only."""
@@ -28,6 +30,48 @@ class DatasetInfo:
     std: tuple[float, ...]
     # "image", or "text": token windows, `num_classes` the vocabulary, `image_size` the length
     modality: str = "image"
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], source: str) -> DatasetInfo:
+        """The facts a file records (a model file's `dataset`, as plain values), each checked:
+        a UserError naming `source` and the field when one is missing or of the wrong kind."""
+
+        def whole(name: str) -> int:
+            value = record.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 24:
+                raise UserError(
+                    f"{source}: dataset.{name}={value!r} is not a size; not a kdcli file."
+                )
+            return value
+
+        def numbers(name: str, length: int) -> tuple[float, ...]:
+            value = record.get(name)
+            if (
+                not isinstance(value, list | tuple)
+                or len(value) != length
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            ):
+                raise UserError(
+                    f"{source}: dataset.{name} is not {length} numbers; not a kdcli file."
+                )
+            return tuple(float(v) for v in value)
+
+        name, modality = record.get("name"), record.get("modality", "image")
+        if not isinstance(name, str) or modality not in ("image", "text"):
+            raise UserError(
+                f"{source}: dataset.name or dataset.modality is wrong; not a kdcli file."
+            )
+        channels = whole("channels")
+        length = 0 if modality == "text" else channels  # token windows are not normalised
+        return cls(
+            name,
+            whole("num_classes"),
+            channels,
+            whole("image_size"),
+            numbers("mean", length),
+            numbers("std", length),
+            modality,
+        )
 
     def model_kwargs(self) -> dict[str, int]:
         """The keyword arguments every model config receives from the dataset."""

@@ -42,6 +42,9 @@ class Built:
 
     module: nn.Module
     rng: torch.Tensor
+    # what its model file records of how it was built: the `model` config option and the
+    # config's plain values (kdcli/config/from_files.py `model_record`), never code
+    record: dict[str, Any] = field(default_factory=dict)
 
     def restore_rng(self) -> None:
         torch.set_rng_state(self.rng)

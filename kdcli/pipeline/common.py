@@ -50,6 +50,7 @@ class Model:
     source: str  # "trained", "cache" or "checkpoint"
     precision: Precision = FP32  # its forward passes' (training, soft labels, online teacher)
     sparsity: float | None = None  # the fraction of zero weights (a compressed model)
+    record: dict[str, Any] = field(default_factory=dict)  # how it was built (engine.state.Built)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from kdcli.engine.loop import fit
 from kdcli.engine.precision import FP32
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Context, Model, Stage, distill_data, epoch_recorder, plain
+from kdcli.pipeline.common import Context, Model, Stage, distill_data, epoch_recorder
 from kdcli.store.checkpoint import save_model
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,8 @@ def compress_stage(
     if plan.int8:
         model = compression.quantize_int8(model, _calibration_batches(ctx, plan))
     path = ctx.run_dir / "compressed.pt"
-    save_model(  # a kdcli model file: kd eval and kd export rebuild it (config/eval_config.py)
-        path,
-        model,
-        model_config=plain(ctx.cfg.student.model),
-        dataset=asdict(ctx.data.info),
-        compression=asdict(plan),
+    save_model(  # a kdcli model file: kd eval and kd export rebuild it (config/from_files.py)
+        path, model, **student.record, dataset=asdict(ctx.data.info), compression=asdict(plan)
     )
     seconds = time.perf_counter() - started
     log.info(

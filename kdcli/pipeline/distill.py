@@ -84,9 +84,7 @@ def student_stage(
         ctx.finished.append(state)
     path = run_dir / "student.pt"
     if distributed.is_main():
-        save_model(
-            path, model, model_config=plain(cfg.student.model), dataset=asdict(ctx.data.info)
-        )
+        save_model(path, model, **built.record, dataset=asdict(ctx.data.info))
     log.info(
         "student      distilled %s in %.1f s (%s img/s, %s%s), train %s %.3f",
         cfg.student.name,
@@ -98,7 +96,7 @@ def student_stage(
         result.final_train_score,
     )
     return (
-        Model(cfg.student.name, model, path, "", "trained", precision),
+        Model(cfg.student.name, model, path, "", "trained", precision, record=built.record),
         Stage(
             result.seconds,
             result.images_per_s,

@@ -1,9 +1,10 @@
 """`kd eval`: a saved model's metrics on a dataset's splits, without training anything.
 
-The checkpoint is a kdcli model file (a run's `student.pt`, a cache entry's `model.pt`): it
-records the model config and the dataset facts the model was built for, so the model is
-rebuilt (kdcli/config/eval_config.py) and checked against the dataset before it is
-evaluated, in fp32 as `kd train`'s evaluation runs, so the figures match the run's report.
+The checkpoint is a kdcli model file (a run's `student.pt`, a cache entry's `model.pt`, an
+exported safetensors file): it records the model's config option, its plain values and the
+dataset facts the model was built for, so the model is rebuilt from kdcli's own config
+(kdcli/config/from_files.py) and checked against the dataset before it is evaluated, in fp32
+as `kd train`'s evaluation runs, so the figures match the run's report.
 """
 
 from __future__ import annotations
@@ -17,30 +18,24 @@ from torch import nn
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.infer import predict
 from kdcli.errors import UserError
-from kdcli.store.checkpoint import FORMAT, read_checkpoint
+from kdcli.store.checkpoint import ModelFile, read_exported_model, read_model_file
 from kdcli.tasks.classify import TASK, confusion_matrix, topk_accuracy
 from kdcli.tasks.lm import TASK as LANGUAGE_MODEL
 
 KEY = "checkpoint"  # how messages name the file
 
 
-def checkpoint_facts(path: Path) -> dict[str, Any]:
-    """The kdcli checkpoint at `path` (format, model_config, dataset, state_dict)."""
-    payload = read_checkpoint(path, KEY)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(
-            f"{KEY}={path} is not a kdcli model file (it has no model config). kd eval takes "
-            "a run's student.pt or a cache entry's model.pt."
-        )
-    return payload
+def read_model(path: Path) -> ModelFile:
+    """The kdcli model file at `path`: a checkpoint (student.pt, a cache entry's model.pt)
+    or a `kd export --format safetensors` file."""
+    if path.suffix == ".safetensors":
+        return read_exported_model(path, KEY)
+    return read_model_file(path, KEY)
 
 
-def checkpoint_info(facts: dict[str, Any]) -> DatasetInfo:
-    """The dataset facts a kdcli model file records (saved as plain lists)."""
-    recorded = facts["dataset"]
-    return DatasetInfo(
-        **{**recorded, "mean": tuple(recorded["mean"]), "std": tuple(recorded["std"])}
-    )
+def model_info(file: ModelFile) -> DatasetInfo:
+    """The dataset facts a model file records, checked."""
+    return DatasetInfo.from_record(file.dataset, f"{KEY}={file.path}")
 
 
 def evaluate_model(

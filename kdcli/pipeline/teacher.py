@@ -78,9 +78,7 @@ def train_or_reuse(
             state=train_state(ctx, f"{label}s", stage_cfg.name, key),
             on_epoch=epoch_recorder(ctx, label, model),
         )
-        save_model(
-            tmp / "model.pt", model, model_config=plain(stage_cfg.model), dataset=asdict(data.info)
-        )
+        save_model(tmp / "model.pt", model, **built.record, dataset=asdict(data.info))
         return {
             "name": stage_cfg.name,
             "seconds": result.seconds,
@@ -99,7 +97,10 @@ def train_or_reuse(
     _log_stage(label, entry, stage)
     source = "cache" if entry.reused else "trained"
     path = entry.file("model.pt")
-    return Model(stage_cfg.name, model.to(device), path, key, source, precision), stage
+    trained = Model(
+        stage_cfg.name, model.to(device), path, key, source, precision, record=built.record
+    )
+    return trained, stage
 
 
 def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple[Model, Stage]:

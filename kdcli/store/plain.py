@@ -1,0 +1,102 @@
+"""Values read from files that anyone may have written: plain data, never code.
+
+A checkpoint, a run's config.yaml, a cache manifest or a report holds numbers, strings,
+lists and dicts. kdcli merges such values into its own configs (configs/<group>/<option>.yaml)
+and builds objects from those, so a file must not be able to name what gets built: a key that
+Hydra's `instantiate` reads (`_target_`, `_partial_`, `_args_`, ...) or an interpolation
+(`${...}`, which a resolver could turn into anything) is refused wherever it appears.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdcli.errors import UserError
+
+# the keys through which a config names code or changes how Hydra builds it
+CODE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+MAX_DEPTH = 32  # deeper nesting than any kdcli file has; refused rather than recursed into
+
+
+def plain_data(value: Any, source: str, key: str = "", depth: int = 0) -> Any:
+    """`value` if it is plain data (None, bool, int, finite float, str, and lists and
+    str-keyed dicts of those) naming no code, else a UserError naming `source` and the key.
+
+    `key` is the dotted path of `value` inside the file, for the message."""
+    where = f"{source}: {key}" if key else source
+    if depth > MAX_DEPTH:
+        raise UserError(f"{where} is nested more than {MAX_DEPTH} levels deep; not a kdcli file.")
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UserError(f"{where}={value} is not a finite number; not a kdcli file.")
+        return value
+    if isinstance(value, str):
+        if "${" in value:
+            raise UserError(
+                f"{where}={value[:100]!r} is an interpolation, which could run a resolver; "
+                "kdcli reads only plain values from files. Use a file that kdcli wrote, or "
+                "give the setting on the command line."
+            )
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v, source, f"{key}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            k: plain_data(v, source, _child(source, key, k), depth + 1) for k, v in value.items()
+        }
+    raise UserError(f"{where} holds a {type(value).__name__}, not plain data; not a kdcli file.")
+
+
+def _child(source: str, key: str, name: Any) -> str:
+    """The dotted key of `name` under `key`, refused when it names code."""
+    if not isinstance(name, str):
+        raise UserError(f"{source}: {key or 'the file'} has a key that is not a string ({name!r}).")
+    full = f"{key}.{name}" if key else name
+    if name in CODE_KEYS:
+        raise UserError(
+            f"{source}: {full} names code to run. kdcli builds models and datasets only from "
+            "its own configs and never from a file; this file was not written by kdcli (or was "
+            "altered). Do not use it, or give the settings on the command line."
+        )
+    return full
+
+
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: kdcli never writes them, and a few nested aliases
+    expand to billions of nodes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("an alias (*name): kdcli's files have none")
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: Path, fix: str) -> Any:
+    """What a YAML file holds, as Python data (safe loader, no aliases; the caller checks
+    the parts it uses with `plain_data`); a UserError naming `path` and `fix` when it cannot
+    be read."""
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_NoAliases)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
+        raise UserError(f"{path} could not be read as YAML ({_why(error)}). {fix}") from None
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """What a JSON file holds (the caller checks the parts it uses); a UserError naming
+    `path` and `fix` when it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise UserError(f"{path} could not be read as JSON ({_why(error)}). {fix}") from None
+
+
+def _why(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
