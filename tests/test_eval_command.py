@@ -76,3 +76,23 @@ def test_bad_input_exits_2_naming_the_file_or_key(trained, tmp_path, capsys):
         assert main(["eval", *args]) == 2, args
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (args, err)
+
+
+def test_a_file_of_the_first_format_still_evaluates(trained, tmp_path, capsys):
+    """kdcli-model/1 files recorded the model config with its `_target_`: read as the name of
+    kdcli's config that builds that class (never imported), they evaluate as before."""
+    run_dir, report = trained
+    payload = torch.load(run_dir / "student.pt", weights_only=True)
+    values = payload.pop("model_config")
+    del payload["model"]
+    old = {**payload, "format": "kdcli-model/1",
+           "model_config": {"_target_": "kdcli.models.mlp.MLP", **values}}  # fmt: skip
+    (tmp_path / "config.yaml").write_bytes((run_dir / "config.yaml").read_bytes())
+    torch.save(old, tmp_path / "student.pt")
+    assert main(["eval", str(tmp_path / "student.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["top1"] == report["student"]["top1"]
+
+    old["model_config"]["_target_"] = "kdcli.models.nothing.Here"
+    torch.save(old, tmp_path / "student.pt")
+    assert main(["eval", str(tmp_path / "student.pt")]) == 2
+    assert "is none of kdcli's model configs" in capsys.readouterr().err
