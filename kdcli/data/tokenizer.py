@@ -32,7 +32,9 @@ def load_tokenizer(path: str | Path, what: str) -> Any:
     if not directory.is_dir():
         raise UserError(f"{what}={path}: no such directory. Give a tokenizer's directory.")
     try:
-        return transformers_module().AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        return transformers_module().AutoTokenizer.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError) as error:
         raise UserError(
             f"{what}={path}: no tokenizer could be read there ({str(error).splitlines()[0]}). "

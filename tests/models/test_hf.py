@@ -133,3 +133,18 @@ def test_kd_train_refuses_a_student_with_another_tokenizer(kd, hf_dirs):
 def test_kd_train_hf_without_a_path_names_the_key(kd):
     result = kd("train", "task=lm", "teacher=hf")
     assert result.returncode == 2 and "teacher.path is not set" in result.stderr
+
+
+def test_a_directory_whose_config_names_its_own_code_is_refused_without_running_it(tmp_path):
+    """`auto_map` makes transformers import a Python file from the model's directory, only
+    with trust_remote_code, which kdcli never gives."""
+    marker = tmp_path / "MARKER"
+    (tmp_path / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "kd_evil", "architectures": ["Evil"], '
+        '"auto_map": {"AutoConfig": "modeling_evil.EvilConfig", '
+        '"AutoModelForCausalLM": "modeling_evil.Evil"}}'
+    )
+    with pytest.raises(UserError, match="no causal LM could be loaded"):
+        hf_causal_lm(str(tmp_path), num_classes=10)
+    assert not marker.exists()

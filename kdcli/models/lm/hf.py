@@ -72,7 +72,9 @@ def hf_causal_lm(
     directory = _directory(path, "path")
     transformers = transformers_module()
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError) as error:
         raise UserError(
             f"path={path}: no causal LM could be loaded ({str(error).splitlines()[0]})."
