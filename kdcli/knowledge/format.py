@@ -265,7 +265,7 @@ def _views_done(progress: Path, plan: dict) -> dict | None:
         if {k: record[k] for k in plan} != plan:
             raise ValueError("another shape or dtype")
         for name in plan["dtypes"]:
-            stored = np.load(progress / f"{name}.npy", mmap_mode="r")
+            stored = np.load(progress / f"{name}.npy", mmap_mode="r", allow_pickle=False)
             if list(stored.shape) != plan["shape"]:
                 raise ValueError(f"{name}.npy has another shape")
         log.info("soft labels  continuing after epoch %d of the views", record["epochs"])
