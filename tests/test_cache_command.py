@@ -46,6 +46,7 @@ def test_ls_lists_entries_and_states_with_size_last_use_and_what_made_them(cache
     code, out, _ = kd_cache(capsys, cache, "ls")
     assert code == 0
     lines = out.splitlines()
+    assert (cache / "teachers" / "resnet8-aaaa.use").is_file(), "use and lock files: no items"
     assert lines[0].startswith(f"{cache}: 4 item(s), ") and lines[0].endswith(" KiB")
     teacher = next(line for line in lines if line.startswith("teachers/resnet8-aaaa"))
     assert " KiB " in teacher and "complete" in teacher and "kd train seed=1" in teacher
@@ -73,6 +74,22 @@ def test_rm_leaves_an_item_that_a_running_job_holds(cache, capsys):
         code, _, err = kd_cache(capsys, cache, "rm", "teachers/resnet8-aaaa")
     assert code == 1 and "kept teachers/resnet8-aaaa: a running job holds it" in err
     assert (cache / "teachers" / "resnet8-aaaa").is_dir()
+
+
+def test_rm_and_verify_leave_an_entry_that_a_running_job_uses(cache, capsys):
+    data = cache / "teachers" / "resnet8-aaaa" / "data.bin"
+    data.write_bytes(b"x" * 2048)  # fails verify; a run that checked it earlier may still use it
+    with ArtifactCache(cache) as running:  # a run's cache holds what it reused until it ends
+        running.get_or_make("soft_labels", "resnet8", "cccc", write(b"s" * 100))
+        code, _, err = kd_cache(capsys, cache, "rm", "soft_labels/resnet8-cccc")
+        assert code == 1 and "kept soft_labels/resnet8-cccc: a running job holds it" in err
+        assert (cache / "soft_labels" / "resnet8-cccc" / "data.bin").is_file()
+        running.hold("teachers", "resnet8", "aaaa")
+        code, _, err = kd_cache(capsys, cache, "verify", "--remove")
+        assert "teachers/resnet8-aaaa: fails its checksums; kept: a running job holds it" in err
+        assert data.is_file()
+    code, _, _ = kd_cache(capsys, cache, "rm", "soft_labels/resnet8-cccc")
+    assert code == 0 and not (cache / "soft_labels" / "resnet8-cccc").exists()
 
 
 def test_verify_rehashes_everything_and_removes_what_fails_when_asked(cache, capsys):

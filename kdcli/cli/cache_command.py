@@ -141,7 +141,9 @@ def _verify(items: list[Item], remove_failed: bool) -> int:
     entries = [i for i in items if not i.in_progress]
     failed = [i for i in entries if not verify(i)]
     for item in failed:
-        what = "removed" if remove_failed and remove(item) else "fails its checksums"
+        what = "fails its checksums"
+        if remove_failed:
+            what = "removed" if remove(item) else f"{what}; kept: a running job holds it"
         print(f"{item.label}: {what}", file=sys.stderr)
     print(f"{len(entries) - len(failed)} of {len(entries)} entries verified")
     return 1 if failed and not remove_failed else 0
