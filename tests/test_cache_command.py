@@ -3,7 +3,7 @@ through the command's entry point on a cache built by the store itself."""
 
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -110,7 +110,10 @@ def test_verify_rehashes_everything_and_removes_what_fails_when_asked(cache, cap
     [
         (["rm"], "needs NAME(s) or --older-than"),
         (["rm", "nothing-here"], "kd cache rm nothing-here: no such item"),
-        (["rm", "--older-than", "last week"], "--older-than=last week: not a date or an age"),
+        (
+            ["rm", "--older-than", "last week"],
+            "--older-than=last week: not a date, a time or an age",
+        ),
     ],
 )
 def test_bad_input_exits_2_naming_what_to_fix(cache, capsys, args, message):
@@ -124,7 +127,27 @@ def test_a_missing_cache_dir_exits_2(tmp_path, capsys):
 
 
 def test_older_than_takes_dates_and_ages():
-    now = datetime(2026, 11, 30, 12, 0)
-    assert cutoff("2026-11-01", now) == datetime(2026, 11, 1)
-    assert cutoff("30d", now) == datetime(2026, 10, 31, 12, 0)
-    assert cutoff("12h", now) == datetime(2026, 11, 30, 0, 0)
+    now = datetime(2026, 11, 30, 12, 0).astimezone()
+    assert cutoff("2026-11-01", now) == datetime(2026, 11, 1).astimezone()
+    assert cutoff("30d", now) == now - timedelta(days=30)
+    assert cutoff("12h", now) == now - timedelta(hours=12)
+
+
+@pytest.mark.parametrize(
+    "when, utc",
+    [
+        ("2026-11-01T12:00Z", datetime(2026, 11, 1, 12, 0)),
+        ("2020-01-01T00:00+00:00", datetime(2020, 1, 1)),
+        ("2026-11-01T12:00+02:00", datetime(2026, 11, 1, 10, 0)),
+    ],
+)
+def test_older_than_takes_times_with_a_zone(when, utc):
+    assert cutoff(when) == utc.replace(tzinfo=timezone.utc)
+
+
+def test_rm_older_than_a_time_with_a_zone_compares_with_the_items_times(cache, capsys):
+    month_ago = datetime.now(timezone.utc) - timedelta(days=30)
+    when = month_ago.strftime("%Y-%m-%dT%H:%MZ")
+    code, out, _ = kd_cache(capsys, cache, "rm", "--older-than", when)
+    assert code == 0 and out.startswith("removed teachers/resnet8-bbbb (")
+    assert len(out.splitlines()) == 1

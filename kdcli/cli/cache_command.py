@@ -43,7 +43,8 @@ def add_cache_parser(commands: argparse._SubParsersAction) -> None:
     rm.add_argument(
         "--older-than",
         metavar="WHEN",
-        help="last used before WHEN: a date (2026-11-01) or an age (30d, 12h)",
+        help="last used before WHEN: a date (2026-11-01), a time (2026-11-01T12:00, local "
+        "unless it names a zone: 2026-11-01T12:00Z, ...+02:00) or an age (30d, 12h)",
     )
     rm.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     verify_parser = actions.add_parser(
@@ -92,17 +93,22 @@ def _list(items: list[Item], root: Path) -> int:
 
 
 def cutoff(when: str, now: datetime | None = None) -> datetime:
-    """`--older-than`: a date, or an age such as 30d / 12h / 45m before now."""
-    now = now or datetime.now()
-    age = re.fullmatch(r"(\d+)([dhm])", when.strip())
-    if age:
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[age.group(2)]
-        return now - timedelta(**{unit: int(age.group(1))})
+    """`--older-than`: a date or time (ISO 8601, in local time unless it names a time zone),
+    or an age such as 30d / 12h / 45m before now. Time-zone aware, as the items' times are."""
+    now = (now or datetime.now()).astimezone()
+    text = when.strip()
+    age = re.fullmatch(r"(\d+)([dhm])", text)
     try:
-        return datetime.fromisoformat(when)
-    except ValueError:
+        if age:
+            unit = {"d": "days", "h": "hours", "m": "minutes"}[age.group(2)]
+            return now - timedelta(**{unit: int(age.group(1))})
+        if text[-1:] in ("Z", "z"):  # UTC; Python 3.10's fromisoformat does not read the Z
+            text = f"{text[:-1]}+00:00"
+        return datetime.fromisoformat(text).astimezone()  # a naive time: local
+    except (ValueError, OverflowError):
         raise UserError(
-            f"--older-than={when}: not a date or an age. Give e.g. 2026-11-01 or 30d."
+            f"--older-than={when}: not a date, a time or an age. Give e.g. 2026-11-01, "
+            "2026-11-01T12:00Z or 30d."
         ) from None
 
 

@@ -28,7 +28,7 @@ class Item:
     name: str  # <name>-<fingerprint>
     path: Path
     bytes: int
-    last_used: datetime  # an entry's last reuse (or creation); a state's last save
+    last_used: datetime  # an entry's last reuse (or creation); a state's last save (aware)
     in_progress: bool  # a training state, not a finished entry
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -60,11 +60,11 @@ def scan(root: Path) -> list[Item]:
                 items.append(_entry(kind.name, path))
             elif path.is_dir() and path.name.endswith(PARTIAL_SUFFIX):
                 name = path.name.removesuffix(PARTIAL_SUFFIX)
-                used = datetime.fromtimestamp(path.stat().st_mtime)
+                used = modified(path)
                 items.append(Item(kind.name, name, path, _files_size(path), used, True))
             elif path.is_file() and path.name.endswith(STATE_SUFFIX):
                 name = path.name.removesuffix(STATE_SUFFIX)
-                used = datetime.fromtimestamp(path.stat().st_mtime)
+                used = modified(path)
                 items.append(Item(kind.name, name, path, path.stat().st_size, used, True))
     return items
 
@@ -74,8 +74,14 @@ def _entry(kind: str, path: Path) -> Item:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError):
         manifest = {}
-    used = datetime.fromtimestamp((path / MANIFEST).stat().st_mtime)
+    used = modified(path / MANIFEST)
     return Item(kind, path.name, path, _files_size(path), used, False, manifest)
+
+
+def modified(path: Path) -> datetime:
+    """When `path` was last modified, in the local time zone (aware, so that it compares with
+    a time given with any time zone)."""
+    return datetime.fromtimestamp(path.stat().st_mtime).astimezone()
 
 
 def _files_size(directory: Path) -> int:
