@@ -1,7 +1,9 @@
 """`kd cache ls | rm | verify` (kdcli/cli/cache_command.py, kdcli/store/inventory.py), run
 through the command's entry point on a cache built by the store itself."""
 
+import io
 import os
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from kdcli.cli.cache_command import cutoff
 from kdcli.cli.main import main
 from kdcli.store.cache import ArtifactCache, file_lock
+from kdcli.store.inventory import scan
 
 
 def write(content: bytes):
@@ -59,7 +62,7 @@ def test_rm_by_name_and_by_age_leaves_the_rest(cache, capsys):
     assert len(out.splitlines()) == 1
     assert (cache / "teachers" / "resnet8-bbbb").is_dir()
 
-    code, out, _ = kd_cache(capsys, cache, "rm", "--older-than", "30d", "soft_labels/")
+    code, out, _ = kd_cache(capsys, cache, "rm", "--older-than", "30d", "soft_labels/", "--yes")
     assert code == 0
     assert not (cache / "teachers" / "resnet8-bbbb").exists()
     assert not (cache / "soft_labels" / "resnet8-cccc").exists()
@@ -108,7 +111,7 @@ def test_verify_rehashes_everything_and_removes_what_fails_when_asked(cache, cap
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["rm"], "needs NAME(s) or --older-than"),
+        (["rm"], "needs NAME(s), --older-than WHEN or --all"),
         (["rm", "nothing-here"], "kd cache rm nothing-here: no such item"),
         (
             ["rm", "--older-than", "last week"],
@@ -151,3 +154,61 @@ def test_rm_older_than_a_time_with_a_zone_compares_with_the_items_times(cache, c
     code, out, _ = kd_cache(capsys, cache, "rm", "--older-than", when)
     assert code == 0 and out.startswith("removed teachers/resnet8-bbbb (")
     assert len(out.splitlines()) == 1
+
+
+def names(cache: Path) -> list[str]:
+    return [item.label for item in scan(cache)]
+
+
+RESNET8 = ["soft_labels/resnet8-cccc", "teachers/resnet8-aaaa", "teachers/resnet8-bbbb"]
+
+
+@pytest.mark.parametrize("name", ["", "/", ".", "./", " "])
+def test_rm_refuses_a_name_that_would_match_the_whole_cache(cache, capsys, name):
+    before = names(cache)
+    code, _, err = kd_cache(capsys, cache, "rm", name)
+    assert code == 2 and f'kd cache rm "{name}": not the name of an item' in err
+    assert "--all" in err and names(cache) == before
+
+
+def test_rm_refuses_a_prefix_of_every_item_unless_all(tmp_path, capsys):
+    store = ArtifactCache(tmp_path)
+    store.get_or_make("teachers", "resnet8", "aaaa", write(b"a"))
+    store.get_or_make("teachers", "resnet8", "bbbb", write(b"b"))
+    store.release()
+    code, _, err = kd_cache(capsys, tmp_path, "rm", "teachers/resnet8")
+    assert code == 2 and "matches every item in the cache (2)" in err and len(names(tmp_path)) == 2
+    code, _, err = kd_cache(capsys, tmp_path, "rm", "--all", "teachers/resnet8")
+    assert code == 2 and "--all removes every item: give it without NAME(s)" in err
+    code, out, _ = kd_cache(capsys, tmp_path, "rm", "--all", "--yes")
+    assert code == 0 and out.count("removed teachers/") == 2 and names(tmp_path) == []
+
+
+class Terminal(io.StringIO):
+    """What a user types at a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer, removed", [("y\n", True), ("yes\n", True), ("\n", False)])
+def test_rm_of_several_items_asks_at_a_terminal(cache, capsys, monkeypatch, answer, removed):
+    monkeypatch.setattr(sys, "stdin", Terminal(answer))
+    code, out, _ = kd_cache(capsys, cache, "rm", "teachers/")
+    assert code == 0 and "will remove teachers/resnet8-aaaa (" in out
+    assert "remove these 2 items? [y/N]" in out
+    assert ("teachers/resnet8-bbbb" not in names(cache)) is removed
+    assert ("nothing removed" in out) is not removed
+
+
+def test_rm_of_several_items_without_a_terminal_needs_yes(cache, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # a pipe: no one to ask
+    before = names(cache)
+    code, out, err = kd_cache(capsys, cache, "rm", "resnet8-")
+    assert code == 2 and "3 items match (listed above)" in err and "Add --yes" in err
+    assert [line.split()[2] for line in out.splitlines()] == RESNET8
+    assert names(cache) == before
+    code, out, _ = kd_cache(capsys, cache, "rm", "--all", "--dry-run")
+    assert code == 0 and out.count("would remove") == 4 and names(cache) == before
+    code, _, _ = kd_cache(capsys, cache, "rm", "teachers/resnet8-aaaa")  # one: no question
+    assert code == 0 and "teachers/resnet8-aaaa" not in names(cache)
