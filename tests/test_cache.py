@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from kd_processes import run_processes
 
+from kdcli.errors import RunError
 from kdcli.store import cache as cache_module
 from kdcli.store import use_lock
-from kdcli.store.cache import ArtifactCache, file_lock, fingerprint, read_verified
+from kdcli.store.cache import ArtifactCache, file_lock, fingerprint, read_verified, vanished
 from kdcli.store.use_lock import try_exclusive
 
 
@@ -211,3 +212,17 @@ def test_without_flock_a_run_holds_nothing_and_the_cache_still_works(tmp_path, m
         cache.get_or_make("things", "x", "k", write_file(b"good"))
         assert cache.get_or_make("things", "x", "k", write_file(b"new")).reused
         assert unused(cache.use_path("things", "x", "k"))
+
+
+def test_a_cache_file_missing_while_a_run_reads_it_is_a_run_error_naming_the_entry(tmp_path):
+    root = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError) as missing:
+        (root / "teachers" / "t-k" / "model.pt").stat()
+    error = vanished(missing.value, root)
+    assert isinstance(error, RunError)
+    assert str(error).startswith(f"the cache entry teachers/t-k in {root} vanished")
+    assert "Run the same command again" in str(error) and "\n" not in str(error)
+    with pytest.raises(FileNotFoundError) as elsewhere:
+        (tmp_path / "data.npy").stat()
+    assert vanished(elsewhere.value, root) is None
+    assert vanished(PermissionError(13, "denied", str(root / "t")), root) is None

@@ -34,7 +34,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from kdcli.errors import out_of_space
+from kdcli.errors import RunError, out_of_space
 from kdcli.store import use_lock
 from kdcli.store.atomic import write_json_atomic
 
@@ -253,3 +253,21 @@ def _remove_leftovers(path: Path) -> None:
     for leftover in path.parent.glob(f".{path.name}.*"):
         log.info("removing %s, left by a build that did not finish", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def vanished(error: BaseException, root: str | os.PathLike) -> RunError | None:
+    """The message for a file of the cache under `root` that was missing when a run read it
+    (an entry deleted by hand while the run used it), None for any other error."""
+    if not isinstance(error, FileNotFoundError):
+        return None
+    if not isinstance(error.filename, (str, bytes, os.PathLike)):
+        return None
+    cache = Path(os.path.abspath(root))
+    missing = Path(os.path.abspath(os.fsdecode(error.filename)))
+    if cache not in missing.parents:
+        return None
+    entry = "/".join(missing.relative_to(cache).parts[:2])
+    return RunError(
+        f"the cache entry {entry} in {root} vanished while this run used it ({missing} is "
+        "gone: deleted by hand?). Run the same command again: it builds the entry anew."
+    )
