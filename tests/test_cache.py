@@ -4,14 +4,18 @@ import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from kd_processes import run_processes
 
+from kdcli.errors import RunError
 from kdcli.store import cache as cache_module
-from kdcli.store.cache import ArtifactCache, file_lock, fingerprint, read_verified
+from kdcli.store import use_lock
+from kdcli.store.cache import ArtifactCache, file_lock, fingerprint, read_verified, vanished
+from kdcli.store.use_lock import try_exclusive
 
 
 def write_file(content: bytes):
@@ -46,7 +50,8 @@ def test_a_failed_build_leaves_no_entry(tmp_path):
     with pytest.raises(RuntimeError):
         cache.get_or_make("things", "x", "k", broken)
     assert list((tmp_path / "things").glob("x-k")) == []
-    assert [p for p in (tmp_path / "things").iterdir() if not p.name.endswith(".lock")] == []
+    left = [p for p in (tmp_path / "things").iterdir() if not p.name.endswith((".lock", ".use"))]
+    assert left == []
 
 
 def test_a_corrupted_entry_is_rebuilt_not_trusted(tmp_path):
@@ -156,3 +161,68 @@ def test_a_copied_cache_is_hashed_once_then_trusted_by_size_and_time(tmp_path, m
     assert len(hashed) == 1, "the manifest now holds the copy's sizes and times"
     manifest = copy.entry_path("things", "x", "k") / "manifest.json"
     assert manifest.stat().st_mtime_ns >= used
+
+
+def unused(path: Path) -> bool:
+    """Whether `kd cache rm` could take the use lock at `path` now."""
+    with try_exclusive(path) as free:
+        return free
+
+
+def test_an_entry_is_held_for_use_from_before_its_check_until_release(tmp_path, monkeypatch):
+    cache = ArtifactCache(tmp_path)
+    use = cache.use_path("things", "x", "k")
+    with cache:
+        cache.get_or_make("things", "x", "k", write_file(b"good"))
+        assert not unused(use), "a build holds the entry it made"
+    assert unused(use)
+    held_when_checked = []
+    real = cache_module.read_verified
+    monkeypatch.setattr(
+        cache_module,
+        "read_verified",
+        lambda *a: held_when_checked.append(not unused(use)) or real(*a),
+    )
+    with cache:
+        assert cache.get_or_make("things", "x", "k", write_file(b"new")).reused
+        assert held_when_checked == [True], "no window between the check and the lock"
+    assert unused(use)
+
+
+def test_an_entry_in_use_elsewhere_is_still_rebuilt_when_corrupt(tmp_path):
+    using = ArtifactCache(tmp_path)
+    entry = using.get_or_make("things", "x", "k", write_file(b"good"))
+    entry.file("data.bin").write_bytes(b"bad")
+    rebuilt = []
+    other = threading.Thread(
+        target=lambda: rebuilt.append(
+            ArtifactCache(tmp_path).get_or_make("things", "x", "k", write_file(b"good"))
+        ),
+        daemon=True,  # were it blocked, it would not keep pytest from ending
+    )
+    other.start()
+    other.join(30)
+    assert rebuilt and rebuilt[0].reused is False, "a shared use lock does not block a build"
+    assert entry.file("data.bin").read_bytes() == b"good"
+
+
+def test_without_flock_a_run_holds_nothing_and_the_cache_still_works(tmp_path, monkeypatch):
+    monkeypatch.setattr(use_lock, "fcntl", None)  # Windows
+    with ArtifactCache(tmp_path) as cache:
+        cache.get_or_make("things", "x", "k", write_file(b"good"))
+        assert cache.get_or_make("things", "x", "k", write_file(b"new")).reused
+        assert unused(cache.use_path("things", "x", "k"))
+
+
+def test_a_cache_file_missing_while_a_run_reads_it_is_a_run_error_naming_the_entry(tmp_path):
+    root = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError) as missing:
+        (root / "teachers" / "t-k" / "model.pt").stat()
+    error = vanished(missing.value, root)
+    assert isinstance(error, RunError)
+    assert str(error).startswith(f"the cache entry teachers/t-k in {root} vanished")
+    assert "Run the same command again" in str(error) and "\n" not in str(error)
+    with pytest.raises(FileNotFoundError) as elsewhere:
+        (tmp_path / "data.npy").stat()
+    assert vanished(elsewhere.value, root) is None
+    assert vanished(PermissionError(13, "denied", str(root / "t")), root) is None

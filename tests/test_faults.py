@@ -45,7 +45,7 @@ def test_a_full_disk_while_building_an_entry_leaves_no_entry(tmp_path, no_room):
 
     with pytest.raises(RunError, match="out of space writing .*soft_labels/t-k"):
         cache.get_or_make("soft_labels", "t", "k", make)
-    assert [p.name for p in (tmp_path / "soft_labels").iterdir()] == ["t-k.lock"]
+    assert sorted(p.name for p in (tmp_path / "soft_labels").iterdir()) == ["t-k.lock", "t-k.use"]
 
 
 def small_files_only() -> None:
@@ -69,4 +69,5 @@ def test_kd_train_without_room_to_write_exits_1_with_one_message(tmp_path):
     assert "kd: failed: out of space writing outputs/cache/teachers/" in done.stderr
     assert "run the same command again" in done.stderr
     cache = tmp_path / "outputs" / "cache"
-    assert [p.name for p in (cache / "teachers").iterdir() if not p.name.endswith(".lock")] == []
+    locks = (".lock", ".use")
+    assert [p.name for p in (cache / "teachers").iterdir() if not p.name.endswith(locks)] == []

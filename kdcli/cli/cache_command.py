@@ -37,14 +37,19 @@ def add_cache_parser(commands: argparse._SubParsersAction) -> None:
         help="remove entries or states by name, or those unused since a date",
         description="Remove items by name (a prefix of <kind>/<name>-<fingerprint> or of "
         "<name>-<fingerprint>, as `kd cache ls` shows them) or all items last used before "
-        "--older-than. Items that a running job holds are left alone.",
+        "--older-than. Items that a running job holds (building, training or using them) are "
+        "left alone. An empty name, `/`, `.` or a name that matches every item is refused: "
+        "--all removes everything. More than one item is removed only after a yes (--yes).",
     )
     rm.add_argument("names", nargs="*", metavar="NAME")
     rm.add_argument(
         "--older-than",
         metavar="WHEN",
-        help="last used before WHEN: a date (2026-11-01) or an age (30d, 12h)",
+        help="last used before WHEN: a date (2026-11-01), a time (2026-11-01T12:00, local "
+        "unless it names a zone: 2026-11-01T12:00Z, ...+02:00) or an age (30d, 12h)",
     )
+    rm.add_argument("--all", action="store_true", help="remove every item (give no NAME)")
+    rm.add_argument("--yes", action="store_true", help="remove more than one item without asking")
     rm.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     verify_parser = actions.add_parser(
         "verify", help="re-hash every file of every entry (kd train checks sizes and times)"
@@ -92,44 +97,110 @@ def _list(items: list[Item], root: Path) -> int:
 
 
 def cutoff(when: str, now: datetime | None = None) -> datetime:
-    """`--older-than`: a date, or an age such as 30d / 12h / 45m before now."""
-    now = now or datetime.now()
-    age = re.fullmatch(r"(\d+)([dhm])", when.strip())
-    if age:
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[age.group(2)]
-        return now - timedelta(**{unit: int(age.group(1))})
+    """`--older-than`: a date or time (ISO 8601, in local time unless it names a time zone),
+    or an age such as 30d / 12h / 45m before now. Time-zone aware, as the items' times are."""
+    now = (now or datetime.now()).astimezone()
+    text = when.strip()
+    age = re.fullmatch(r"(\d+)([dhm])", text)
     try:
-        return datetime.fromisoformat(when)
-    except ValueError:
+        if age:
+            unit = {"d": "days", "h": "hours", "m": "minutes"}[age.group(2)]
+            return now - timedelta(**{unit: int(age.group(1))})
+        if text[-1:] in ("Z", "z"):  # UTC; Python 3.10's fromisoformat does not read the Z
+            text = f"{text[:-1]}+00:00"
+        return datetime.fromisoformat(text).astimezone()  # a naive time: local
+    except (ValueError, OverflowError):
         raise UserError(
-            f"--older-than={when}: not a date or an age. Give e.g. 2026-11-01 or 30d."
+            f"--older-than={when}: not a date, a time or an age. Give e.g. 2026-11-01, "
+            "2026-11-01T12:00Z or 30d."
         ) from None
 
 
 def _remove(items: list[Item], args: argparse.Namespace) -> int:
-    if not args.names and not args.older_than:
-        raise UserError(
-            "kd cache rm needs NAME(s) or --older-than WHEN; `kd cache ls` shows the names."
-        )
-    chosen = [i for i in items if any(_matches(i, n) for n in args.names)]
-    for name in args.names:
-        if not any(_matches(i, name) for i in items):
-            raise UserError(f"kd cache rm {name}: no such item; `kd cache ls` shows the names.")
-    if args.older_than:
-        before = cutoff(args.older_than)
-        chosen += [i for i in items if i.last_used < before and i not in chosen]
+    chosen = _chosen(items, args)
+    if not chosen:
+        print("nothing to remove")
+        return 0
+    if args.dry_run:
+        for item in chosen:
+            print(f"would remove {_described(item)}")
+        return 0
+    if len(chosen) > 1 and not args.yes and not _confirmed(chosen):
+        print("nothing removed")
+        return 0
     kept = 0
     for item in chosen:
-        if args.dry_run:
-            print(f"would remove {item.label} ({_size(item.bytes)})")
-        elif remove(item):
-            print(f"removed {item.label} ({_size(item.bytes)})")
+        if remove(item):
+            print(f"removed {_described(item)}")
         else:
             kept += 1
             print(f"kept {item.label}: a running job holds it", file=sys.stderr)
-    if not chosen:
-        print("nothing to remove")
     return 1 if kept else 0
+
+
+def _chosen(items: list[Item], args: argparse.Namespace) -> list[Item]:
+    """The items that `kd cache rm` was asked to remove; refuses names that would match
+    everything by accident."""
+    if args.all:
+        if args.names or args.older_than:
+            raise UserError(
+                "kd cache rm --all removes every item: give it without NAME(s) and without "
+                "--older-than, or drop --all to remove only what they select."
+            )
+        return items
+    if not args.names and not args.older_than:
+        raise UserError(
+            "kd cache rm needs NAME(s), --older-than WHEN or --all; `kd cache ls` shows the names."
+        )
+    for name in args.names:
+        _check_name(name, items)
+    chosen = [i for i in items if any(_matches(i, n) for n in args.names)]
+    if args.older_than:
+        before = cutoff(args.older_than)
+        chosen += [i for i in items if i.last_used < before and i not in chosen]
+    return chosen
+
+
+def _check_name(name: str, items: list[Item]) -> None:
+    """Refuse a NAME that matches nothing, or everything (an empty one, `/`, `.`, a prefix
+    of every item): an unset shell variable must not empty the cache."""
+    if name.strip().rstrip("/") in ("", ".", ".."):
+        raise UserError(
+            f'kd cache rm "{name}": not the name of an item (an unset shell variable?); it '
+            "would match the whole cache, so nothing was removed. Give a name that "
+            "`kd cache ls` shows, or --all to remove every item."
+        )
+    matched = [i for i in items if _matches(i, name)]
+    if not matched:
+        raise UserError(f"kd cache rm {name}: no such item; `kd cache ls` shows the names.")
+    if len(matched) == len(items) > 1:
+        raise UserError(
+            f"kd cache rm {name}: matches every item in the cache ({len(items)}), so nothing "
+            "was removed. Give a longer name (`kd cache ls` shows them), or --all to remove "
+            "every item."
+        )
+
+
+def _confirmed(chosen: list[Item]) -> bool:
+    """Whether to remove `chosen` (more than one item): listed, then asked at a terminal; from
+    a script or a pipe, only --yes says so."""
+    for item in chosen:
+        print(f"will remove {_described(item)}")
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UserError(
+            f"kd cache rm: {len(chosen)} items match (listed above) and stdin is not a "
+            "terminal to ask whether to remove them, so nothing was removed. Add --yes to "
+            "remove them all, or --dry-run to only list them."
+        )
+    try:
+        answer = input(f"remove these {len(chosen)} items? [y/N] ")
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _described(item: Item) -> str:
+    return f"{item.label} ({_size(item.bytes)})"
 
 
 def _matches(item: Item, name: str) -> bool:
@@ -141,7 +212,9 @@ def _verify(items: list[Item], remove_failed: bool) -> int:
     entries = [i for i in items if not i.in_progress]
     failed = [i for i in entries if not verify(i)]
     for item in failed:
-        what = "removed" if remove_failed and remove(item) else "fails its checksums"
+        what = "fails its checksums"
+        if remove_failed:
+            what = "removed" if remove(item) else f"{what}; kept: a running job holds it"
         print(f"{item.label}: {what}", file=sys.stderr)
     print(f"{len(entries) - len(failed)} of {len(entries)} entries verified")
     return 1 if failed and not remove_failed else 0

@@ -24,6 +24,7 @@ from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
 from kdcli.errors import RunError, UserError, out_of_space
+from kdcli.store.cache import vanished
 
 DEBUG_FLAG = "--debug"
 MULTIRUN_FLAGS = ("-m", "--multirun")  # anywhere on `kd train`'s command line
@@ -84,11 +85,11 @@ def _train_job(cfg: DictConfig) -> float | None:
         sys.exit(report_error(error))
     except Interrupted as stop:
         sys.exit(report_interrupt(stop))
-    except OSError as error:
-        full = out_of_space(error, None)
-        if full is None:
+    except OSError as error:  # a full disk, or a cache entry deleted by hand meanwhile
+        failure = out_of_space(error, None) or vanished(error, cfg.cache_dir)
+        if failure is None:
             raise
-        sys.exit(report_error(full))
+        sys.exit(report_error(failure))
     except torch.OutOfMemoryError:
         sys.exit(
             report_error(

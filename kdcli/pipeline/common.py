@@ -193,6 +193,9 @@ def get_or_make(
 
     Rank 0 takes the entry's lock as usual. When it has to build, it tells the other ranks,
     which run `make` into a throwaway directory; then all ranks use the entry rank 0 wrote.
+    Rank 0's use lock also covers the other ranks' reads of the entry: it is taken before rank 0
+    checks the entry, so before any rank reads it, and held until rank 0's run ends, after
+    theirs (they skip the evaluation; a rank that dies takes the whole group down).
     """
     if not distributed.active():
         return cache.get_or_make(kind, name, key, make)

@@ -31,12 +31,19 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
 
     Under torchrun, every rank trains; rank 0 alone writes, evaluates and returns the report
     (the other ranks return None).
+
+    The cache entries the run reuses or builds stay locked for use until it ends, so that
+    `kd cache rm` leaves them (under torchrun rank 0 takes them, and it ends last).
     """
     run_dir = distributed.shared_run_dir(run_dir)
-    task = built.task
-    data, loss_fn = built.data, built.loss_fn
-    cache = ArtifactCache(cfg.cache_dir, made_by(run_dir))
-    ctx = Context(cfg, data, task, cache, device, run_dir)
+    with ArtifactCache(cfg.cache_dir, made_by(run_dir)) as cache:
+        return _stages(Context(cfg, built.data, built.task, cache, device, run_dir), built)
+
+
+def _stages(ctx: Context, built: Any) -> dict[str, Any] | None:
+    """`run`'s stages, in order, with the run's context."""
+    cfg, data, task, device, run_dir = ctx.cfg, ctx.data, ctx.task, ctx.device, ctx.run_dir
+    loss_fn = built.loss_fn
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

@@ -10,7 +10,9 @@ manifest's own modification time is the entry's last use.
 
 Parallel jobs that want the same entry take an exclusive lock on `<entry>.lock` (filelock): one
 builds, the others wait and then reuse it. The kernel releases the lock when its holder
-dies, so a killed job never blocks the rest.
+dies, so a killed job never blocks the rest. A job also holds a shared lock on `<entry>.use`
+(store/use_lock.py) from before it checks an entry until it ends, so `kd cache rm` leaves the
+entries that running jobs use.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +34,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from kdcli.errors import out_of_space
+from kdcli.errors import RunError, out_of_space
+from kdcli.store import use_lock
 from kdcli.store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -138,9 +142,25 @@ def try_lock(path: Path) -> Iterator[bool]:
 
 
 class ArtifactCache:
+    """The cache under `root`. The use locks of the entries it returned are held until
+    `release()` (the end of a `with` block), until the cache is garbage, or until the process
+    ends: a run keeps its cache for as long as it runs."""
+
     def __init__(self, root: str | os.PathLike, made_by: dict[str, Any] | None = None) -> None:
         self.root = Path(root)
         self.made_by = made_by or {}  # recorded in the manifests of entries built here
+        self._in_use: dict[Path, int] = {}  # use file -> the descriptor holding its lock
+        weakref.finalize(self, use_lock.release, self._in_use)
+
+    def __enter__(self) -> ArtifactCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the use locks: `kd cache rm` may remove the entries again."""
+        use_lock.release(self._in_use)
 
     def entry_path(self, kind: str, name: str, key: str) -> Path:
         return self.root / kind / f"{name}-{key}"
@@ -156,6 +176,17 @@ class ArtifactCache:
     def lock_path(self, kind: str, name: str, key: str) -> Path:
         return self.root / kind / f"{name}-{key}.lock"
 
+    def use_path(self, kind: str, name: str, key: str) -> Path:
+        return self.root / kind / f"{name}-{key}{use_lock.USE_SUFFIX}"
+
+    def hold(self, kind: str, name: str, key: str) -> None:
+        """Take the entry's shared use lock (once), kept until `release`."""
+        path = self.use_path(kind, name, key)
+        if path not in self._in_use:
+            descriptor = use_lock.hold_shared(path)
+            if descriptor is not None:
+                self._in_use[path] = descriptor
+
     def get_or_make(
         self,
         kind: str,
@@ -165,9 +196,11 @@ class ArtifactCache:
     ) -> Entry:
         """Return the entry for `key`, building it with `make(tmp_dir)` if absent or corrupt.
 
-        `make` writes its files into `tmp_dir` and returns extra manifest fields.
+        `make` writes its files into `tmp_dir` and returns extra manifest fields. The entry's
+        use lock is taken before it is checked: from then on `kd cache rm` leaves it alone.
         """
         path = self.entry_path(kind, name, key)
+        self.hold(kind, name, key)
         manifest = read_verified(path)
         if manifest is not None:
             mark_used(path)
@@ -220,3 +253,21 @@ def _remove_leftovers(path: Path) -> None:
     for leftover in path.parent.glob(f".{path.name}.*"):
         log.info("removing %s, left by a build that did not finish", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def vanished(error: BaseException, root: str | os.PathLike) -> RunError | None:
+    """The message for a file of the cache under `root` that was missing when a run read it
+    (an entry deleted by hand while the run used it), None for any other error."""
+    if not isinstance(error, FileNotFoundError):
+        return None
+    if not isinstance(error.filename, (str, bytes, os.PathLike)):
+        return None
+    cache = Path(os.path.abspath(root))
+    missing = Path(os.path.abspath(os.fsdecode(error.filename)))
+    if cache not in missing.parents:
+        return None
+    entry = "/".join(missing.relative_to(cache).parts[:2])
+    return RunError(
+        f"the cache entry {entry} in {root} vanished while this run used it ({missing} is "
+        "gone: deleted by hand?). Run the same command again: it builds the entry anew."
+    )
