@@ -85,7 +85,7 @@ def read_verified(path: Path, full: bool = False) -> dict[str, Any] | None:
     unless `full`; when only the times changed (a copied cache) and the hashes still match,
     the manifest is updated so the next check is quick again."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = well_formed(json.loads((path / MANIFEST).read_text()), path)
         files, stats = manifest["files"], manifest.get("stats", {})
         changed = False
         for name, digest in files.items():
@@ -99,7 +99,7 @@ def read_verified(path: Path, full: bool = False) -> dict[str, Any] | None:
             stats[name] = stat
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         log.warning("cache entry %s is unreadable (%s); rebuilding it", path, error)
         return None
     if changed:
@@ -107,6 +107,36 @@ def read_verified(path: Path, full: bool = False) -> dict[str, Any] | None:
             used = (path / MANIFEST).stat().st_mtime_ns  # the last use stays what it was
             write_json_atomic(path / MANIFEST, {**manifest, "stats": stats})
             os.utime(path / MANIFEST, ns=(used, used))
+    return manifest
+
+
+# the manifest fields kdcli reads, and the kinds of value they hold
+FIELDS: dict[str, tuple[type, ...]] = {
+    "fingerprint": (str,),
+    "files": (dict,),
+    "stats": (dict,),
+    "images_per_s": (int, float, type(None)),
+    "resumed_from": (str, type(None)),
+    "dtype": (str,),
+    "topk": (int, type(None)),
+}
+
+
+def well_formed(manifest: Any, path: Path) -> dict[str, Any]:
+    """`manifest` when it has the shape kdcli writes (a ValueError otherwise): the fields
+    kdcli reads hold what they should, and `files` names at least one file of the entry
+    itself (a plain name: nothing outside the entry is read or trusted)."""
+    if not isinstance(manifest, dict) or not manifest.get("files"):
+        raise ValueError("not a kdcli manifest")
+    for field, kinds in FIELDS.items():
+        value = manifest.get(field)
+        if field in manifest and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise ValueError(f"{field} holds a {type(value).__name__}")
+    if manifest.get("fingerprint") not in (None, path.name.rsplit("-", 1)[-1]):
+        raise ValueError("its fingerprint is another entry's")
+    for name, digest in manifest["files"].items():
+        if not isinstance(digest, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"files names {name[:100]!r}, not a file of the entry")
     return manifest
 
 

@@ -46,7 +46,8 @@ class Item:
 
     def made_by(self) -> str:
         """The `kd train` command that built the entry, when recorded."""
-        return str((self.manifest.get("made_by") or {}).get("command", ""))
+        made_by = self.manifest.get("made_by")
+        return str(made_by.get("command", "")) if isinstance(made_by, dict) else ""
 
 
 def scan(root: Path) -> list[Item]:
@@ -72,8 +73,10 @@ def scan(root: Path) -> list[Item]:
 def _entry(kind: str, path: Path) -> Item:
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         manifest = {}
+    if not isinstance(manifest, dict):
+        manifest = {}  # not kdcli's: listed, and rebuilt when a run needs the entry
     used = modified(path / MANIFEST)
     return Item(kind, path.name, path, _files_size(path), used, False, manifest)
 
