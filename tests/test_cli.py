@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 from kd_settings import TINY
 
-from kdcli.cli.main import build_parser
+from kdcli.cli.main import build_parser, main
+from kdcli.errors import LONGEST_MESSAGE, LONGEST_WORD, shorten
 
 
 def test_kd_help_lists_the_subcommands(kd):
@@ -83,3 +85,27 @@ def test_multirun_with_cfg_is_refused_without_a_traceback(kd, tmp_path):
     assert "--multirun and --cfg cannot go together" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("a" * 10_000 + "=1", "no setting has a name that long (10000 characters"),
+        ("seed=" + "7a" * 5_000, "must be a whole number"),
+        ("hydra.run.dir=" + "d" * 10_000, "kd cannot make a directory there"),
+        ("teacher.checkpoint=" + "c" * 10_000, "no such file"),
+    ],
+)
+def test_a_10000_character_key_or_value_is_refused_in_a_short_message(capsys, override, expected):
+    assert main(["train", override]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "characters cut" in err
+    assert len(err) < 2 * LONGEST_WORD + 400 and "Traceback" not in err
+
+
+def test_shorten_cuts_long_words_and_long_messages():
+    assert shorten("seed='abc' must be a number") == "seed='abc' must be a number"
+    cut = shorten("x=" + "a" * 1000 + " must be short")
+    assert cut.startswith("x=" + "a" * 148) and cut.endswith("a" * 150 + " must be short")
+    assert "(702 characters cut)" in cut
+    assert len(shorten("word " * 1000)) < LONGEST_MESSAGE + 40

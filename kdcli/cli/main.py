@@ -23,7 +23,7 @@ from kdcli.cli.export_command import add_export_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
-from kdcli.errors import RunError, UserError, out_of_space
+from kdcli.errors import RunError, UserError, name_too_long, out_of_space, shorten
 
 DEBUG_FLAG = "--debug"
 MULTIRUN_FLAGS = ("-m", "--multirun")  # anywhere on `kd train`'s command line
@@ -35,11 +35,12 @@ def _debugging() -> bool:
 
 
 def report_error(error: UserError | RunError) -> int:
-    """Print one short paragraph on stderr (a traceback only when debugging); return the code."""
+    """Print one short paragraph on stderr (a traceback only when debugging); return the code.
+    What the message quotes from the input is cut to a readable length (errors.shorten)."""
     if _debugging():
         raise error
     kind = "error" if isinstance(error, UserError) else "failed"
-    print(f"kd: {kind}: {error}", file=sys.stderr)
+    print(f"kd: {kind}: {shorten(str(error))}", file=sys.stderr)
     return error.exit_code
 
 
@@ -85,10 +86,10 @@ def _train_job(cfg: DictConfig) -> float | None:
     except Interrupted as stop:
         sys.exit(report_interrupt(stop))
     except OSError as error:
-        full = out_of_space(error, None)
-        if full is None:
+        known = out_of_space(error, None) or name_too_long(error)
+        if known is None:
             raise
-        sys.exit(report_error(full))
+        sys.exit(report_error(known))
     except torch.OutOfMemoryError:
         sys.exit(
             report_error(
