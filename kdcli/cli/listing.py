@@ -124,8 +124,10 @@ def _model_configs(
 
 
 def _modality(cfg: DictConfig, role: str) -> str:
-    """What a model reads: the language models live in kdcli/models/lm/, and read text."""
-    return "text" if str(cfg[role].model._target_).startswith("kdcli.models.lm.") else "image"
+    """What a model reads (kdcli/config/modality.py)."""
+    from kdcli.config.modality import modality
+
+    return modality(cfg[role].model)
 
 
 def _role(group: str) -> str:

@@ -27,6 +27,7 @@ from kdcli.config import resolvers
 from kdcli.config.build import _first_line, training_kwargs
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
+from kdcli.config.modality import check_modalities, modality
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_values, unresolvable
 from kdcli.config.writable import check_writable_dir
@@ -179,9 +180,11 @@ def check_overrides(
                 key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
                 example = "outputs/sweep1" if multirun else "outputs/run1"
                 check_writable_dir(key, _resolved(cfg, key), example)
+            choices = dict(cfg.hydra.runtime.choices)
             with open_dict(cfg):
                 del cfg["hydra"]  # the job's config, as the job sees it
             if values:
+                check_modalities(cfg, choices)
                 check_config(cfg)
             configs.append(cfg)
     return configs
@@ -198,7 +201,7 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
 
 
 def _language_model(cfg: DictConfig) -> bool:
-    return str(cfg.task._target_).endswith(".lm.LanguageModel")
+    return modality(cfg.task) == "text"
 
 
 def _check_on_policy(cfg: DictConfig) -> None:
