@@ -198,6 +198,7 @@ BY_NAME: dict[str, Rule] = {
     "image_size": _rule(whole(8), "64"),
     "workers": _rule(whole(0), "4"),
     "stats_images": _rule(whole(1), "256"),
+    "max_pixels": _rule(whole(1, 2 * 89_478_485), "89478485"),  # Pillow refuses more itself
     "eval_crop": _rule(number(0, 1, low_in=False, high_in=True), "0.875"),
     "crop_scale": _rule(numbers(2, number(0, 1, low_in=False, high_in=True)), "[0.08,1.0]"),
     "channels": _rule(choice("auto", 1, 3), "auto"),
