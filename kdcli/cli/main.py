@@ -232,10 +232,14 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
 def report(args: argparse.Namespace) -> int:
     """`kd report PATH...`."""
     from kdcli.cli.sweep_report import default_csv_path, show
+    from kdcli.config.writable import check_writable_file
 
     csv_path = args.csv or default_csv_path(args.paths)
     plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
     try:
+        check_writable_file("--csv", csv_path, "report.csv")  # before reading anything
+        if plot_path is not None:
+            check_writable_file("--plot", Path(plot_path), "report.png")
         return show(
             args.paths,
             sort=args.sort,

@@ -47,16 +47,22 @@ def _choices(override: Override) -> list[str]:
     return [str(override.value())]
 
 
-def check_key_lengths(overrides: list[Override]) -> None:
-    """No key is longer than any real one. Hydra looks for every key as a config group folder,
-    and a key longer than a file name may be makes that look-up fail with an OSError."""
-    for override in overrides:
+def parse_overrides(overrides: list[str]) -> list[Override]:
+    """`key=value` strings parsed by Hydra's grammar, keys no longer than any real one (Hydra
+    looks for every key as a config group folder, and a key longer than a file name may be
+    makes that look-up fail with an OSError)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        raise UserError(f"could not parse the overrides: {_first_line(error)}") from None
+    for override in parsed:
         key = override.key_or_group
         if len(key) > LONGEST_KEY:
             raise UserError(
                 f"{key}: no setting has a name that long ({len(key)} characters; the longest "
                 f"takes {LONGEST_KEY}); `kd train --cfg job` shows every key."
             )
+    return parsed
 
 
 def check_group_choices(overrides: list[Override]) -> None:
@@ -160,11 +166,7 @@ def check_overrides(
     `values=False` checks only that the configs compose (group options and keys exist), for
     commands that print a config instead of running it (`kd train --cfg job`).
     """
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise UserError(f"could not parse the overrides: {_first_line(error)}") from None
-    check_key_lengths(parsed)
+    parsed = parse_overrides(overrides)
     check_group_choices(parsed)
     check_launcher(parsed)
     points = sweep_points(parsed, multirun)
