@@ -157,16 +157,14 @@ def train(args: list[str]) -> int:
             check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
         except UserError as error:
             return report_error(error)
-    sys.argv = ["kd train", *args, *distributed.hydra_overrides_for_this_rank()]
     try:
-        with handle_signals():
+        with handle_signals(), distributed.rank_scratch() as for_this_rank:
+            sys.argv = ["kd train", *args, *for_this_rank]
             _train_job()
     except Interrupted as stop:  # a signal while Hydra itself was working
         return report_interrupt(stop)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    finally:
-        distributed.remove_scratch()
     distributed.finish()
     return 0
 
