@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kdcli import __version__
-from kdcli.cli import cache_command, eval_command, export_command
+from kdcli.cli import cache_command, eval_command, export_command, run_dirs
 from kdcli.cli.cache_command import add_cache_parser
 from kdcli.cli.eval_command import add_eval_parser
 from kdcli.cli.export_command import add_export_parser
@@ -103,8 +103,11 @@ def _train_job(cfg: DictConfig) -> float | None:
 
 
 def _discard(run_dir: Path) -> None:
-    """Remove the run directory Hydra made for a job whose objects failed their checks (it
-    holds only Hydra's config and the log), and its parents as far as they are left empty."""
+    """Leave no trace of a job whose objects failed their checks: put back what Hydra changed
+    in a run directory that was there before (run_dirs.py), or remove the one Hydra made (it
+    holds only Hydra's config and the log) and its parents as far as they are left empty."""
+    if run_dirs.put_back(run_dir):
+        return
     if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
         return
     logging.shutdown()  # close train.log
@@ -155,6 +158,8 @@ def train(args: list[str]) -> int:
     if not informational:
         try:
             check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
+            if not parsed.cfg:  # a run: what a job that fails its checks must leave as it was
+                run_dirs.keep(parsed.overrides, parsed.multirun)
         except UserError as error:
             return report_error(error)
     try:

@@ -181,7 +181,7 @@ def check_overrides(
             if values:
                 key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
                 example = "outputs/sweep1" if multirun else "outputs/run1"
-                check_writable_dir(key, _resolved(cfg, key), example)
+                check_writable_dir(key, resolved(cfg, key), example)
             choices = dict(cfg.hydra.runtime.choices)
             with open_dict(cfg):
                 del cfg["hydra"]  # the job's config, as the job sees it
@@ -192,7 +192,7 @@ def check_overrides(
     return configs
 
 
-def _resolved(cfg: DictConfig, key: str) -> Any:
+def resolved(cfg: DictConfig, key: str) -> Any:
     try:
         return OmegaConf.select(cfg, key)
     except OmegaConfBaseException as error:
