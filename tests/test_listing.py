@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image
+from bad_files import write_small_imagefolder
 
 from kdcli.cli import listing
 from kdcli.errors import UserError
@@ -77,10 +77,7 @@ def test_names_and_descriptions_print_as_written_not_as_markup(capsys, monkeypat
     assert listing.main(["model"]) == 0
     assert "(task=lm, kdcli[hf])" in capsys.readouterr().out  # rich markup ate "[hf]"
     root = tmp_path / "[v2]"  # an ImageFolder is named after its folder
-    for name in ("a", "b"):
-        (root / name).mkdir(parents=True)
-        for i in range(2):
-            Image.new("L", (8, 8), 60 * i).save(root / name / f"{i}.png")
+    write_small_imagefolder(root)
     argv = ["teacher", "--details", "mlp", "dataset=imagefolder", f"dataset.root='{root}'"]
     assert listing.main([*argv, "dataset.test_fraction=0.5", "eval.latency_runs=1"]) == 0
     assert "models at [v2] size" in capsys.readouterr().out

@@ -386,3 +386,14 @@ def test_names_and_paths_print_as_written_not_as_rich_markup(tmp_path, capsys, m
     assert main(["report", str(tmp_path / "run[v2]"), "--csv", str(csv_path)]) == 0
     out = capsys.readouterr().out
     assert "resnet18 -> [/b]net" in out and "run[v2]" in out and f"CSV: {csv_path}" in out
+
+
+def test_a_plot_path_that_cannot_be_written_exits_2_before_anything_is_read(tmp_path, capsys):
+    fake_run(tmp_path / "0", 0, 0.5, (0.9, 0.8, 0.95))
+    where = tmp_path / "a-directory"
+    where.mkdir()
+    assert main(["report", str(tmp_path), "--plot", str(where)]) == 2
+    assert f"--plot {where}: kd cannot write that file ({where} is a directory)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "report.csv").exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -84,20 +83,6 @@ def write_image(path: Path, colour: tuple[int, ...] | int, mode: str = "RGB", si
     base = np.broadcast_to(np.array(colour, dtype=np.int64), (size[1], size[0], channels))
     pixels = np.clip(base + rng.integers(-10, 11, base.shape), 0, 255).astype(np.uint8)
     Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(path)
-
-
-def bomb_png(side: int = 14_000) -> bytes:
-    """A decompression bomb: a complete black 1-bit PNG of side x side pixels (196 million by
-    default, over twice Pillow's limit) in about 25 KB; decoded to RGB it would take 590 MB."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    rows = bytes((1 + -(-side // 8)) * side)  # each row: filter byte 0, then side bits of 0
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grayscale
-    png = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + png
 
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}

@@ -2,7 +2,8 @@ import os
 
 import pytest
 import torch
-from dataset_files import bomb_png, write_image, write_imagefolder
+from bad_files import bomb_png
+from dataset_files import write_image, write_imagefolder
 
 from kdcli.data.imagefolder import ImageFolder
 from kdcli.data.imagefolder_scan import list_files
