@@ -51,7 +51,7 @@ def name_too_long(error: BaseException) -> UserError | None:
     always a path from the input, wherever it was first used."""
     if not isinstance(error, OSError) or error.errno != errno.ENAMETOOLONG:
         return None
-    return UserError(f"{error.filename}: {error.strerror}; give a shorter path.")
+    return UserError(f"{error.filename}: {error.strerror}; give a shorter path in the config.")
 
 
 def did_you_mean(word: str, choices: list[str], cutoff: float = 0.5) -> str:

@@ -77,9 +77,12 @@ def _train_job(cfg: DictConfig) -> float | None:
             torch.backends.cudnn.benchmark = False
         try:
             objects = build(cfg, device)  # built once and checked, before any training
-        except UserError:
+        except (UserError, OSError) as error:
+            refused = error if isinstance(error, UserError) else name_too_long(error)
+            if refused is None:
+                raise
             _discard(run_dir)  # the built objects failed their checks: leave nothing behind
-            raise
+            raise refused from None
         report = run(cfg, run_dir, objects, device)
     except (UserError, RunError) as error:
         sys.exit(report_error(error))

@@ -46,6 +46,14 @@ def test_a_10000_character_key(kd, tmp_path):
     assert written(tmp_path) == []
 
 
+def test_a_10000_character_path_to_the_data(kd, tmp_path):
+    """Found too long when the dataset is built, after Hydra has started: still one line."""
+    done = kd("train", *TINY, "dataset=cifar10", "dataset.root=" + "d" * 10_000)
+    line = refused(done, "File name too long; give a shorter path")
+    assert len(line) < 1000
+    assert written(tmp_path) == [], "the run directory Hydra made is removed"
+
+
 def test_kd_report_on_a_report_of_the_wrong_shape(kd, tmp_path):
     report = tmp_path / "run" / "report.json"
     report.parent.mkdir()
