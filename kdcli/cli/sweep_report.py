@@ -4,7 +4,8 @@ Every `report.json` below the given paths is a run. Runs whose configs differ on
 form a group, shown as one row with each figure's mean ± std over the group (`--per-run`: one
 row per run). The swept parameters come from each run's `.hydra/overrides.yaml`: the override
 keys whose values differ between the runs (all of a lone run's overrides). `--plot` draws
-the student's accuracy against each swept parameter (with error bars over seeds).
+the student's accuracy against each swept parameter (with error bars over seeds). The files
+are read, and checked for their shape, in sweep_runs.py.
 """
 
 from __future__ import annotations

@@ -89,17 +89,17 @@ class ImageFiles(torch.utils.data.Dataset):
         epoch, index = key
         try:
             with open_image(self.files.paths[index], self.max_pixels) as image:
-                image = image.convert(self.mode)
-            if self.augment:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(sample_seed(self.seed, epoch, index))
-                    pixels = self.transform(image)
-            else:
-                pixels = self.transform(image)
+                image = image.convert(self.mode)  # decodes the pixels
         except TooLarge:
             return torch.zeros(self.shape, dtype=torch.uint8), TOO_LARGE, index
         except Exception:  # whatever Pillow raises on a file it cannot decode
             return torch.zeros(self.shape, dtype=torch.uint8), DECODE_FAILED, index
+        if self.augment:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, epoch, index))
+                pixels = self.transform(image)
+        else:
+            pixels = self.transform(image)
         return pixels, int(self.files.labels[index]), index
 
     def failure(self, indices: list[int], codes: list[int]) -> UserError:
