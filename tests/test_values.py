@@ -75,9 +75,12 @@ def test_a_bad_run_setting_names_the_key(override, expected):
     assert expected in str(caught.value)
 
 
-def test_the_largest_seed_numpy_takes_and_a_long_name_are_accepted():
+def test_seeds_end_at_the_largest_numpy_takes_and_names_at_100_characters():
     [cfg] = check_overrides(["seed=4294967295", "student.name=" + "n" * 100, "teacher.name=7"])
     assert cfg.seed == 2**32 - 1
+    for one_more in ("seed=4294967296", "student.name=" + "n" * 101):
+        with pytest.raises(UserError, match=one_more.split("=")[0]):
+            check_overrides([one_more])
 
 
 def test_interpolations_are_checked_as_what_they_resolve_to():
