@@ -2,7 +2,8 @@
 
 A `UserError` is bad input (config, files, data): exit 2, a short message, no traceback.
 A `RunError` is a failure while running (NaN loss, out of memory): exit 1.
-`did_you_mean` is the close-match hint that bad-input messages share.
+`did_you_mean` is the close-match hint that bad-input messages share; `shorten` cuts what a
+message quotes from the input (a key, a value, a path) to a readable length.
 """
 
 import difflib
@@ -45,7 +46,33 @@ def out_of_space(error: BaseException, path: Path | str | None) -> RunError | No
     )
 
 
+def name_too_long(error: BaseException) -> UserError | None:
+    """The message for a path the file system refuses as too long (None for any other error):
+    always a path from the input, wherever it was first used."""
+    if not isinstance(error, OSError) or error.errno != errno.ENAMETOOLONG:
+        return None
+    return UserError(f"{error.filename}: {error.strerror}; give a shorter path in the config.")
+
+
 def did_you_mean(word: str, choices: list[str], cutoff: float = 0.5) -> str:
     """ " Did you mean a or b?" for up to three close matches of a typo, else ""."""
     close = difflib.get_close_matches(word, choices, n=3, cutoff=cutoff)
     return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
+LONGEST_WORD = 300  # characters of one key, value or path that a message shows
+LONGEST_MESSAGE = 2000  # characters of a whole message
+
+
+def _cut(text: str, keep: int) -> str:
+    """The first and last `keep // 2` characters of `text`, and how many were left out."""
+    half = keep // 2
+    return f"{text[:half]}...({len(text) - 2 * half} characters cut)...{text[-half:]}"
+
+
+def shorten(text: str) -> str:
+    """`text` with every run of non-space characters longer than LONGEST_WORD cut to its start
+    and end, and the whole cut to LONGEST_MESSAGE: a message that quotes a 10,000-character key
+    stays one readable paragraph."""
+    text = re.sub(rf"\S{{{LONGEST_WORD + 1},}}", lambda m: _cut(m[0], LONGEST_WORD), text)
+    return text if len(text) <= LONGEST_MESSAGE else _cut(text, LONGEST_MESSAGE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from bad_files import write_small_imagefolder
 
 from kdcli.cli import listing
 from kdcli.errors import UserError
@@ -58,6 +59,7 @@ def test_experiments_are_listed_with_descriptions(capsys):
         (["teacher", "--layers", "resnet8", "dataset=digitz"], "Did you mean digits"),
         (["teacher", "resnet8"], "go with --details"),
         (["teacher", "--layers", "torchvision"], "teacher.name"),
+        (["teacher", "--layers", "mlp", "dataset.root=[v2]x"], "could not parse the overrides"),
     ],
 )
 def test_bad_requests(argv, message):
@@ -68,3 +70,14 @@ def test_bad_requests(argv, message):
 def test_bad_request_exits_2(kd):
     done = kd("list", "teacher", "--details", "resnet9")
     assert done.returncode == 2 and "no model resnet9" in done.stderr
+
+
+def test_names_and_descriptions_print_as_written_not_as_markup(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per row
+    assert listing.main(["model"]) == 0
+    assert "(task=lm, kdcli[hf])" in capsys.readouterr().out  # rich markup ate "[hf]"
+    root = tmp_path / "[v2]"  # an ImageFolder is named after its folder
+    write_small_imagefolder(root)
+    argv = ["teacher", "--details", "mlp", "dataset=imagefolder", f"dataset.root='{root}'"]
+    assert listing.main([*argv, "dataset.test_fraction=0.5", "eval.latency_runs=1"]) == 0
+    assert "models at [v2] size" in capsys.readouterr().out

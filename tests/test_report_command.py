@@ -304,3 +304,96 @@ def test_runs_of_different_tasks_are_not_mixed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "different headline metrics (tok1, top1)" in err
     assert not (tmp_path / "report.csv").exists()
+
+
+# ---- files of the wrong shape, and where the CSV goes ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("[1, 2]", "the file is [1, 2], not an object of figures"),
+        ('"a report"', 'the file is "a report", not an object of figures'),
+        ('{"student": 3}', "student is 3, not an object"),
+        ('{"stages": "x"}', 'stages is "x", not an object'),
+        ('{"stages": {"teacher": {"seconds": "long"}}}', 'stages.teacher.seconds is "long"'),
+        ('{"student": {"top1": "high"}}', 'student.top1 is "high", not a number'),
+        ('{"teacher": {"name": 7}}', "teacher.name is 7, not text"),
+        ('{"kd_gain_ci": {"low": 0}}', 'kd_gain_ci is {"low": 0}, not [a, b]'),
+        ('{"warnings": 5}', "warnings is 5, not a list"),
+        ('{"metric": ["top1"]}', 'metric is ["top1"], not text'),
+        ('{"student": {"params": 1' + "0" * 400 + "}}", "student.params is 1000"),
+        ("[" * 100_000, "could not be read as JSON"),
+    ],
+)
+def test_a_report_of_the_wrong_shape_exits_2_naming_the_file(tmp_path, capsys, content, expected):
+    fake_run(tmp_path / "0", 0, 0.5, (0.9, 0.8, 0.95))
+    path = tmp_path / "0" / "report.json"
+    path.write_text(content)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"kd: error: {path.resolve()}" in err and expected in err, err
+    assert not (tmp_path / "report.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (".hydra/overrides.yaml", "seed: 1", 'is {"seed": 1}, not a list of key=value lines'),
+        (".hydra/overrides.yaml", "- [1, 2]", "not a list of key=value lines"),
+        (".hydra/overrides.yaml", "- !!python/object/apply:os.getcwd []", "could not be read"),
+        ("config.yaml", "- seed", 'is ["seed"], not a mapping of settings'),
+        ("config.yaml", "a: &x [1]\nb: *x", "uses an alias (*name), which kd never writes"),
+        ("config.yaml", "a: " + "[" * 5000 + "]" * 5000, "could not be read as YAML"),
+        ("config.yaml", "\udcff", "could not be read as YAML"),
+    ],
+)
+def test_run_files_beside_the_report_of_the_wrong_shape_exit_2(
+    tmp_path, capsys, name, content, expected
+):
+    fake_run(tmp_path / "0", 0, 0.5, (0.9, 0.8, 0.95))
+    path = tmp_path / "0" / name
+    path.write_bytes(content.encode(errors="surrogateescape"))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"kd: error: {path.resolve()}" in err and expected in err, err
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["/proc/no/such/dir/r.csv", "/proc/self/r.csv", "{tmp_path}"],
+    ids=["cannot be made", "read-only folder", "a directory"],
+)
+def test_a_csv_path_that_cannot_be_written_exits_2_before_anything_is_read(tmp_path, capsys, where):
+    if where.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+    fake_run(tmp_path / "0", 0, 0.5, (0.9, 0.8, 0.95))
+    (tmp_path / "0" / "report.json").write_text("[]")  # refused too, but --csv comes first
+    csv_path = where.format(tmp_path=tmp_path)
+    assert main(["report", str(tmp_path), "--csv", csv_path]) == 2
+    err = capsys.readouterr().err
+    assert f"kd: error: --csv {csv_path}: kd cannot write that file" in err, err
+    assert "report.json" not in err
+
+
+def test_names_and_paths_print_as_written_not_as_rich_markup(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    fake_run(tmp_path / "run[v2]", 0, 0.5, (0.9, 0.8, 0.95))
+    report = json.loads((tmp_path / "run[v2]" / "report.json").read_text())
+    report["student"]["name"] = "[/b]net"
+    (tmp_path / "run[v2]" / "report.json").write_text(json.dumps(report))
+    csv_path = tmp_path / "x[/b]" / "r.csv"
+    assert main(["report", str(tmp_path / "run[v2]"), "--csv", str(csv_path)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18 -> [/b]net" in out and "run[v2]" in out and f"CSV: {csv_path}" in out
+
+
+def test_a_plot_path_that_cannot_be_written_exits_2_before_anything_is_read(tmp_path, capsys):
+    fake_run(tmp_path / "0", 0, 0.5, (0.9, 0.8, 0.95))
+    where = tmp_path / "a-directory"
+    where.mkdir()
+    assert main(["report", str(tmp_path), "--plot", str(where)]) == 2
+    assert f"--plot {where}: kd cannot write that file ({where} is a directory)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "report.csv").exists()

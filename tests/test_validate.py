@@ -68,6 +68,27 @@ def test_bad_values_are_refused_naming_the_key_and_the_range(overrides, expected
     assert expected in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["task=lm", "student=smallcnn"], "student=smallcnn reads images, but task=lm trains"),
+        (["task=lm", "teacher=resnet18"], "teacher=resnet18 reads images, but task=lm"),
+        (["task=lm", "dataset=digits"], "dataset=digits reads images, but task=lm"),
+        (["dataset=shakespeare"], "or task=lm for text"),
+        (["teacher=gpt_tiny"], "teacher=gpt_tiny reads text, but task=classify classifies"),
+        (["student=hf", "student.path=/x"], "student=hf reads text, but task=classify"),
+    ],
+)
+def test_models_and_dataset_that_read_another_modality_than_the_task_are_refused(
+    overrides, expected
+):
+    with pytest.raises(UserError, match="pick a") as refused:
+        check_overrides(overrides)
+    assert expected in str(refused.value)
+    if overrides == ["dataset=shakespeare"]:
+        check_overrides(["task=lm"])  # GPTs on Shakespeare: all text, accepted
+
+
 def test_cuda_without_a_gpu_is_bad_input(kd):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")

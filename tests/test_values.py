@@ -57,7 +57,14 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_accepted(role, override
         ("soft_labels.max_gb=0", "soft_labels.max_gb=0 must be a number > 0"),
         ("soft_labels.max_gb=abc", "soft_labels.max_gb='abc' must be a number > 0"),
         ("soft_labels.topk=0", "soft_labels.topk=0 must be null or a whole number >= 1"),
-        ("seed=-1", "seed=-1 must be a whole number >= 0"),
+        ("seed=-1", "seed=-1 must be a whole number in [0, 4294967295]"),
+        ("seed=4294967296", "seed=4294967296 must be a whole number in [0, 4294967295]"),
+        ("seed=99999999999999999999", "seed=99999999999999999999 must be a whole number in"),
+        ("dataset.split_seed=4294967296", "dataset.split_seed=4294967296 must be a whole number"),
+        ("student.name=../../x", "student.name='../../x' must be a name of 1 to 100 characters"),
+        ("teacher.name=..", "teacher.name='..' must be a name of 1 to 100 characters"),
+        (r"teacher.name='a\\b'", "that can name a file (no / or \\, no NUL byte, not . or ..)"),
+        ("student.name=" + "n" * 101, "must be a name of 1 to 100 characters"),
         ("loss.temperature=true", "loss.temperature=true must be a number > 0"),
         ("loss.schedule.alpha={start:0.1,epochs:abc}", "loss.schedule.alpha.epochs='abc' must"),
     ],
@@ -66,6 +73,14 @@ def test_a_bad_run_setting_names_the_key(override, expected):
     with pytest.raises(UserError) as caught:
         check_overrides([override])
     assert expected in str(caught.value)
+
+
+def test_seeds_end_at_the_largest_numpy_takes_and_names_at_100_characters():
+    [cfg] = check_overrides(["seed=4294967295", "student.name=" + "n" * 100, "teacher.name=7"])
+    assert cfg.seed == 2**32 - 1
+    for one_more in ("seed=4294967296", "student.name=" + "n" * 101):
+        with pytest.raises(UserError, match=one_more.split("=")[0]):
+            check_overrides([one_more])
 
 
 def test_interpolations_are_checked_as_what_they_resolve_to():

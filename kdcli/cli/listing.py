@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kdcli.config.groups import defaults, description, group_options, groups
 from kdcli.errors import UserError, did_you_mean
@@ -48,7 +49,7 @@ def show(group: str | None = None) -> int:
     for name in [group] if group else known:
         for option in group_options(name):
             mark = " (default)" if option in chosen.get(name, []) else ""
-            table.add_row(name, option + mark, description(name, option))
+            table.add_row(name, option + mark, Text(description(name, option)))
         table.add_section()
     Console().print(table)
     return 0
@@ -85,11 +86,10 @@ def _model_configs(
     digits), are left out when the whole group is listed.
     """
     from hydra import initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from kdcli.config.build import _instantiate
-    from kdcli.config.checks import check_group_choices
+    from kdcli.config.checks import check_group_choices, parse_overrides
     from kdcli.config.paths import config_dir
 
     role = _role(group)
@@ -99,7 +99,7 @@ def _model_configs(
         raise UserError(
             f"no model {', '.join(unknown)} in config group '{group}' (`kd list {group}`)."
         )
-    check_group_choices(OverridesParser.create().parse_overrides(overrides))
+    check_group_choices(parse_overrides(overrides))
     configs = []
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="list"):
         base = _compose(overrides)
@@ -124,8 +124,10 @@ def _model_configs(
 
 
 def _modality(cfg: DictConfig, role: str) -> str:
-    """What a model reads: the language models live in kdcli/models/lm/, and read text."""
-    return "text" if str(cfg[role].model._target_).startswith("kdcli.models.lm.") else "image"
+    """What a model reads (kdcli/config/modality.py)."""
+    from kdcli.config.modality import modality
+
+    return modality(cfg[role].model)
 
 
 def _role(group: str) -> str:
@@ -178,12 +180,13 @@ def _print_details(rows: list[dict[str, Any]]) -> None:
         return
     first = rows[0]
     size = "x".join(str(n) for n in first["input"])
-    table = Table(title=f"models at {first['dataset']} size ({size}), CPU latency at batch 1")
+    title = f"models at {first['dataset']} size ({size}), CPU latency at batch 1"
+    table = Table(title=Text(title))  # Text: a dataset's name (its folder's) is not markup
     for column in ("model", "params (M)", "FLOPs/image (M)", "CPU latency (ms)"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
         table.add_row(
-            row["name"],
+            Text(row["name"]),
             f"{row['params'] / 1e6:.2f}",
             f"{row['flops'] / 1e6:,.1f}",
             f"{row['latency_ms']:.2f}",
@@ -192,7 +195,7 @@ def _print_details(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_layers(option: str, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=f"{option}: module paths a feature loss can tap (output at batch 1)")
+    table = Table(title=Text(f"{option}: module paths a feature loss can tap (output at batch 1)"))
     for column in ("path", "module", "output shape"):
         table.add_column(column)
     for row in rows:

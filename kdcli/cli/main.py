@@ -16,14 +16,14 @@ import hydra
 from omegaconf import DictConfig
 
 from kdcli import __version__
-from kdcli.cli import cache_command, eval_command, export_command
+from kdcli.cli import cache_command, eval_command, export_command, run_dirs
 from kdcli.cli.cache_command import add_cache_parser
 from kdcli.cli.eval_command import add_eval_parser
 from kdcli.cli.export_command import add_export_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
-from kdcli.errors import RunError, UserError, out_of_space
+from kdcli.errors import RunError, UserError, name_too_long, out_of_space, shorten
 from kdcli.store.cache import vanished
 
 DEBUG_FLAG = "--debug"
@@ -36,11 +36,12 @@ def _debugging() -> bool:
 
 
 def report_error(error: UserError | RunError) -> int:
-    """Print one short paragraph on stderr (a traceback only when debugging); return the code."""
+    """Print one short paragraph on stderr (a traceback only when debugging); return the code.
+    What the message quotes from the input is cut to a readable length (errors.shorten)."""
     if _debugging():
         raise error
     kind = "error" if isinstance(error, UserError) else "failed"
-    print(f"kd: {kind}: {error}", file=sys.stderr)
+    print(f"kd: {kind}: {shorten(str(error))}", file=sys.stderr)
     return error.exit_code
 
 
@@ -77,19 +78,22 @@ def _train_job(cfg: DictConfig) -> float | None:
             torch.backends.cudnn.benchmark = False
         try:
             objects = build(cfg, device)  # built once and checked, before any training
-        except UserError:
+        except (UserError, OSError) as error:
+            refused = error if isinstance(error, UserError) else name_too_long(error)
+            if refused is None:
+                raise
             _discard(run_dir)  # the built objects failed their checks: leave nothing behind
-            raise
+            raise refused from None
         report = run(cfg, run_dir, objects, device)
     except (UserError, RunError) as error:
         sys.exit(report_error(error))
     except Interrupted as stop:
         sys.exit(report_interrupt(stop))
-    except OSError as error:  # a full disk, or a cache entry deleted by hand meanwhile
-        failure = out_of_space(error, None) or vanished(error, cfg.cache_dir)
-        if failure is None:
+    except OSError as error:  # a full disk, a name too long, a cache entry deleted by hand
+        known = out_of_space(error, None) or name_too_long(error) or vanished(error, cfg.cache_dir)
+        if known is None:
             raise
-        sys.exit(report_error(failure))
+        sys.exit(report_error(known))
     except torch.OutOfMemoryError:
         sys.exit(
             report_error(
@@ -103,8 +107,11 @@ def _train_job(cfg: DictConfig) -> float | None:
 
 
 def _discard(run_dir: Path) -> None:
-    """Remove the run directory Hydra made for a job whose objects failed their checks (it
-    holds only Hydra's config and the log), and its parents as far as they are left empty."""
+    """Leave no trace of a job whose objects failed their checks: put back what Hydra changed
+    in a run directory that was there before (run_dirs.py), or remove the one Hydra made (it
+    holds only Hydra's config and the log) and its parents as far as they are left empty."""
+    if run_dirs.put_back(run_dir):
+        return
     if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
         return
     logging.shutdown()  # close train.log
@@ -164,18 +171,18 @@ def train(args: list[str]) -> int:
     if not informational:
         try:
             check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
+            if not parsed.cfg:  # a run: what a job that fails its checks must leave as it was
+                run_dirs.keep(parsed.overrides, parsed.multirun)
         except UserError as error:
             return report_error(error)
-    sys.argv = ["kd train", *args, *distributed.hydra_overrides_for_this_rank()]
     try:
-        with handle_signals():
+        with handle_signals(), distributed.rank_scratch() as for_this_rank:
+            sys.argv = ["kd train", *args, *for_this_rank]
             _train_job()
     except Interrupted as stop:  # a signal while Hydra itself was working
         return report_interrupt(stop)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    finally:
-        distributed.remove_scratch()
     distributed.finish()
     return 0
 
@@ -241,10 +248,14 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
 def report(args: argparse.Namespace) -> int:
     """`kd report PATH...`."""
     from kdcli.cli.sweep_report import default_csv_path, show
+    from kdcli.config.writable import check_writable_file
 
     csv_path = args.csv or default_csv_path(args.paths)
     plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
     try:
+        check_writable_file("--csv", csv_path, "report.csv")  # before reading anything
+        if plot_path is not None:
+            check_writable_file("--plot", Path(plot_path), "report.png")
         return show(
             args.paths,
             sort=args.sort,

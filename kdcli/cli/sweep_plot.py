@@ -54,13 +54,19 @@ def plot(
         errors = None if spread is None else [100 * (r[spread] or 0.0) for r in kept]
         if not all(isinstance(x, float) for x in xs):  # categories, e.g. loss=kd,hard
             labels = sorted({str(x) for x in xs})
-            axis.set_xticks(range(len(labels)), labels)
+            axis.set_xticks(range(len(labels)), [_literal(label) for label in labels])
             xs = [labels.index(str(x)) for x in xs]
         axis.errorbar(xs, ys, yerr=errors, fmt="o", capsize=4)
-        axis.set_xlabel(param)
+        axis.set_xlabel(_literal(param))
         axis.set_ylabel(f"student {label} (%)" + (", mean ± std over seeds" if grouped else ""))
         axis.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _literal(text: str) -> str:
+    """`text` as matplotlib shows it as written: a `$` would start math, which text read from
+    a run's files may not parse as."""
+    return text.replace("$", r"\$")

@@ -4,30 +4,42 @@ Every `report.json` below the given paths is a run. Runs whose configs differ on
 form a group, shown as one row with each figure's mean ± std over the group (`--per-run`: one
 row per run). The swept parameters come from each run's `.hydra/overrides.yaml`: the override
 keys whose values differ between the runs (all of a lone run's overrides). `--plot` draws
-the student's accuracy against each swept parameter (with error bars over seeds).
+the student's accuracy against each swept parameter (with error bars over seeds). The files
+are read, and checked for their shape, in sweep_runs.py.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
+from rich.text import Text
 
 from kdcli.cli.sweep_plot import plot, pyplot
+from kdcli.cli.sweep_runs import (
+    FLAG,
+    LIST,
+    NUMBER,
+    OBJECT,
+    PAIR,
+    REPORT,
+    TEXT,
+    Kind,
+    Run,
+    WrongShape,
+    field,
+    load_runs,
+    wrong_shape,
+)
 from kdcli.cli.sweep_table import rich_table
 from kdcli.engine.stats import mean_std
 from kdcli.errors import UserError
 from kdcli.store.atomic import atomic_path
-
-REPORT = "report.json"
 
 
 @dataclass
@@ -55,21 +67,26 @@ def _seconds(value: float) -> str:
     return f"{value:.1f}"
 
 
-def _get(*keys: str) -> Callable[[dict[str, Any]], Any]:
-    def read(report: dict[str, Any]) -> Any:
-        node: Any = report
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
+def _get(key: str, kind: Kind = NUMBER) -> Callable[[dict[str, Any]], Any]:
+    """A reader of the dotted `key` (None when absent); `WrongShape` when not of `kind`."""
+    return lambda report: field(report, key, kind)
 
-    return read
+
+def _end(at: int) -> Callable[[dict[str, Any]], Any]:
+    """A reader of one end of the KD gain's interval."""
+    return lambda report: (field(report, "kd_gain_ci", PAIR) or [None, None])[at]
+
+
+def _count(report: dict[str, Any]) -> int | None:
+    warnings = field(report, "warnings", LIST)
+    return None if warnings is None else len(warnings)
 
 
 def _total_seconds(report: dict[str, Any]) -> float | None:
-    stages = report.get("stages")
-    return sum(s["seconds"] for s in stages.values()) if stages else None
+    stages = field(report, "stages", OBJECT)
+    if not stages:
+        return None
+    return sum(field(report, f"stages.{name}.seconds", NUMBER) or 0.0 for name in stages)
 
 
 @dataclass
@@ -94,22 +111,22 @@ ROLES = ("teacher", "student", "baseline")
 def figures(metric: str = "top1", label: str = "top-1") -> Figures:
     """The figures for a headline `metric` (a fraction, higher is better) written `label`:
     CSV columns `teacher_<metric>`, `student_<metric>`, `baseline_<metric>`."""
-    scores = [Column(f"{role}_{metric}", _get(role, metric), _percent) for role in ROLES]
-    eces = [Column(f"{role}_ece", _get(role, "ece"), _percent) for role in ROLES]
+    scores = [Column(f"{role}_{metric}", _get(f"{role}.{metric}"), _percent) for role in ROLES]
+    eces = [Column(f"{role}_ece", _get(f"{role}.ece"), _percent) for role in ROLES]
     columns = (
-        Column("teacher", _get("teacher", "name"), str),
-        Column("student", _get("student", "name"), str),
+        Column("teacher", _get("teacher.name", TEXT), str),
+        Column("student", _get("student.name", TEXT), str),
         *scores,
         Column("kd_gain", _get("kd_gain"), _points),
-        Column("kd_gain_ci_low", lambda r: (r.get("kd_gain_ci") or [None])[0], _points),
-        Column("kd_gain_ci_high", lambda r: (r.get("kd_gain_ci") or [None, None])[1], _points),
+        Column("kd_gain_ci_low", _end(0), _points),
+        Column("kd_gain_ci_high", _end(1), _points),
         Column("kd_gain_p", _get("kd_gain_p"), lambda v: f"{v:.2g}"),
         *eces,
-        Column("teacher_params", _get("teacher", "params"), _millions),
-        Column("student_params", _get("student", "params"), _millions),
-        Column("student_bytes", _get("student", "checkpoint_bytes"), lambda v: f"{v / 2**20:.2f}"),
-        Column("teacher_reused", _get("teacher", "reused"), lambda v: "yes" if v else "no"),
-        Column("warnings", lambda r: len(r["warnings"]) if "warnings" in r else None, str),
+        Column("teacher_params", _get("teacher.params"), _millions),
+        Column("student_params", _get("student.params"), _millions),
+        Column("student_bytes", _get("student.checkpoint_bytes"), lambda v: f"{v / 2**20:.2f}"),
+        Column("teacher_reused", _get("teacher.reused", FLAG), lambda v: "yes" if v else "no"),
+        Column("warnings", _count, str),
         Column("seconds", _total_seconds, _seconds),
     )
     titles = {
@@ -133,10 +150,31 @@ def figures(metric: str = "top1", label: str = "top-1") -> Figures:
     return Figures(columns, titles, grouped, {*averaged, "kd_gain", "seconds"})
 
 
+def _metric(run: Run) -> tuple[str, str]:
+    """The run's headline metric and its label (top-1 in reports written before they were
+    recorded)."""
+    try:
+        metric = field(run.report, "metric", TEXT) or "top1"
+        return metric, field(run.report, "metric_label", TEXT) or "top-1"
+    except WrongShape as error:
+        raise wrong_shape(run.path / REPORT, error) from None
+
+
+def check_figures(runs: list[Run], shown: Figures) -> None:
+    """Every figure of every run is of its kind: a report of the wrong shape is named before
+    anything is written."""
+    for run in runs:
+        try:
+            for column in shown.columns:
+                column.value(run.report)
+        except WrongShape as error:
+            raise wrong_shape(run.path / REPORT, error) from None
+
+
 def headline_metric(runs: list[Run]) -> tuple[str, str]:
-    """The runs' headline metric and its label, from report.json (`metric`, `metric_label`;
-    top-1 in reports written before they were recorded). One table holds one metric."""
-    found = {(r.report.get("metric", "top1"), r.report.get("metric_label", "top-1")) for r in runs}
+    """The runs' headline metric and its label, from report.json (`metric`, `metric_label`).
+    One table holds one metric."""
+    found = {_metric(run) for run in runs}
     if len(found) > 1:
         names = ", ".join(sorted(metric for metric, _ in found))
         raise UserError(
@@ -144,93 +182,6 @@ def headline_metric(runs: list[Run]) -> tuple[str, str]:
             "tasks; give `kd report` the runs of one task at a time."
         )
     return found.pop()
-
-
-# Config keys that do not change what a run computes, ignored when grouping with `seed`.
-NOT_SETTINGS = ("seed", "cache_dir")
-
-
-@dataclass
-class Run:
-    path: Path
-    report: dict[str, Any]
-    overrides: dict[str, str]
-    settings: str | None = None  # its config but the seed, as text; None when unknown
-
-
-def find_reports(paths: list[Path]) -> list[Path]:
-    """Every report.json at or below `paths`, each once, in path order."""
-    found: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise UserError(f"{path}: no such file or directory; give run directories or a sweep.")
-        if path.is_file():
-            if path.name != REPORT:
-                raise UserError(f"{path}: not a {REPORT}; give run directories or a sweep.")
-            found.append(path.resolve())
-        else:
-            found.extend(p.resolve() for p in path.rglob(REPORT))
-    unique = sorted(set(found), key=lambda p: _natural(str(p)))
-    if not unique:
-        where = ", ".join(str(p) for p in paths)
-        raise UserError(
-            f"no {REPORT} below {where}: `kd report` reads the run directories that `kd train` "
-            "writes (outputs/runs/... or a sweep's outputs/multirun/...)."
-        )
-    return unique
-
-
-def _natural(text: str) -> list[Any]:
-    """Sort key that orders job 10 after job 9."""
-    import re
-
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def read_overrides(run_dir: Path) -> dict[str, str]:
-    """The run's command-line overrides, `key=value` -> {key: value} (empty when absent)."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        lines = OmegaConf.to_container(OmegaConf.load(path)) or []
-    except (OmegaConfBaseException, ValueError) as error:
-        raise UserError(f"{path} is not valid YAML ({error}); delete or repair it.") from None
-    overrides = {}
-    for line in lines:
-        key, sep, value = str(line).partition("=")
-        if sep:
-            overrides[key.lstrip("+~")] = value
-    return overrides
-
-
-def read_settings(run_dir: Path) -> str | None:
-    """The run's config (its `config.yaml`, else Hydra's copy) without the keys that do not
-    change its results, as canonical text: equal for runs that differ only in `seed`."""
-    for name in ("config.yaml", ".hydra/config.yaml"):
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        try:
-            config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        except (OmegaConfBaseException, ValueError) as error:
-            raise UserError(f"{path} is not valid YAML ({error}); delete or repair it.") from None
-        if isinstance(config, dict):
-            kept = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
-            return json.dumps(kept, sort_keys=True, default=str)
-    return None
-
-
-def load_runs(paths: list[Path]) -> list[Run]:
-    runs = []
-    for report_path in find_reports(paths):
-        try:
-            report = json.loads(report_path.read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f"{report_path} is unreadable ({error}); rerun that run.") from None
-        run_dir = report_path.parent
-        runs.append(Run(run_dir, report, read_overrides(run_dir), read_settings(run_dir)))
-    return runs
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
@@ -343,7 +294,7 @@ def write_csv(path: Path, header: list[str], table: list[list[Any]]) -> None:
 def default_csv_path(paths: list[Path]) -> Path:
     """`<first PATH>/report.csv`, or beside it when the first PATH is a report.json."""
     first = paths[0]
-    return (first.parent if first.is_file() else first) / "report.csv"
+    return (first.parent if first.name == REPORT else first) / "report.csv"
 
 
 def show(
@@ -363,6 +314,7 @@ def show(
     runs = load_runs(paths)
     metric, label = headline_metric(runs)
     shown = figures(metric, label)
+    check_figures(runs, shown)
     header, table = rows(runs, shown) if per_run else group_rows(runs, shown)
     params = swept_keys(runs) if per_run else [k for k in swept_keys(runs) if k != "seed"]
     if sort is not None:
@@ -371,7 +323,10 @@ def show(
     write_csv(csv_path, header, table)
     if plot_path is not None:
         plot(plot_path, header, table, params, metric, label)
-    names = {f"{r.report['teacher']['name']} -> {r.report['student']['name']}" for r in runs}
+    names = {
+        " -> ".join(field(r.report, f"{role}.name", TEXT) or "?" for role in ROLES[:2])
+        for r in runs
+    }
     title = f"kd report: {len(runs)} run(s), {', '.join(sorted(names))}"
     if not per_run:
         title += f"; {len(table)} setting(s), mean ± std over seeds"
@@ -381,5 +336,5 @@ def show(
         natural = Console(width=1000).measure(result).maximum
         console = Console(width=max(console.width, natural))
     console.print(result)
-    console.print(f"CSV: {csv_path}" + (f"\nplot: {plot_path}" if plot_path else ""))
+    console.print(Text(f"CSV: {csv_path}" + (f"\nplot: {plot_path}" if plot_path else "")))
     return 0

@@ -1,4 +1,8 @@
-"""`kd report`'s table: raw CSV rows shown with titles, units, mean ± std and intervals."""
+"""`kd report`'s table: raw CSV rows shown with titles, units, mean ± std and intervals.
+
+Every title and cell is a rich `Text`, never markup: run names, swept settings and model names
+come from the runs' files and may hold `[/b]` or `[v2]`, which markup would eat or choke on.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 Show = Callable[[Any], str]  # a raw value -> its text
 Cell = Callable[[list[Any]], str]  # a row of raw values -> the shown text
@@ -63,11 +68,11 @@ def rich_table(
 ) -> Table:
     """The rows as a rich table; `plain`, `shows` and `titles` as for `display`."""
     columns = display(header, plain, shows, titles)
-    result = Table(title=title)
+    result = Table(title=Text(title))
     for i, (name, _) in enumerate(columns):
-        result.add_column(name, justify="left" if i == 0 else "right")
+        result.add_column(Text(name), justify="left" if i == 0 else "right")
     for row in table:
-        result.add_row(*(cell(row) for _, cell in columns))
+        result.add_row(*(Text(cell(row)) for _, cell in columns))
     return result
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,17 @@ from kdcli.config import resolvers
 from kdcli.config.build import _first_line, training_kwargs
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
+from kdcli.config.modality import check_modalities, modality
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_values, unresolvable
+from kdcli.config.writable import check_writable_dir
 from kdcli.engine.precision import CHOICES as PRECISIONS
 from kdcli.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
 
 MAX_CHECKED_POINTS = 256  # a larger sweep has its first points checked in full
+LONGEST_KEY = 200  # characters; kdcli's longest key has under 60
 _ABSENT = object()
 
 
@@ -43,6 +45,24 @@ def _choices(override: Override) -> list[str]:
     if override.is_sweep_override():
         return [str(v) for v in override.sweep_string_iterator()]
     return [str(override.value())]
+
+
+def parse_overrides(overrides: list[str]) -> list[Override]:
+    """`key=value` strings parsed by Hydra's grammar, keys no longer than any real one (Hydra
+    looks for every key as a config group folder, and a key longer than a file name may be
+    makes that look-up fail with an OSError)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        raise UserError(f"could not parse the overrides: {_first_line(error)}") from None
+    for override in parsed:
+        key = override.key_or_group
+        if len(key) > LONGEST_KEY:
+            raise UserError(
+                f"{key}: no setting has a name that long ({len(key)} characters; the longest "
+                f"takes {LONGEST_KEY}); `kd train --cfg job` shows every key."
+            )
+    return parsed
 
 
 def check_group_choices(overrides: list[Override]) -> None:
@@ -146,10 +166,7 @@ def check_overrides(
     `values=False` checks only that the configs compose (group options and keys exist), for
     commands that print a config instead of running it (`kd train --cfg job`).
     """
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise UserError(f"could not parse the overrides: {_first_line(error)}") from None
+    parsed = parse_overrides(overrides)
     check_group_choices(parsed)
     check_launcher(parsed)
     points = sweep_points(parsed, multirun)
@@ -164,46 +181,29 @@ def check_overrides(
             if values:
                 key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
                 example = "outputs/sweep1" if multirun else "outputs/run1"
-                check_writable_dir(key, _resolved(cfg, key), example)
+                check_writable_dir(key, resolved(cfg, key), example)
+            choices = dict(cfg.hydra.runtime.choices)
             with open_dict(cfg):
                 del cfg["hydra"]  # the job's config, as the job sees it
             if values:
+                check_modalities(cfg, choices)
                 check_config(cfg)
             configs.append(cfg)
     return configs
 
 
-def _resolved(cfg: DictConfig, key: str) -> Any:
+def resolved(cfg: DictConfig, key: str) -> Any:
     try:
         return OmegaConf.select(cfg, key)
     except OmegaConfBaseException as error:
         raise unresolvable(key, error) from None
 
 
-def check_writable_dir(key: str, value: Any, example: str) -> None:
-    """The directory `value` exists and takes new entries, or can be made: tried by making
-    (and removing) a scratch directory in it, or else in its nearest existing parent."""
-    existing = Path(str(value)).expanduser()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = f"{existing} is not a directory"
-    if existing.is_dir():
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".kd-write-check-", dir=existing))
-            return
-        except OSError as error:
-            problem = f"making one in {existing} fails: {error.strerror or error}"
-    raise UserError(
-        f"{key}={value}: kd cannot make a directory there ({problem}); give a folder it can "
-        f"write to, e.g. {key}={example}."
-    )
-
-
 # ---- the config's values -------------------------------------------------------------------
 
 
 def _language_model(cfg: DictConfig) -> bool:
-    return str(cfg.task._target_).endswith(".lm.LanguageModel")
+    return modality(cfg.task) == "text"
 
 
 def _check_on_policy(cfg: DictConfig) -> None:
@@ -268,11 +268,18 @@ def check_config(cfg: DictConfig) -> None:
     for role in ("teacher", "student"):
         check_training(cfg, role)
     check_writable_dir("cache_dir", cfg.cache_dir, "outputs/cache")
-    if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).expanduser().is_file():
+    if cfg.teacher.checkpoint and not _is_file(Path(str(cfg.teacher.checkpoint)).expanduser()):
         raise UserError(
             f"teacher.checkpoint={cfg.teacher.checkpoint}: no such file. Give the path of a "
             "checkpoint file."
         )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def check_training(cfg: DictConfig, role: str) -> None:

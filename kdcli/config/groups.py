@@ -13,11 +13,16 @@ def group_options(group: str) -> list[str]:
 
 
 def is_group(name: str) -> bool:
-    return (config_dir() / name).is_dir() and not name.startswith("hydra")
+    """Whether `name` is one of kdcli's config groups. Looked up in the list, not on the disk:
+    a key given on the command line is never made into a path (a 10,000-character one is too
+    long for the file system)."""
+    return name in groups()
 
 
 def groups() -> list[str]:
-    return sorted(p.name for p in config_dir().iterdir() if p.is_dir() and is_group(p.name))
+    return sorted(
+        p.name for p in config_dir().iterdir() if p.is_dir() and not p.name.startswith("hydra")
+    )
 
 
 def description(group: str, option: str) -> str:

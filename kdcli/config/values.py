@@ -1,5 +1,6 @@
 """The rules for the numeric settings that reach a constructor (an optimizer, a scheduler, a
-model, a dataset, the loss) or the loop, checked on the composed tree before anything runs.
+model, a dataset, the loss) or the loop, and for the model names that name cache files,
+checked on the composed tree before anything runs.
 
 One table by leaf name, applied to every leaf of that name under the SECTIONS (so a key that a
 new optimizer, scheduler or model config shares with the others is checked with no new code),
@@ -70,8 +71,30 @@ def number(low: float, high: float = math.inf, *, low_in: bool = True, high_in: 
     return accepts, f"a number in {ends}"
 
 
-def whole(minimum: int) -> Spec:
-    return (lambda v: _is_whole(v) and v >= minimum), f"a whole number >= {minimum}"
+def whole(minimum: int, maximum: float = math.inf) -> Spec:
+    def accepts(value: Any) -> bool:
+        return _is_whole(value) and minimum <= value <= maximum
+
+    if maximum == math.inf:
+        return accepts, f"a whole number >= {minimum}"
+    return accepts, f"a whole number in [{minimum}, {maximum}]"
+
+
+SEED = whole(0, 2**32 - 1)  # numpy (and scikit-learn's splits) take no larger seed
+
+
+def file_name(longest: int) -> Spec:
+    """A name that is one path component: the cache names a model's files after it, so a `/`,
+    `..` or NUL would put them elsewhere (or fail)."""
+
+    def accepts(value: Any) -> bool:
+        name = value if isinstance(value, str) else str(value) if _is_whole(value) else ""
+        return 0 < len(name) <= longest and name not in (".", "..") and not set(name) & set("/\\\0")
+
+    return accepts, (
+        f"a name of 1 to {longest} characters that can name a file (no / or \\, no NUL byte, "
+        "not . or ..)"
+    )
 
 
 def whole_lists(minimum: int) -> Spec:
@@ -170,11 +193,12 @@ BY_NAME: dict[str, Rule] = {
     "val_fraction": _rule(number(0, 1), "0.1"),
     "test_fraction": _rule(number(0, 1, low_in=False), "0.2"),
     "max_shift": _rule(whole(0), "2"),
-    "split_seed": _rule(whole(0), "0"),
+    "split_seed": _rule(SEED, "0"),
     "max_chars": _rule(choice(None, otherwise=whole(100)), "100000"),
     "image_size": _rule(whole(8), "64"),
     "workers": _rule(whole(0), "4"),
     "stats_images": _rule(whole(1), "256"),
+    "max_pixels": _rule(whole(1, 2 * 89_478_485), "89478485"),  # Pillow refuses more itself
     "eval_crop": _rule(number(0, 1, low_in=False, high_in=True), "0.875"),
     "crop_scale": _rule(numbers(2, number(0, 1, low_in=False, high_in=True)), "[0.08,1.0]"),
     "channels": _rule(choice("auto", 1, 3), "auto"),
@@ -202,7 +226,9 @@ LOSS: dict[str, Rule] = {
 
 # full key -> rule, for the run's own settings
 BY_KEY: dict[str, Rule] = {
-    "seed": _rule(whole(0), "0"),
+    "seed": _rule(SEED, "0"),
+    "teacher.name": _rule(file_name(100), "resnet18"),
+    "student.name": _rule(file_name(100), "smallcnn"),
     "teacher.epochs": _rule(whole(1), "10"),
     "teacher.clip_grad_norm": _rule(choice(None, otherwise=number(0, low_in=False)), "1.0"),
     "student.clip_grad_norm": _rule(choice(None, otherwise=number(0, low_in=False)), "1.0"),

@@ -7,10 +7,13 @@ Layouts under `dataset.root`:
                                                          by `split_seed` as the test split
 
 Checked before any work (exit 2, naming the file or folder):
-- a class folder without images; train/ and val/ with different class sets;
+- fewer than two class folders; a class folder without images; train/ and val/ with
+  different class sets;
 - a file with an image extension that cannot be opened (all such files are counted, the
-  first few named). A file whose header opens but whose pixels do not decode is reported,
-  by name, when a loader reaches it;
+  first few named), and an image with more pixels than `max_pixels` (by its header, before
+  anything is decoded: a decompression bomb is a small file that decodes into gigabytes).
+  A file whose header opens but whose pixels do not decode (a truncated file) is reported,
+  by name, when a loader reaches it, also from a DataLoader worker (exit 2 as well);
 - grayscale and colour images mixed under `channels: auto`. `channels: 3` (or 1) converts
   every image to RGB (or grayscale) instead.
 
@@ -21,12 +24,12 @@ resize the short side to image_size / eval_crop, centre crop `image_size`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from torchvision import transforms
 
@@ -34,26 +37,42 @@ from kdcli.data.augment import epoch_generator, sample_seed
 from kdcli.data.base import Batch, DatasetInfo, normaliser
 from kdcli.data.imagefolder_scan import (
     MAX_NAMED,
+    MAX_PIXELS,
     Files,
+    TooLarge,
     Tree,
+    open_image,
     scan,
+    too_large,
 )
 from kdcli.data.split import check_fraction, stratified_split
 from kdcli.errors import UserError
 
 # ---- reading images ---------------------------------------------------------------------------
 
+# what an item carries instead of its label when its file cannot be read
+DECODE_FAILED, TOO_LARGE = -1, -2
+
 
 class ImageFiles(torch.utils.data.Dataset):
     """Decodes one image per key (epoch, index) into uint8 [C, H, W].
 
     With `augment`, the random transform runs under a generator seeded by (seed, epoch,
-    index). A file that fails to decode comes back as label -1, so the loader (in the main
-    process) can name it.
+    index). A file that fails to decode, or has more than `max_pixels` pixels, comes back
+    with the label DECODE_FAILED or TOO_LARGE: an exception raised in a DataLoader worker
+    would reach the main process as a traceback, a label reaches it as data, and the loader
+    names the file (`failure`).
     """
 
     def __init__(
-        self, files: Files, transform, channels: int, image_size: int, augment: bool, seed: int
+        self,
+        files: Files,
+        transform,
+        channels: int,
+        image_size: int,
+        augment: bool,
+        seed: int,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.files = files
         self.transform = transform
@@ -61,6 +80,7 @@ class ImageFiles(torch.utils.data.Dataset):
         self.shape = (channels, image_size, image_size)
         self.augment = augment
         self.seed = seed
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files.paths)
@@ -68,17 +88,28 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         epoch, index = key
         try:
-            with Image.open(self.files.paths[index]) as image:
-                image = image.convert(self.mode)
-            if self.augment:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(sample_seed(self.seed, epoch, index))
-                    pixels = self.transform(image)
-            else:
+            with open_image(self.files.paths[index], self.max_pixels) as image:
+                image = image.convert(self.mode)  # decodes the pixels
+        except TooLarge:
+            return torch.zeros(self.shape, dtype=torch.uint8), TOO_LARGE, index
+        except Exception:  # whatever Pillow raises on a file it cannot decode
+            return torch.zeros(self.shape, dtype=torch.uint8), DECODE_FAILED, index
+        if self.augment:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, epoch, index))
                 pixels = self.transform(image)
-        except (OSError, ValueError, SyntaxError):
-            return torch.zeros(self.shape, dtype=torch.uint8), -1, index
+        else:
+            pixels = self.transform(image)
         return pixels, int(self.files.labels[index]), index
+
+    def failure(self, indices: list[int], codes: list[int]) -> UserError:
+        """The message for items that came back with a failure code instead of a label."""
+        paths = [self.files.paths[i] for i in indices]
+        large = [str(p) for p, code in zip(paths, codes, strict=True) if code == TOO_LARGE]
+        if large:
+            return too_large(large[:MAX_NAMED], len(large), self.max_pixels)
+        named = ", ".join(str(p) for p in paths[:MAX_NAMED])
+        return UserError(f"could not decode {named}; remove or replace the file(s).")
 
 
 class EpochBatches(Sampler):
@@ -148,10 +179,9 @@ class FolderLoader:
         self.batches.epoch = epoch
         self.batches.start = start
         for pixels, labels, index in self.loader:
-            failed = index[labels < 0].tolist()
-            if failed:
-                named = ", ".join(str(self.images.files.paths[i]) for i in failed[:MAX_NAMED])
-                raise UserError(f"could not decode {named}; remove or replace the file(s).")
+            failed = labels < 0
+            if failed.any():
+                raise self.images.failure(index[failed].tolist(), labels[failed].tolist())
             yield Batch(
                 self.normalise(pixels.to(self.device, non_blocking=True)),
                 labels.to(self.device, non_blocking=True),
@@ -173,6 +203,7 @@ class FolderDataset:
         eval_transform,
         workers: int,
         device: torch.device | None = None,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.info = info
         self.files = files
@@ -180,6 +211,7 @@ class FolderDataset:
         self.eval_transform = eval_transform
         self.workers = workers
         self.device = device or torch.device("cpu")
+        self.max_pixels = max_pixels
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -197,14 +229,9 @@ class FolderDataset:
         return self.files[split].labels.to(self.device)
 
     def to(self, device: torch.device) -> FolderDataset:
-        return FolderDataset(
-            self.info,
-            self.files,
-            self.train_transform,
-            self.eval_transform,
-            self.workers,
-            torch.device(device),
-        )
+        moved = copy.copy(self)  # the same files and transforms
+        moved.device = torch.device(device)
+        return moved
 
     def train_loader(self, batch_size: int, seed: int) -> FolderLoader:
         """Shuffled batches of augmented training views (un-augmented when augment=false)."""
@@ -224,6 +251,7 @@ class FolderDataset:
             self.info.image_size,
             augment,
             seed,
+            self.max_pixels,
         )
         return FolderLoader(
             images,
@@ -255,6 +283,7 @@ class ImageFolder:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         stats_images: int = 256,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         if root is None or str(root) == "":
             raise UserError("dataset=imagefolder needs dataset.root=DIR (the tree's top folder).")
@@ -277,10 +306,11 @@ class ImageFolder:
         self.workers = workers
         self.mean, self.std = mean, std
         self.stats_images = stats_images
+        self.max_pixels = max_pixels
 
     @cached_property
     def tree(self) -> Tree:
-        return scan(self.root, self.channels, self.test_fraction, self.split_seed)
+        return scan(self.root, self.channels, self.test_fraction, self.split_seed, self.max_pixels)
 
     def check(self) -> None:
         """Scan the tree (layout, classes, every image's header); bad input is a `UserError`."""
@@ -330,7 +360,14 @@ class ImageFolder:
             files["val"] = files["train"].subset(held)
             files["train"] = files["train"].subset(kept)
         train_transform = self.train_transform() if self.augment else None
-        return FolderDataset(self.info, files, train_transform, self.eval_transform(), self.workers)
+        return FolderDataset(
+            self.info,
+            files,
+            train_transform,
+            self.eval_transform(),
+            self.workers,
+            max_pixels=self.max_pixels,
+        )
 
     def _estimate_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std over up to `stats_images` seeded training images."""
@@ -338,13 +375,19 @@ class ImageFolder:
         generator = torch.Generator().manual_seed(self.split_seed)
         chosen = torch.randperm(len(train.paths), generator=generator)[: self.stats_images]
         images = ImageFiles(
-            train, self.eval_transform(), self.tree.channels, self.image_size, False, 0
+            train,
+            self.eval_transform(),
+            self.tree.channels,
+            self.image_size,
+            False,
+            0,
+            self.max_pixels,
         )
         pixels = []
         for index in chosen.tolist():
             image, label, _ = images[(0, index)]
             if label < 0:
-                raise UserError(f"could not decode {train.paths[index]}; remove or replace it.")
+                raise images.failure([index], [label])
             pixels.append(image.flatten(1).float() / 255.0)
         stacked = torch.cat(pixels, dim=1)  # [C, pixels]
         std = stacked.std(dim=1).clamp_min(1e-3)

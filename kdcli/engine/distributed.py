@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
@@ -79,22 +80,26 @@ def is_main() -> bool:
 # ---- start and end --------------------------------------------------------------------------
 
 
-def _scratch_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"kd-rank{env_rank()}-{os.getpid()}"
-
-
-def hydra_overrides_for_this_rank() -> list[str]:
-    """Hydra overrides that keep ranks other than 0 out of the output directories.
+@contextmanager
+def rank_scratch() -> Iterator[list[str]]:
+    """Hydra overrides that keep ranks other than 0 out of the output directories, for as
+    long as the block runs.
 
     Every rank composes the config through Hydra, and Hydra would create a run directory
     named by the time, which differs between processes. Rank 0 owns the real one; the other
-    ranks get a scratch directory (see `remove_scratch`) and learn rank 0's from
-    `shared_run_dir`.
+    ranks get a scratch directory, removed when the block ends, and learn rank 0's from
+    `shared_run_dir`. The scratch comes from tempfile.mkdtemp: private (0700) and named at
+    random, where a name known in advance (/tmp/kd-rank1-<pid>) could already be a symlink
+    that someone else put there.
     """
     if not launched_by_torchrun() or env_rank() == 0:
-        return []
-    scratch = _scratch_dir()
-    return [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null"]
+        yield []
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=f"kd-rank{env_rank()}-"))
+    try:
+        yield [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null"]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def setup(device: torch.device) -> torch.device:
@@ -129,12 +134,6 @@ def finish() -> None:
     if active():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def remove_scratch() -> None:
-    """Remove the scratch directory that Hydra created for this rank, if any."""
-    if launched_by_torchrun() and env_rank() != 0:
-        shutil.rmtree(_scratch_dir(), ignore_errors=True)
 
 
 # ---- training -------------------------------------------------------------------------------

@@ -131,9 +131,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 
 def table(report: dict[str, Any], task: Task = TASK) -> Table:
     header, rows = _cells(report, task)
-    result = Table(
-        title=f"kd report: {report['teacher']['name']} -> {report['student']['name']} "
-        f"on {report['dataset']['name']}, loss={report['loss']['name']}"
+    result = Table(  # Text: names (an ImageFolder's is its folder's) are not markup
+        title=Text(
+            f"kd report: {report['teacher']['name']} -> {report['student']['name']} "
+            f"on {report['dataset']['name']}, loss={report['loss']['name']}"
+        )
     )
     for i, name in enumerate(header):
         result.add_column(name, justify="left" if i == 0 else "right")

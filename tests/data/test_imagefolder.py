@@ -1,8 +1,12 @@
+import os
+
 import pytest
 import torch
+from bad_files import bomb_png
 from dataset_files import write_image, write_imagefolder
 
 from kdcli.data.imagefolder import ImageFolder
+from kdcli.data.imagefolder_scan import list_files
 from kdcli.errors import UserError
 
 
@@ -110,6 +114,64 @@ def test_a_file_that_fails_to_decode_is_named_by_the_loader(data_root):
     data = source(data_root).load()
     with pytest.raises(UserError, match=f"could not decode {png}"):
         list(data.eval_loader("test", 4).epoch(0))
+
+
+def test_a_decompression_bomb_is_refused_by_its_header(data_root):
+    write_imagefolder(data_root, per_class=2)
+    bomb = data_root / "train" / "owl" / "bomb.png"
+    bomb.write_bytes(bomb_png())
+    with pytest.raises(UserError, match="1 image\\(s\\) have more pixels than dataset.max_pixels"):
+        source(data_root).check()
+
+
+def test_images_over_max_pixels_are_named(data_root):
+    write_imagefolder(data_root, per_class=2)  # 20 x 14 = 280 pixels each
+    large = data_root / "val" / "dog" / "large.png"
+    write_image(large, (1, 2, 3), size=(40, 30))
+    with pytest.raises(UserError, match="max_pixels=1000") as error:
+        source(data_root, max_pixels=1000).check()
+    assert f"{large} (40 x 30 pixels)" in str(error.value)
+    source(data_root, max_pixels=1200).check()
+
+
+@pytest.mark.parametrize(
+    ("swap", "expected"),
+    [
+        (lambda png: png.write_bytes(bomb_png()), "have more pixels than dataset.max_pixels="),
+        (lambda png: write_image(png, 9, size=(40, 30)), "{png}. Decoding one would take"),
+    ],
+    ids=["bomb", "over max_pixels"],
+)
+def test_an_image_swapped_after_the_scan_is_named_from_a_dataloader_worker(
+    data_root, swap, expected
+):
+    """An exception in a worker would come back as a traceback; the file comes back named
+    (a truncated or empty file comes back the same way: test_a_file_that_fails_to_decode...)."""
+    write_imagefolder(data_root, per_class=2)
+    data = ImageFolder(root=str(data_root), image_size=16, workers=1, max_pixels=1000).load()
+    png = data_root / "val" / "owl" / "0.png"
+    swap(png)
+    with pytest.raises(UserError) as error:
+        list(data.eval_loader("test", 6).epoch(0))
+    assert expected.format(png=png) in str(error.value) and "Traceback" not in str(error.value)
+
+
+def test_one_class_folder_is_refused(data_root):
+    write_imagefolder(data_root / "images", per_class=2, splits=())
+    for extra in ("dog", "owl"):
+        for path in (data_root / "images" / extra).iterdir():
+            path.rename(data_root / "images" / "cat" / f"{extra}-{path.name}")
+        (data_root / "images" / extra).rmdir()
+    with pytest.raises(UserError, match="distillation needs at least two") as error:
+        source(data_root).check()
+    assert f"dataset.root={data_root / 'images'}" in str(error.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_only_regular_files_are_listed(data_root):
+    write_imagefolder(data_root, per_class=1, splits=())
+    os.mkfifo(data_root / "cat" / "pipe.png")  # opening it would wait for a writer forever
+    assert [p.name for p in list_files(data_root, ["cat"]).paths] == ["0.png"]
 
 
 def test_a_grayscale_and_colour_mix_is_an_error_unless_converted(data_root):
