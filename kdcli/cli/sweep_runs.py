@@ -3,7 +3,7 @@
 
 These files may come from anyone (a copied sweep, an edited report), so each is read as plain
 data and checked for the shape kd report uses: a file that is not JSON or YAML, is larger than
-MAX_BYTES, or holds the wrong kind of value (a list where an object belongs, text where a
+16 MB, or holds the wrong kind of value (a list where an object belongs, text where a
 number does) is a `UserError` naming the file and the value. YAML aliases are refused: kd never
 writes them, and a few of them can stand for billions of values (a "billion laughs").
 """
@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kdcli.errors import UserError
+from kdcli.store.plain import read_json, read_yaml
 
 REPORT = "report.json"
-MAX_BYTES = 16 * 2**20  # a report or a config is a few kilobytes
 # Config keys that do not change what a run computes, ignored when grouping with `seed`.
 NOT_SETTINGS = ("seed", "cache_dir")
 
@@ -83,31 +81,11 @@ def wrong_shape(path: Path, error: WrongShape) -> UserError:
 # ---- the files ---------------------------------------------------------------------------------
 
 
-class _NoAliases(yaml.SafeLoader):
-    """YAML's safe loader without aliases (`*name`), which kd never writes."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("it uses an alias (*name), which kd never writes")
-        return super().compose_node(parent, index)
-
-
-def _read(path: Path, parse: Callable[[str], Any], what: str) -> Any:
-    """The file's plain data; a file too large, not UTF-8 or not `what` is a `UserError`."""
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ValueError(f"it is larger than {MAX_BYTES // 2**20} MB")
-        return parse(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError, RecursionError) as error:
-        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(
-            f"{path} could not be read as {what} ({why}); rerun that run, or move the file "
-            "out of the way."
-        ) from None
+FIX = "Rerun that run, or move the file out of the way."
 
 
 def read_report(path: Path) -> dict[str, Any]:
-    report = _read(path, json.loads, "JSON")
+    report = read_json(path, FIX)
     if not isinstance(report, dict):
         raise wrong_shape(path, WrongShape("the file", report, "an object of figures"))
     return report
@@ -118,7 +96,7 @@ def read_overrides(run_dir: Path) -> dict[str, str]:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return {}
-    lines = _read(path, lambda text: yaml.load(text, _NoAliases), "YAML") or []
+    lines = read_yaml(path, FIX) or []
     if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
         raise wrong_shape(path, WrongShape("the file", lines, "a list of key=value lines"))
     overrides = {}
@@ -136,7 +114,7 @@ def read_settings(run_dir: Path) -> str | None:
         path = run_dir / name
         if not path.is_file():
             continue
-        config = _read(path, lambda text: yaml.load(text, _NoAliases), "YAML") or {}
+        config = read_yaml(path, FIX) or {}
         if not isinstance(config, dict):
             raise wrong_shape(path, WrongShape("the file", config, "a mapping of settings"))
         kept = {k: v for k, v in config.items() if k not in NOT_SETTINGS}

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from torch import nn
 
 from kdcli.config.build import _instantiate
-from kdcli.config.checks import _unknown_key_error
+from kdcli.config.checks import _unknown_key_error, parse_overrides
 from kdcli.config.from_files import dataset_config, rebuild_model
 from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
@@ -41,7 +40,7 @@ def eval_config(
     """The composed config (dataset, eval, device) for evaluating `checkpoint`;
     `trained_on` is the dataset name the checkpoint records, `run_dir` the run that made it
     when known (an exported file's description names it)."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     for override in parsed:
         key = override.key_or_group
         if not any(key == a or key.startswith(f"{a}.") for a in ALLOWED):

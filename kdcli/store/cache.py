@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from filelock import FileLock, Timeout
 
 from kdcli.errors import RunError, out_of_space
 from kdcli.store import use_lock
-from kdcli.store.atomic import write_json_atomic
+from kdcli.store.atomic import temp_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +245,7 @@ class ArtifactCache:
     def _build(self, path: Path, key: str, make: Callable[[Path], dict[str, Any]]) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = temp_dir(path.parent, f".{path.name}.")  # the umask's mode: a group shares it
         try:
             extra = make(tmp)
             made = [f for f in sorted(tmp.iterdir()) if f.name != MANIFEST]

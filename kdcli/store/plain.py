@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,35 +69,38 @@ def _child(source: str, key: str, name: Any) -> str:
     return full
 
 
+MAX_BYTES = 16 * 2**20  # a config, manifest or report is a few kilobytes
+
+
 class _NoAliases(yaml.SafeLoader):
     """YAML without anchors and aliases: kdcli never writes them, and a few nested aliases
-    expand to billions of nodes."""
+    expand to billions of nodes (a "billion laughs")."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("an alias (*name): kdcli's files have none")
+            raise yaml.YAMLError("it uses an alias (*name), which kdcli never writes")
         return super().compose_node(parent, index)
 
 
 def read_yaml(path: Path, fix: str) -> Any:
     """What a YAML file holds, as Python data (safe loader, no aliases; the caller checks
-    the parts it uses with `plain_data`); a UserError naming `path` and `fix` when it cannot
-    be read."""
-    try:
-        return yaml.load(Path(path).read_text(), Loader=_NoAliases)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
-        raise UserError(f"{path} could not be read as YAML ({_why(error)}). {fix}") from None
+    the parts it uses); a UserError naming `path` and `fix` when it cannot be read."""
+    return _read(Path(path), lambda text: yaml.load(text, Loader=_NoAliases), "YAML", fix)
 
 
 def read_json(path: Path, fix: str) -> Any:
     """What a JSON file holds (the caller checks the parts it uses); a UserError naming
     `path` and `fix` when it cannot be read."""
+    return _read(Path(path), json.loads, "JSON", fix)
+
+
+def _read(path: Path, parse: Callable[[str], Any], what: str, fix: str) -> Any:
+    """`parse` of the file's text; a file too large, not UTF-8 or not `what` is a UserError."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise UserError(f"{path} could not be read as JSON ({_why(error)}). {fix}") from None
-
-
-def _why(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError(f"it is larger than {MAX_BYTES // 2**20} MB")
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, RecursionError) as error:
+        lines = str(error).strip().splitlines()
+        why = lines[0][:200] if lines else type(error).__name__
+        raise UserError(f"{path} could not be read as {what} ({why}). {fix}") from None
