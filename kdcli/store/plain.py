@@ -78,7 +78,7 @@ class _NoAliases(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("it uses an alias (*name), which kdcli never writes")
+            raise yaml.YAMLError("it uses an alias (*name), which kd never writes")
         return super().compose_node(parent, index)
 
 
