@@ -34,8 +34,8 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdcli.config.device import resolve_device
     from kdcli.config.eval_config import build_from_checkpoint, eval_config, load_dataset
-    from kdcli.config.objects import resolve_device
     from kdcli.pipeline.eval_checkpoint import check_fits, evaluate_model, model_info, read_model
     from kdcli.pipeline.export import FromNormalised, load_torchscript
 

@@ -66,7 +66,8 @@ def _train_job(cfg: DictConfig) -> float | None:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    from kdcli.config.objects import build, resolve_device
+    from kdcli.config.device import resolve_device
+    from kdcli.config.objects import build
     from kdcli.engine import distributed
     from kdcli.pipeline.run import run
 

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kdcli.config import resolvers
 from kdcli.config.build import _first_line, training_kwargs
+from kdcli.config.device import check_device, resolve_device
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
 from kdcli.config.modality import check_modalities, modality
@@ -241,10 +242,7 @@ def check_config(cfg: DictConfig) -> None:
     check_values(cfg)  # every interpolation resolves; the numbers that reach a constructor
     _check_shardable(cfg)
     _check_min_top1(cfg)
-    if cfg.device.type not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device.type={cfg.device.type!r} must be auto, cpu or cuda.")
-    if cfg.device.type == "cuda" and not _cuda_available():
-        raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
+    check_device(cfg.device)
     _check_precision(cfg)
     _check_logger(cfg)
     _check_compress(cfg)
@@ -310,8 +308,7 @@ def _check_precision(cfg: DictConfig) -> None:
         raise UserError(f"compile={cfg.compile!r} must be true or false.")
     if cfg.channels_last not in ("auto", True, False):
         raise UserError(f"channels_last={cfg.channels_last!r} must be auto, true or false.")
-    on_cuda = cfg.device.type == "cuda" or (cfg.device.type == "auto" and _cuda_available())
-    if cfg.precision == "fp16" and not on_cuda:
+    if cfg.precision == "fp16" and resolve_device(cfg.device).type != "cuda":
         raise UserError(
             "precision=fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler) and this run "
             "is on the CPU; use precision=bf16 (or precision=auto, which picks bf16 where the "
@@ -338,12 +335,6 @@ def _check_compress(cfg: DictConfig) -> None:
             f"compress.epochs={epochs} is more than student.epochs={cfg.student.epochs}: the "
             "fine-tune reuses the student's soft labels epoch by epoch; lower compress.epochs."
         )
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _check_min_top1(cfg: DictConfig) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from kdcli.config.build import _instantiate
 from kdcli.config.checks import _unknown_key_error, parse_overrides
+from kdcli.config.device import check_device
 from kdcli.config.from_files import dataset_config, rebuild_model
 from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
@@ -72,6 +73,7 @@ def eval_config(
             if key not in given:
                 cfg.dataset[key] = value
     check_values(cfg)
+    check_device(cfg.device)
     return cfg
 
 

@@ -38,15 +38,6 @@ class Objects:
     task: Any  # kdcli.tasks: what the outputs mean (classify, lm)
 
 
-def resolve_device(device_cfg: DictConfig) -> torch.device:
-    kind = device_cfg.type
-    if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu.")
-    return torch.device(kind)
-
-
 def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
     """`cfg[role].model`, built right after seeding every RNG with `cfg.seed`."""
     seed_everything(cfg.seed)
