@@ -71,7 +71,10 @@ def test_bad_input_exits_2_naming_the_file_or_key(trained, tmp_path, capsys):
             [str(run_dir / "student.pt"), "dataset=mnist", f"dataset.root={tmp_path / 'data'}"],
             "does not match",  # 28x28 images for a model built for 8x8 digits
         ),
+        ([str(run_dir / "student.pt"), "device.type=tpu"], "must be auto, cpu or cuda"),
     ]
+    if not torch.cuda.is_available():
+        cases.append(([str(run_dir / "student.pt"), "device=cuda"], "no CUDA GPU is visible"))
     for args, message in cases:
         assert main(["eval", *args]) == 2, args
         err = capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdcli.config.checks import check_overrides
 from kdcli.data import Batch
 from kdcli.engine import precision as numerics
 from kdcli.engine.loop import fit
@@ -54,11 +55,11 @@ def test_auto_picks_bf16_and_channels_last_for_a_big_conv_model_on_a_bf16_cpu(mo
     assert resolve("auto", False, CPU, conv_model(), 1e9, 1000) == Precision("bf16", False)
 
 
-def test_an_explicit_choice_is_kept_and_fp16_needs_cuda():
+def test_an_explicit_choice_is_kept_and_the_checks_refuse_fp16_without_cuda():
     assert resolve("fp32", "auto", CPU, conv_model(), 1e9, 1000) == FP32
     assert resolve("bf16", "auto", CPU, conv_model(), 0, 1) == Precision("bf16", True)
-    with pytest.raises(UserError, match="precision=fp16 needs a CUDA device"):
-        resolve("fp16", "auto", CPU, conv_model(), 0, 1)
+    with pytest.raises(UserError, match="precision=fp16 needs a CUDA GPU"):
+        check_overrides(["precision=fp16", "device=cpu"])
 
 
 def test_a_bf16_forward_pass_gives_the_loss_to_bf16_rounding():

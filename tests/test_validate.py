@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from kdcli.config.build import build_model
 from kdcli.config.checks import check_overrides
+from kdcli.config.device import check_device, resolve_device
 from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import load_model, read_state_dict
@@ -95,6 +97,15 @@ def test_cuda_without_a_gpu_is_bad_input(kd):
     result = kd("train", "device=cuda")
     assert result.returncode == 2
     assert "device=cuda" in result.stderr
+
+
+def test_the_device_setting_is_checked_once_for_kd_train_and_kd_eval(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="device=cuda but no CUDA GPU is visible"):
+        check_device(OmegaConf.create({"type": "cuda"}))
+    with pytest.raises(UserError, match="device.type='tpu' must be auto, cpu or cuda"):
+        check_device(OmegaConf.create({"type": "tpu"}))
+    assert resolve_device(OmegaConf.create({"type": "auto"})) == torch.device("cpu")
 
 
 def _save_teacher_checkpoint(path: Path, width: int) -> None:

@@ -67,6 +67,8 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_accepted(role, override
         ("student.name=" + "n" * 101, "must be a name of 1 to 100 characters"),
         ("loss.temperature=true", "loss.temperature=true must be a number > 0"),
         ("loss.schedule.alpha={start:0.1,epochs:abc}", "loss.schedule.alpha.epochs='abc' must"),
+        ("loss.schedule.alpha={start:0.1,epochs:0}", "alpha.epochs=0 must be null or a whole"),
+        ("dataset.max_shift=-1", "dataset.max_shift=-1 must be a whole number >= 0"),
     ],
 )
 def test_a_bad_run_setting_names_the_key(override, expected):

@@ -12,7 +12,6 @@ import torch
 from kdcli.data.augment import ShiftFlip
 from kdcli.data.base import DatasetInfo
 from kdcli.data.memory import InMemoryDataset, Split, with_validation
-from kdcli.data.split import check_fraction
 
 
 class Digits:
@@ -27,8 +26,6 @@ class Digits:
         max_shift: int = 1,
         val_fraction: float = 0.0,
     ) -> None:
-        check_fraction("dataset.test_fraction", test_fraction, allow_zero=False)
-        check_fraction("dataset.val_fraction", val_fraction, allow_zero=True)
         self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.augment = augment

@@ -287,10 +287,11 @@ class ImageFolder:
     ) -> None:
         if root is None or str(root) == "":
             raise UserError("dataset=imagefolder needs dataset.root=DIR (the tree's top folder).")
+        # config/values.py checks these on a config; kept for Python callers, who would get
+        # wrong splits (stratified_split clamps the fractions) or zero-padded evaluation
+        # images (an eval_crop over 1) without a word
         check_fraction("dataset.test_fraction", test_fraction, allow_zero=False)
         check_fraction("dataset.val_fraction", val_fraction, allow_zero=True)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-            raise UserError(f"dataset.image_size={image_size!r} must be a whole number >= 8.")
         if not 0.0 < eval_crop <= 1.0:
             raise UserError(f"dataset.eval_crop={eval_crop!r} must lie in (0, 1] (e.g. 0.875).")
         self.root = Path(str(root)).expanduser()

@@ -148,8 +148,6 @@ def image_modes(paths: Sequence[Path], max_pixels: int = MAX_PIXELS) -> list[str
 def channel_count(paths: Sequence[Path], modes: Sequence[str], channels: int | str) -> int:
     """1 or 3: `channels` when given, else what every image has (a mix is a `UserError`)."""
     if channels != "auto":
-        if channels not in (1, 3):
-            raise UserError(f"dataset.channels={channels!r} must be auto, 1 or 3.")
         return int(channels)
     gray = [p for p, m in zip(paths, modes, strict=True) if m in GRAYSCALE_MODES]
     colour = [p for p, m in zip(paths, modes, strict=True) if m not in GRAYSCALE_MODES]

@@ -159,6 +159,8 @@ def with_validation(
     split_seed: int,
 ) -> InMemoryDataset:
     """An `InMemoryDataset`, with `val_fraction` of each training class held out as `val`."""
+    # config/values.py checks it on a config; kept for Python callers (stratified_split would
+    # clamp a fraction outside [0, 1) without a word)
     check_fraction("dataset.val_fraction", val_fraction, allow_zero=True)
     if val_fraction == 0:
         return InMemoryDataset(info, train, test, augmentation)

@@ -18,7 +18,6 @@ import torch
 from kdcli.data.augment import ShiftFlip
 from kdcli.data.base import DatasetInfo
 from kdcli.data.memory import InMemoryDataset, Split, with_validation
-from kdcli.data.split import check_fraction
 from kdcli.errors import UserError
 
 
@@ -42,9 +41,6 @@ class StandardDataset(ABC):
         val_fraction: float = 0.0,
         split_seed: int = 0,
     ) -> None:
-        check_fraction("dataset.val_fraction", val_fraction, allow_zero=True)
-        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-            raise UserError(f"dataset.max_shift={max_shift!r} must be a whole number >= 0.")
         self.root = Path(str(root)).expanduser()
         self.download = download
         self.augmentation = ShiftFlip(max_shift, flip) if augment else None

@@ -21,7 +21,6 @@ import torch
 
 from kdcli.data.base import DatasetInfo
 from kdcli.data.memory import InMemoryDataset, Split
-from kdcli.data.split import check_fraction
 from kdcli.data.tokenizer import Tokens
 from kdcli.errors import UserError
 
@@ -67,8 +66,6 @@ class TextCorpus:
     def check(self) -> None:
         if not self.path.is_file():
             raise UserError(f"dataset.path={self.path}: no such file. Give a UTF-8 text file.")
-        check_fraction("dataset.val_fraction", self.val_fraction, allow_zero=True)
-        check_fraction("dataset.test_fraction", self.test_fraction, allow_zero=False)
 
     def text(self) -> str:
         opener = gzip.open if self.path.suffix == ".gz" else open

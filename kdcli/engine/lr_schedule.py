@@ -43,6 +43,9 @@ class WarmupCosine(LRScheduler):
         steps_per_epoch: int = 1,
         last_epoch: int = -1,
     ) -> None:
+        # config/values.py checks epochs and warmup_epochs on a config; kept for Python callers,
+        # whose rate would otherwise drop to zero after one step (epochs < 1) or start part-way
+        # down the cosine (a negative warm-up) without a word
         if epochs < 1 or steps_per_epoch < 1 or warmup_epochs < 0:
             raise ValueError(
                 f"WarmupCosine needs epochs >= 1 (got {epochs}), steps_per_epoch >= 1 "

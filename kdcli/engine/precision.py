@@ -28,8 +28,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdcli.errors import UserError
-
 CHOICES = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_FLOPS = 20e6  # forward FLOPs per image
@@ -80,14 +78,8 @@ def resolve(
     params: int,
 ) -> Precision:
     """The precision a model runs in on `device` for a `precision=` and `channels_last=` setting
-    (`flops`: its forward FLOPs per image; `params`: its parameter count)."""
-    if precision not in CHOICES:
-        raise UserError(f"precision={precision}: choose one of {', '.join(CHOICES)}.")
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError(
-            f"precision=fp16 needs a CUDA device (this run is on {device.type}); use "
-            "precision=bf16 or precision=auto."
-        )
+    (`flops`: its forward FLOPs per image; `params`: its parameter count). The pre-flight checks
+    (kdcli/config/checks.py) refuse a setting not in CHOICES, and fp16 off CUDA."""
     if precision == "auto":
         native = native_bf16(device)
         pays = device.type == "cuda" or pays_on_cpu(flops, params)

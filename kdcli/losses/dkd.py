@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kdcli.errors import UserError
 from kdcli.losses.base import DistillationLoss
 from kdcli.losses.schedule import Schedule
 
@@ -71,8 +70,6 @@ class DecoupledKD(DistillationLoss):
         schedule: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise UserError(f"loss.warmup={warmup!r} must be a whole number of epochs >= 0.")
         self.alpha = alpha
         self.beta = beta
         self.temperature = temperature

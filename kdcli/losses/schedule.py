@@ -34,8 +34,6 @@ class Schedule:
                 f"schedule kind {self.kind!r} is unknown; use one of {', '.join(KINDS)} "
                 "(e.g. {kind: linear, start: 0.1, end: 0.9})."
             )
-        if self.epochs is not None and self.epochs < 1:
-            raise UserError(f"schedule epochs={self.epochs} must be >= 1 (or null: the whole run).")
 
     def at(self, epoch: int, total_epochs: int) -> float:
         """The value for 0-based `epoch` of a run of `total_epochs`."""

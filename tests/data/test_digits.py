@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kdcli.config.checks import check_overrides
 from kdcli.data.digits import Digits
 from kdcli.errors import UserError
 
@@ -31,8 +32,10 @@ def test_digits_info_matches_the_data(digits):
 
 
 def test_bad_test_fraction_is_bad_input():
-    with pytest.raises(UserError, match="dataset.test_fraction"):
-        Digits(test_fraction=1.5)
+    with pytest.raises(UserError, match=r"dataset.test_fraction=1.5 must be a number in \(0, 1\)"):
+        check_overrides(["dataset.test_fraction=1.5"])
+    with pytest.raises(ValueError, match="test_size"):  # from Python: scikit-learn refuses it
+        Digits(test_fraction=1.5).load()
 
 
 def test_train_epochs_are_a_pure_function_of_seed_and_epoch(digits):
