@@ -26,10 +26,10 @@ from collections.abc import Iterator
 import torch
 from omegaconf import OmegaConf
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.data import Batch, DatasetInfo, InMemoryDataset, Split
 from kdcli.data.augment import ShiftFlip
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Trainee, fit
 from kdcli.knowledge.format import SoftLabels, predict_views
 from kdcli.knowledge.teacher import OnlineTeacher, StoredKnowledge
 from kdcli.losses import CrossEntropy, SoftTargetKD
@@ -84,20 +84,13 @@ def stage(epochs: int):
     )
 
 
-def plan(stage_cfg) -> dict:
-    """fit's settings from a stage config, for image classification."""
-    return {**training_kwargs(stage_cfg, "student"), "task": TASK}
-
-
-def throughput(loader, loss, teacher, epochs: int, device: torch.device) -> float:
+def throughput(loader, loss, knowledge, epochs: int, device: torch.device) -> float:
     """Images/s of the timed epochs (after one warm-up epoch), through the real loop."""
     torch.manual_seed(0)
-    student = SmallCNN(CLASSES, 3, 32)
-    fit(student, loader, loss, **plan(stage(1)), device=device, label="warm-up", teacher=teacher)
-    result = fit(
-        student, loader, loss, **plan(stage(epochs)), device=device, label="timed", teacher=teacher
-    )
-    return result.images_per_s
+    trainee = Trainee(SmallCNN(CLASSES, 3, 32), loader, loss)
+    fit(trainee, training_recipe(stage(1), "student"), Job("warm-up", TASK, device), knowledge)
+    recipe = training_recipe(stage(epochs), "student")
+    return fit(trainee, recipe, Job("timed", TASK, device), knowledge).images_per_s
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ import torch
 from omegaconf import OmegaConf
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.data.digits import Digits
-from kdcli.engine.loop import build_scheduler, fit
+from kdcli.engine.loop import Job, Trainee, build_scheduler, fit
 from kdcli.engine.lr_schedule import WarmupCosine, warmup_cosine_factor
 from kdcli.losses import CrossEntropy
 from kdcli.models.mlp import MLP
@@ -90,11 +90,11 @@ WARMUP = {"_target_": "kdcli.engine.lr_schedule.WarmupCosine", "epochs": 4, "war
 
 
 def test_build_scheduler_gives_a_per_batch_scheduler_the_batches_per_epoch():
-    factory = training_kwargs(stage(4, WARMUP), "teacher")["scheduler"]
+    factory = training_recipe(stage(4, WARMUP), "teacher").scheduler
     scheduler = build_scheduler(factory, sgd(), steps_per_epoch=23)
     assert (scheduler.total_steps, scheduler.warmup_steps) == (92, 23)
     cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": 4}
-    factory = training_kwargs(stage(4, cosine), "teacher")["scheduler"]
+    factory = training_recipe(stage(4, cosine), "teacher").scheduler
     assert not getattr(build_scheduler(factory, sgd(), 23), "per_batch", False)
 
 
@@ -106,16 +106,8 @@ def test_fit_steps_it_after_every_batch():
     )
     try:
         model = MLP(10, 1, 8, hidden=[16])
-        settings = training_kwargs(stage(4, WARMUP), "teacher")
-        fit(
-            model,
-            loader,
-            CrossEntropy(),
-            **settings,
-            task=TASK,
-            device=torch.device("cpu"),
-            label="t",
-        )
+        recipe = training_recipe(stage(4, WARMUP), "teacher")
+        fit(Trainee(model, loader, CrossEntropy()), recipe, Job("t", TASK, torch.device("cpu")))
     finally:
         hook.remove()
     batches = len(loader)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.data.digits import Digits
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.losses.combo import WeightedSum
 from kdcli.models.mlp import MLP
@@ -21,7 +21,7 @@ from kdcli.tasks.classify import TASK, expected_calibration_error
 ROW = {"stage": "teacher", "epoch": 1, "step": 22, "loss": 1.5, "train_top1": 0.5, "lr": 0.1}
 
 
-def settings(epochs: int) -> dict:
+def recipe(epochs: int) -> Recipe:
     stage = OmegaConf.create(
         {
             "epochs": epochs,
@@ -34,7 +34,7 @@ def settings(epochs: int) -> dict:
             },
         }
     )
-    return {**training_kwargs(stage, "student"), "task": TASK}
+    return training_recipe(stage, "student")
 
 
 class FixedTeacher:
@@ -54,9 +54,9 @@ def test_the_loop_gives_one_row_per_epoch_with_a_combo_losss_terms():
         }
     )
     torch.manual_seed(0)
-    fit(MLP(10, 1, 8, hidden=[32]), data.train_loader(64, 0), loss, **settings(2),
-        device=torch.device("cpu"), label="student", teacher=FixedTeacher(),
-        on_epoch=rows.append)  # fmt: skip
+    trainee = Trainee(MLP(10, 1, 8, hidden=[32]), data.train_loader(64, 0), loss)
+    job = Job("student", TASK, torch.device("cpu"), on_epoch=rows.append)
+    fit(trainee, recipe(2), job, FixedTeacher())
     assert [r["epoch"] for r in rows] == [1, 2] and [r["step"] for r in rows] == [22, 44]
     for row in rows:
         assert row["loss"] == pytest.approx(row["loss_kd"] + 0.5 * row["loss_ce"], rel=1e-4)

@@ -10,11 +10,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from test_lm import TINY_LM, Always
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.config.checks import check_overrides
 from kdcli.config.paths import config_dir
 from kdcli.data.text import TextCorpus
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Trainee, fit
 from kdcli.engine.precision import FP32
 from kdcli.errors import UserError
 from kdcli.knowledge.on_policy import OnPolicyBatches
@@ -109,15 +109,12 @@ def test_the_loop_gives_the_loss_no_targets_for_the_students_own_text(text):
     teacher = GPT(vocabulary, 1, 16, layers=1, heads=1, width=16, dropout=0.0)
     loss = Recording()
     batches = on_policy(text.train_loader(8, seed=0), student, 0.5)
+    recipe = training_recipe(stage, "student")
     fit(
-        student,
-        batches,
-        loss,
-        **training_kwargs(stage, "student"),
-        task=TASK,
-        device=CPU,
-        label="student",
-        teacher=OnlineTeacher(teacher, []),
+        Trainee(student, batches, loss),
+        recipe,
+        Job("student", TASK, CPU),
+        OnlineTeacher(teacher, []),
     )
     assert loss.targets_given == [b.labelled for b in batches.epoch(0)]
     assert not all(loss.targets_given) and any(loss.targets_given)

@@ -10,7 +10,7 @@ from torch import nn
 from kdcli.config.checks import check_overrides
 from kdcli.data import Batch
 from kdcli.engine import precision as numerics
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.engine.precision import FP32, Precision, pays_on_cpu, resolve
 from kdcli.errors import UserError
 from kdcli.losses import CrossEntropy, SoftTargetKD
@@ -101,18 +101,13 @@ def test_fit_trains_in_bf16_with_fp32_weights_and_reports_a_finite_loss():
     model = conv_model()
     torch.manual_seed(1)
     loader = Batches(torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,)))
-    result = fit(
-        model,
-        loader,
-        CrossEntropy(),
+    recipe = Recipe(
         epochs=3,
         optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
         scheduler=lambda opt: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0),
-        task=TASK,
-        device=CPU,
-        label="teacher",
         precision=Precision("bf16", channels_last=True),
     )
+    result = fit(Trainee(model, loader, CrossEntropy()), recipe, Job("teacher", TASK, CPU))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert torch.isfinite(torch.tensor(result.final_loss))
 

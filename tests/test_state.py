@@ -8,10 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.data.digits import Digits
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.losses import CrossEntropy
 from kdcli.models.mlp import MLP
@@ -21,7 +21,7 @@ CPU = torch.device("cpu")
 EPOCHS = 3
 
 
-def settings() -> dict:
+def recipe() -> Recipe:
     stage = OmegaConf.create(
         {
             "epochs": EPOCHS,
@@ -32,7 +32,7 @@ def settings() -> dict:
                           "epochs": EPOCHS, "warmup_epochs": 1},
         }
     )  # fmt: skip
-    return {**training_kwargs(stage, "student"), "task": TASK}
+    return training_recipe(stage, "student")
 
 
 class SignalAt(CrossEntropy):
@@ -61,8 +61,8 @@ def model(seed: int) -> MLP:
 
 def train(digits, net, loss, state=None):
     torch.manual_seed(123)  # the RNG state training starts from
-    return fit(net, digits.train_loader(64, 0), loss, **settings(), device=CPU, label="s",
-               state=state)  # fmt: skip
+    trainee = Trainee(net, digits.train_loader(64, 0), loss)
+    return fit(trainee, recipe(), Job("s", TASK, CPU, state=state))
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_a_signal_mid_epoch_saves_the_state_and_a_resume_ends_identical(digits, 
 
     resumed = model(1)  # a new process: other weights, overwritten by the state
     torch.manual_seed(999)  # and another RNG state, restored from the file
-    result = fit(resumed, digits.train_loader(64, 0), CrossEntropy(), **settings(), device=CPU,
-                 label="s", state=TrainState(path))  # fmt: skip
+    trainee = Trainee(resumed, digits.train_loader(64, 0), CrossEntropy())
+    result = fit(trainee, recipe(), Job("s", TASK, CPU, state=TrainState(path)))
     assert result.resumed_from == caught.value.position.removeprefix("s, ")
     assert_same_weights(straight, resumed)
     assert not path.exists(), "a finished stage removes its state"

@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
 from kdcli.engine.loop import build_scheduler
@@ -24,9 +24,9 @@ def teacher(option: str, *overrides: str) -> DictConfig:
 
 def built(stage: DictConfig, steps_per_epoch: int = 10):
     model = torch.nn.Linear(2, 2)
-    kwargs = training_kwargs(stage, "teacher")
-    optimizer = kwargs["optimizer"](list(model.parameters()))
-    return optimizer, build_scheduler(kwargs["scheduler"], optimizer, steps_per_epoch)
+    recipe = training_recipe(stage, "teacher")
+    optimizer = recipe.optimizer(list(model.parameters()))
+    return optimizer, build_scheduler(recipe.scheduler, optimizer, steps_per_epoch)
 
 
 @pytest.mark.parametrize("option", TEACHERS)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.data.digits import Digits
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.errors import RunError
 from kdcli.knowledge.teacher import Knowledge
 from kdcli.losses import CrossEntropy, SoftTargetKD
@@ -39,16 +39,15 @@ def stage(epochs: int, lr: float = 0.05):
     )
 
 
-def plan(stage_cfg) -> dict:
-    """fit's settings from a stage config, for image classification."""
-    return {**training_kwargs(stage_cfg, "student"), "task": TASK}
+def recipe(stage_cfg) -> Recipe:
+    """How fit trains, from a stage config."""
+    return training_recipe(stage_cfg, "student")
 
 
-def one_epoch(digits, loss, lr: float = 0.05, label: str = "student", **kwargs):
+def one_epoch(digits, loss, lr: float = 0.05, label: str = "student", knowledge=None):
     """One epoch of an MLP on digits, as the NaN-diagnosis tests run it."""
-    model = MLP(10, 1, 8, hidden=[64])
-    loader = digits.train_loader(64, 0)
-    return fit(model, loader, loss, **plan(stage(1, lr=lr)), device=CPU, label=label, **kwargs)
+    trainee = Trainee(MLP(10, 1, 8, hidden=[64]), digits.train_loader(64, 0), loss)
+    return fit(trainee, recipe(stage(1, lr=lr)), Job(label, TASK, CPU), knowledge)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +58,8 @@ def digits():
 def test_fit_learns_digits(digits):
     torch.manual_seed(0)
     model = MLP(10, 1, 8, hidden=[64])
-    result = fit(
-        model,
-        digits.train_loader(64, 0),
-        CrossEntropy(),
-        **plan(stage(3, lr=0.1)),
-        device=CPU,
-        label="t",
-    )
+    trainee = Trainee(model, digits.train_loader(64, 0), CrossEntropy())
+    result = fit(trainee, recipe(stage(3, lr=0.1)), Job("t", TASK, CPU))
     assert result.final_train_score > 0.5, "chance is 0.1"
     assert result.final_loss < 1.5, "the loss starts near ln(10) = 2.3"
     assert result.images_per_s > 0 and result.epochs == 3
@@ -81,15 +74,15 @@ def test_clip_grad_norm_bounds_every_update(digits):
     config.optimizer.momentum = 0.0
     config.clip_grad_norm = 1e-3
     loader = digits.train_loader(64, 0)
-    fit(model, loader, CrossEntropy(), **plan(config), device=CPU, label="t")
+    fit(Trainee(model, loader, CrossEntropy()), recipe(config), Job("t", TASK, CPU))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert 0 < (after - before).norm() <= len(loader) * 1.0 * 1e-3 * 1.001
-    assert plan(config)["clip_grad_norm"] == 1e-3 and plan(stage(1))["clip_grad_norm"] is None
+    assert recipe(config).clip_grad_norm == 1e-3 and recipe(stage(1)).clip_grad_norm is None
 
 
 def test_diverging_student_logits_are_blamed_on_the_learning_rate(digits):
     with pytest.raises(RunError) as error:
-        one_epoch(digits, SoftTargetKD(), lr=1e30, teacher=FakeTeacher())
+        one_epoch(digits, SoftTargetKD(), lr=1e30, knowledge=FakeTeacher())
     message = str(error.value)
     assert "the student loss became nan in epoch 1, step 2 of 22:" in message, message
     assert "the student's logits went non-finite" in message
@@ -119,7 +112,7 @@ def test_non_finite_teacher_soft_labels_are_blamed_on_the_teacher(digits):
     """The NaN comes in at step 3; by the log point (step 10) it has reached the student's
     weights and logits, but the first thing that went non-finite is what is named."""
     with pytest.raises(RunError) as error:
-        one_epoch(digits, SoftTargetKD(), teacher=FakeTeacher(bad_step=2))
+        one_epoch(digits, SoftTargetKD(), knowledge=FakeTeacher(bad_step=2))
     message = str(error.value)
     assert "the student loss became nan in epoch 1, step 3 of 22:" in message, message
     assert "teacher's soft labels" in message and "teacher.checkpoint" in message
@@ -128,7 +121,7 @@ def test_non_finite_teacher_soft_labels_are_blamed_on_the_teacher(digits):
 
 def test_a_non_finite_loss_on_finite_logits_names_the_loss_settings(digits):
     with pytest.raises(RunError) as error:
-        one_epoch(digits, SoftTargetKD(alpha=0.5, temperature=0.0), teacher=FakeTeacher())
+        one_epoch(digits, SoftTargetKD(alpha=0.5, temperature=0.0), knowledge=FakeTeacher())
     message = str(error.value)
     assert "epoch 1, step 1 of 22: the loss went non-finite on finite logits" in message, message
     assert "loss.alpha=0.5, loss.temperature=0.0" in message
@@ -140,7 +133,7 @@ def test_a_combo_loss_names_the_term_that_went_non_finite(digits):
         "dkd": {"weight": 0.5, "loss": DecoupledKD(warmup=0)},
     }
     with pytest.raises(RunError) as error:
-        one_epoch(digits, WeightedSum(terms), teacher=FakeTeacher())
+        one_epoch(digits, WeightedSum(terms), knowledge=FakeTeacher())
     message = str(error.value)
     assert "the loss term(s) kd went non-finite" in message, message
     assert "loss.terms.kd.loss.temperature=0.0, loss.terms.kd.weight=1.0" in message
@@ -149,11 +142,5 @@ def test_a_combo_loss_names_the_term_that_went_non_finite(digits):
 
 def test_a_distillation_loss_without_teacher_knowledge_is_refused(digits):
     with pytest.raises(ValueError, match="needs teacher knowledge"):
-        fit(
-            MLP(10, 1, 8),
-            digits.train_loader(64, 0),
-            SoftTargetKD(),
-            **plan(stage(1)),
-            device=CPU,
-            label="student",
-        )
+        trainee = Trainee(MLP(10, 1, 8), digits.train_loader(64, 0), SoftTargetKD())
+        fit(trainee, recipe(stage(1)), Job("student", TASK, CPU))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from kdcli.errors import UserError
+
+if TYPE_CHECKING:
+    from kdcli.engine.loop import Recipe
 
 
 def _first_line(error: Exception) -> str:
@@ -37,14 +40,16 @@ def build_model(cfg: DictConfig, role: str, info: Any) -> Any:
         raise UserError(f"{role}={cfg[role].name}: {error}") from None
 
 
-def training_kwargs(stage: DictConfig, role: str) -> dict[str, Any]:
-    """What the training loop takes from a stage's config (`teacher`, `student`): its epochs
-    the optimizer and scheduler factories (partial `_target_` configs), and the gradient
-    clipping norm (`clip_grad_norm`, null: none)."""
+def training_recipe(stage: DictConfig, role: str) -> Recipe:
+    """How the training loop trains a stage (`teacher`, `student`), from its config: its
+    epochs, the optimizer and scheduler factories (partial `_target_` configs) and the gradient
+    clipping norm (`clip_grad_norm`, null: none). The pipeline adds the model's precision."""
+    from kdcli.engine.loop import Recipe
+
     clip = stage.get("clip_grad_norm")
-    return {
-        "epochs": int(stage.epochs),
-        "optimizer": _instantiate(stage.optimizer, f"{role}.optimizer"),
-        "scheduler": _instantiate(stage.scheduler, f"{role}.scheduler"),
-        "clip_grad_norm": None if clip is None else float(clip),
-    }
+    return Recipe(
+        epochs=int(stage.epochs),
+        optimizer=_instantiate(stage.optimizer, f"{role}.optimizer"),
+        scheduler=_instantiate(stage.scheduler, f"{role}.scheduler"),
+        clip_grad_norm=None if clip is None else float(clip),
+    )

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kdcli.config import resolvers
-from kdcli.config.build import _first_line, training_kwargs
+from kdcli.config.build import _first_line, training_recipe
 from kdcli.config.device import check_device, resolve_device
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
@@ -287,12 +287,12 @@ def check_training(cfg: DictConfig, role: str) -> None:
 
     from kdcli.engine.loop import build_scheduler
 
-    training = training_kwargs(cfg[role], role)
+    recipe = training_recipe(cfg[role], role)
     part = "optimizer"
     try:
-        optimizer = training["optimizer"]([torch.nn.Parameter(torch.zeros(1))])
+        optimizer = recipe.optimizer([torch.nn.Parameter(torch.zeros(1))])
         part = "scheduler"
-        build_scheduler(training["scheduler"], optimizer, steps_per_epoch=1)
+        build_scheduler(recipe.scheduler, optimizer, steps_per_epoch=1)
     except Exception as error:  # whatever the constructor refuses is this key's fault
         raise UserError(
             f"{role}.{part} could not be built: {_first_line(error)} (`kd train --cfg job` "

@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kdcli.config.build import _instantiate, build_model, training_kwargs
+from kdcli.config.build import _instantiate, build_model, training_recipe
 from kdcli.config.checks import flat_keys
 from kdcli.config.from_files import model_record
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine.compress import Compression
+from kdcli.engine.loop import Recipe
 from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
@@ -32,7 +33,7 @@ class Objects:
     teacher: Built
     student: Built
     baseline: Callable[[], Built]  # built when the baseline stage needs it (not when cached)
-    training: dict[str, dict[str, Any]]  # role -> the loop's epochs, optimizer, scheduler
+    training: dict[str, Recipe]  # role -> how the loop trains it (epochs, optimizer, ...)
     logger: Callable[[Path], Any]  # run directory -> where the per-epoch rows go
     compression: Compression  # what the compress stage does to the student
     task: Any  # kdcli.tasks: what the outputs mean (classify, lm)
@@ -67,7 +68,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         # sizes the loss's adapters (their init draws from the student's RNG stream)
         build_feature_loss(loss_fn, student.module, teacher.module.to(device), example_batch(data))
         student.rng = torch.get_rng_state()
-    training = {role: training_kwargs(cfg[role], role) for role in ("teacher", "student")}
+    training = {role: training_recipe(cfg[role], role) for role in ("teacher", "student")}
     return Objects(
         data,
         loss_fn,

@@ -13,12 +13,11 @@ import functools
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
 
 import torch
 
 from kdcli.engine import compress as compression
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.engine.precision import FP32
 from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
@@ -32,7 +31,7 @@ def compress_stage(
     ctx: Context,
     plan: compression.Compression,
     student: Model,
-    training: dict[str, Any],
+    training: Recipe,
     loss_fn: DistillationLoss,
     knowledge: TeacherKnowledge | None,
 ) -> tuple[Model, Stage]:
@@ -69,23 +68,17 @@ def compress_stage(
 def _fine_tune(ctx, plan, model, training, loss_fn, knowledge) -> None:
     """A short distillation of the pruned model (the masks keep pruned weights at zero), at a
     lower learning rate, cosine-annealed over `plan.epochs`."""
-    optimizer = training["optimizer"]
+    optimizer = training.optimizer
     lr = optimizer.keywords.get("lr") if isinstance(optimizer, functools.partial) else None
     if lr is not None:
         optimizer = functools.partial(optimizer, lr=lr * plan.lr_scale)
     scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=plan.epochs)
+    loader = distill_data(ctx, knowledge).train_loader(ctx.cfg.student.batch_size, ctx.cfg.seed)
     fit(
-        model,
-        distill_data(ctx, knowledge).train_loader(ctx.cfg.student.batch_size, ctx.cfg.seed),
-        loss_fn,
-        epochs=plan.epochs,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        task=ctx.task,
-        device=ctx.device,
-        label="fine-tune",
-        teacher=knowledge if loss_fn.needs_teacher else None,
-        on_epoch=epoch_recorder(ctx, "compressed", model),
+        Trainee(model, loader, loss_fn),
+        Recipe(plan.epochs, optimizer, scheduler),  # fp32, no gradient clipping
+        Job("fine-tune", ctx.task, ctx.device, on_epoch=epoch_recorder(ctx, "compressed", model)),
+        knowledge if loss_fn.needs_teacher else None,
     )
 
 

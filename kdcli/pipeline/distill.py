@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from omegaconf import DictConfig
@@ -14,7 +14,7 @@ from torch import nn
 
 from kdcli.data.base import Loader
 from kdcli.engine import distributed
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.engine.precision import Precision
 from kdcli.engine.state import Built, TrainState
 from kdcli.knowledge.on_policy import OnPolicyBatches
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 def student_stage(
     ctx: Context,
     built: Built,
-    training: dict[str, Any],
+    training: Recipe,
     loss_fn: DistillationLoss,
     knowledge: TeacherKnowledge | None,
     teacher: Model,
@@ -67,19 +67,17 @@ def student_stage(
             state = TrainState(None)
         built.restore_rng()
         result = fit(
-            model,
-            _training_batches(ctx, knowledge, loss_fn, model, precision),
-            loss_fn,
-            **training,
-            task=task,
-            device=ctx.device,
-            label="student",
-            teacher=knowledge,
-            precision=precision,
-            compile=bool(cfg.compile),
-            state=state,
-            keep_state=True,  # until the report is written (run.py)
-            on_epoch=epoch_recorder(ctx, "student", model),
+            Trainee(model, _training_batches(ctx, knowledge, loss_fn, model, precision), loss_fn),
+            replace(training, precision=precision, compile=bool(cfg.compile)),
+            Job(
+                "student",
+                task,
+                ctx.device,
+                state=state,
+                keep_state=True,  # until the report is written (run.py)
+                on_epoch=epoch_recorder(ctx, "student", model),
+            ),
+            knowledge,
         )
         ctx.finished.append(state)
     path = run_dir / "student.pt"
@@ -133,7 +131,7 @@ def _training_batches(
 
 
 def baseline_stage(
-    ctx: Context, build: Callable[[], Built], training: dict[str, Any]
+    ctx: Context, build: Callable[[], Built], training: Recipe
 ) -> tuple[Model, Stage]:
     """The same student trained with plain cross-entropy, same settings and seed (cached)."""
     return train_or_reuse(ctx, "student", "baseline", build(), training)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdcli.engine.infer import predict
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.engine.precision import FP32
 from kdcli.engine.state import Built
 from kdcli.errors import RunError
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def train_or_reuse(
-    ctx: Context, role: str, label: str, built: Built, training: dict[str, Any]
+    ctx: Context, role: str, label: str, built: Built, training: Recipe
 ) -> tuple[Model, Stage]:
     """Train `cfg[role]` with plain cross-entropy, or reuse the cached model (teacher, baseline).
 
@@ -66,17 +66,15 @@ def train_or_reuse(
     def make(tmp: Path) -> dict[str, Any]:
         built.restore_rng()
         result = fit(
-            model,
-            data.train_loader(stage_cfg.batch_size, cfg.seed),
-            CrossEntropy(),
-            **training,
-            task=task,
-            device=device,
-            label=label,
-            precision=precision,
-            compile=bool(cfg.compile),
-            state=train_state(ctx, f"{label}s", stage_cfg.name, key),
-            on_epoch=epoch_recorder(ctx, label, model),
+            Trainee(model, data.train_loader(stage_cfg.batch_size, cfg.seed), CrossEntropy()),
+            replace(training, precision=precision, compile=bool(cfg.compile)),
+            Job(
+                label,
+                task,
+                device,
+                state=train_state(ctx, f"{label}s", stage_cfg.name, key),
+                on_epoch=epoch_recorder(ctx, label, model),
+            ),
         )
         save_model(tmp / "model.pt", model, **built.record, dataset=asdict(data.info))
         return {
@@ -103,7 +101,7 @@ def train_or_reuse(
     return trained, stage
 
 
-def teacher_stage(ctx: Context, built: Built, training: dict[str, Any]) -> tuple[Model, Stage]:
+def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, Stage]:
     """Stage 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
 
     A checkpoint was loaded, and its fit checked, when the teacher was built."""

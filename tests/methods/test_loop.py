@@ -7,10 +7,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from kdcli.config.build import training_kwargs
+from kdcli.config.build import training_recipe
 from kdcli.config.paths import config_dir
 from kdcli.data.digits import Digits
-from kdcli.engine.loop import fit
+from kdcli.engine.loop import Job, Trainee, fit
 from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.errors import UserError
 from kdcli.knowledge.format import SoftLabels, predict_with_features
@@ -28,14 +28,9 @@ from kdcli.tasks.classify import TASK
 CPU = torch.device("cpu")
 
 
-def plan(stage_cfg) -> dict:
-    """fit's settings from a stage config, for image classification."""
-    return {**training_kwargs(stage_cfg, "student"), "task": TASK}
-
-
-def student_stage_config():
+def student_recipe():
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=["student.epochs=1"]).student
+        return training_recipe(compose("train", overrides=["student.epochs=1"]).student, "student")
 
 
 def test_fit_trains_the_regressor_and_resumes_it(tmp_path):
@@ -56,30 +51,26 @@ def test_fit_trains_the_regressor_and_resumes_it(tmp_path):
     torch.testing.assert_close(stored(0, batch).features["stage1"], online.features["stage1"])
 
     state = tmp_path / "state.pt"
-    stage = student_stage_config()
+    recipe = student_recipe()
     fit(
-        student,
-        data.train_loader(128, 0),
-        loss,
-        **plan(stage),
-        device=CPU,
-        label="s",
-        teacher=stored,
-        state=TrainState(state),
+        Trainee(student, data.train_loader(128, 0), loss),
+        recipe,
+        Job("s", TASK, CPU, state=TrainState(state)),
+        stored,
     )
     assert not torch.equal(before, loss.regressor.weight)
 
     assert not state.exists()  # a finished stage removes its state file
 
     # the per-epoch state holds the loss's adapter, and resuming restores it
-    optimizer = plan(stage)["optimizer"]([*student.parameters(), *loss.parameters()])
+    optimizer = recipe.optimizer([*student.parameters(), *loss.parameters()])
     assert any(p is loss.regressor.weight for g in optimizer.param_groups for p in g["params"])
-    scheduler = plan(stage)["scheduler"](optimizer)
+    scheduler = recipe.scheduler(optimizer)
     TrainState(state).save(Parts(student, loss, optimizer, scheduler), Position(1, 0))
     fresh = FitNet(student_layer="stage2", teacher_layer="stage1")
     build_feature_loss(fresh, student, teacher, example_batch(data))
-    optimizer = plan(stage)["optimizer"]([*student.parameters(), *fresh.parameters()])
-    parts = Parts(student, fresh, optimizer, plan(stage)["scheduler"](optimizer))
+    optimizer = recipe.optimizer([*student.parameters(), *fresh.parameters()])
+    parts = Parts(student, fresh, optimizer, recipe.scheduler(optimizer))
     assert TrainState(state).resume(parts, CPU) == Position(1, 0)
     torch.testing.assert_close(fresh.regressor.weight, loss.regressor.weight)
 
