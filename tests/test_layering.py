@@ -32,7 +32,9 @@ def rank(part: str) -> int:
     for number, names in enumerate(LAYERS):
         if part in names:
             return number
-    raise AssertionError(f"kdcli/{part} is in no layer: add it to LAYERS and the README")
+    raise AssertionError(
+        f"kdcli/{part} is in no layer: add it to LAYERS and to docs/development.md's layer map"
+    )
 
 
 def imports(path: Path) -> list[tuple[int, str]]:

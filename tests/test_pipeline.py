@@ -10,7 +10,7 @@ import pytest
 import torch
 
 
-def test_train_writes_the_report_the_readme_documents(kd, tiny):
+def test_train_writes_the_report_docs_report_md_documents(kd, tiny):
     result = kd("train", *tiny, "plots=true")
     assert result.returncode == 0, result.stderr
     report = result.report()
