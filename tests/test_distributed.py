@@ -47,7 +47,7 @@ def test_two_process_gloo_run_writes_one_report_and_takes_one_process_steps(kd, 
     # trained: BatchNorm's per-process statistics make a teacher trained alone differ).
     # With the gradients averaged over the two halves of every global batch, the two runs
     # take the same steps: their students differ by float32's summation order (1e-8
-    # measured); processes that each train on their half alone end 4e-3 away (measured).
+    # measured); without the sync, each process trains on its half alone (4e-3 apart).
     alone = kd(
         "train", *RUN, f"teacher.checkpoint={teacher}", cwd=tmp_path / "alone", env=ONE_THREAD
     )
