@@ -2,11 +2,16 @@
 stored finite and exact whatever the teacher's scale."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from kd_pipeline import CPU, train_in_process
+from kd_settings import TINY
 
+from kdcli.config.checks import check_overrides
+from kdcli.config.objects import build
 from kdcli.data.digits import Digits
 from kdcli.errors import UserError
 from kdcli.knowledge.format import (
@@ -57,6 +62,37 @@ def test_views_equal_the_teacher_on_the_students_exact_view(digits):
             )
             if step == 4:
                 break
+
+
+def test_a_runs_stored_views_are_the_teacher_on_the_views_its_student_draws(tmp_path):
+    """The claim end to end: for every epoch e and training sample i, what `kd train` stored
+    is the trained teacher's output on the view of i that the student's own loader
+    (data.train_loader(student.batch_size, seed)) draws in epoch e. Seed 3, so that a
+    hard-coded 0 (or seed + 1) in the soft-label stage fails."""
+    settings = [*TINY, "baseline=false", "precision=fp32", "soft_labels.mode=views"]
+    settings += ["student.epochs=2", "seed=3"]
+    report = train_in_process(tmp_path, *settings)
+    stored = np.load(Path(report["soft_labels"]["path"]) / "logits.npy", allow_pickle=False)
+    stored = torch.from_numpy(stored).float()
+    assert stored.shape == (2, 1437, 10), "[epochs, training samples, classes]"
+
+    # the run's teacher, loaded as kd train loads teacher.checkpoint, and the run's data
+    [cfg] = check_overrides([*settings, f"teacher.checkpoint={report['teacher']['checkpoint']}"])
+    again = build(cfg, CPU)
+    teacher = again.teacher.module.eval()
+    loader = again.data.train_loader(cfg.student.batch_size, cfg.seed)
+    for epoch in range(2):
+        seen = torch.zeros(1437, dtype=torch.bool)
+        for batch in loader.epoch(epoch):
+            with torch.no_grad():
+                expected = teacher(batch.x).softmax(-1)
+            # stored as float16 logits shifted by their row's maximum (knowledge/format.py):
+            # the same softmax, to float16's 11 significant bits (measured: 2e-5 apart; the
+            # views of another seed are up to 2e-2 apart)
+            got = stored[epoch, batch.index].softmax(-1)
+            torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
+            seen[batch.index] = True
+        assert int(seen.sum()) > 1437 - 64, "every batch the student draws (64 each) was compared"
 
 
 def test_views_differ_from_the_clean_view_when_augmented(digits):
