@@ -1,7 +1,7 @@
 """Stage 2, soft labels: the teacher's outputs stored once in the cache (`static`: one clean
 view; `views`: every epoch's augmented view; `generate`: on text the teacher wrote), or the
 teacher run online while distilling. The mode is kdcli/knowledge/mode.py's decision, the
-store kdcli/knowledge/format.py's; this stage names the cache entry."""
+store kdcli/knowledge/format.py's, the cache key kdcli/pipeline/keys.py's."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from kdcli.data.text import window_split
 from kdcli.engine import distributed
 from kdcli.errors import RunError
 from kdcli.knowledge.format import (
-    SOFT_LABEL_FORMAT,
     nonfinite_files,
     nonfinite_rows,
     read_store,
@@ -52,9 +51,9 @@ from kdcli.pipeline.common import (
     eval_batch_size,
     get_or_make,
     plain,
-    precision_key,
 )
-from kdcli.store.cache import Entry, fingerprint
+from kdcli.pipeline.keys import soft_labels_key
+from kdcli.store.cache import Entry
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +156,14 @@ def soft_label_stage(
     """
     cfg, data = ctx.cfg, ctx.data
     started = time.perf_counter()
-    dtype = np.dtype(cfg.soft_labels.dtype)
-    topk = stored_topk(cfg.soft_labels.topk, data.info.num_classes)
-    key_parts = [SOFT_LABEL_FORMAT, teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
-    if mode == "views":
-        key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
-    if mode == "generate":
-        key_parts += [plain(cfg.soft_labels.generate), cfg.seed]
-    key_parts += precision_key(teacher.precision)  # the teacher's forward passes' precision
-    key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
+    key = soft_labels_key(
+        cfg,
+        teacher=teacher.key,
+        mode=mode,
+        num_classes=data.info.num_classes,
+        precision=teacher.precision,  # its forward passes'
+        layers=layers,
+    )
     # the views of finished epochs outlive a killed build (the entry's lock covers them)
     saving = mode == "views" and cfg.checkpoint.save and distributed.is_main()
     progress = ctx.cache.partial_path("soft_labels", teacher.name, key) if saving else None
