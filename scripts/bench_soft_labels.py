@@ -30,7 +30,8 @@ from kdcli.config.build import training_recipe
 from kdcli.data import Batch, DatasetInfo, InMemoryDataset, Split
 from kdcli.data.augment import ShiftFlip
 from kdcli.engine.loop import Job, Trainee, fit
-from kdcli.knowledge.format import SoftLabels, predict_views
+from kdcli.knowledge.format import SoftLabels
+from kdcli.knowledge.predict import predict_views
 from kdcli.knowledge.teacher import OnlineTeacher, StoredKnowledge
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.models.smallcnn import SmallCNN

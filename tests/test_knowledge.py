@@ -16,16 +16,16 @@ from kdcli.data.digits import Digits
 from kdcli.errors import UserError
 from kdcli.knowledge.format import (
     SoftLabels,
-    _store_views,
     all_finite,
     encode_soft_labels,
     load_array,
     nonfinite_files,
-    predict_views,
     store_features,
     topk_probabilities,
     views_bytes,
+    write_views,
 )
+from kdcli.knowledge.predict import predict_views
 from kdcli.knowledge.teacher import OnlineTeacher, StoredKnowledge
 from kdcli.losses import SoftTargetKD
 from kdcli.models.smallcnn import SmallCNN
@@ -224,7 +224,7 @@ def test_views_of_finished_epochs_survive_a_killed_build_and_are_not_recomputed(
     args = (teacher, loader, 3, digits.num_train, (10,), None, np.dtype("float16"))
     straight = tmp_path / "straight"
     straight.mkdir()
-    _store_views(straight, *args, lambda logits: None)
+    write_views(straight, *args, lambda logits: None)
 
     batches = []
 
@@ -236,11 +236,11 @@ def test_views_of_finished_epochs_survive_a_killed_build_and_are_not_recomputed(
     progress, entry = tmp_path / "views.partial", tmp_path / "entry"
     entry.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        _store_views(entry, *args, dies_in_the_last_epoch, progress=progress)
+        write_views(entry, *args, dies_in_the_last_epoch, progress=progress)
     assert json.loads((progress / "progress.json").read_text())["epochs"] == 2
 
     batches.clear()
-    images, _, resumed = _store_views(
+    _, images, resumed = write_views(
         entry, *args, lambda logits: batches.append(1), progress=progress
     )
     assert resumed == 2 and len(batches) == len(loader), "only the last epoch is computed again"
@@ -259,6 +259,6 @@ def test_unusable_views_progress_is_ignored_and_the_build_starts_afresh(digits, 
     entry.mkdir()
     (progress / "progress.json").write_text("{not json")
     args = (teacher, loader, 2, digits.num_train, (10,), None, np.dtype("float16"))
-    images, _, resumed = _store_views(entry, *args, lambda logits: None, progress=progress)
+    _, images, resumed = write_views(entry, *args, lambda logits: None, progress=progress)
     assert resumed == 0 and "ignoring the unfinished views" in caplog.text
     assert images == 2 * len(loader) * 64 and (entry / "logits.npy").is_file()

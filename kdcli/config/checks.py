@@ -34,6 +34,8 @@ from kdcli.config.values import check_values, unresolvable
 from kdcli.config.writable import check_writable_dir
 from kdcli.engine.precision import CHOICES as PRECISIONS
 from kdcli.errors import UserError, did_you_mean
+from kdcli.knowledge.mode import soft_label_mode
+from kdcli.pipeline.soft_labels import on_policy
 
 log = logging.getLogger(__name__)
 
@@ -207,24 +209,12 @@ def _language_model(cfg: DictConfig) -> bool:
     return modality(cfg.task) == "text"
 
 
-def _check_on_policy(cfg: DictConfig) -> None:
-    """`loss.lmbda` > 0 has the student write text that the teacher then reads online."""
-    lmbda = OmegaConf.select(cfg, "loss.lmbda", default=0) or 0
-    ramp = OmegaConf.select(cfg, "loss.schedule.lmbda", default=None)
-    if lmbda == 0 and ramp is None:
-        return
-    key = f"loss.lmbda={lmbda}" if ramp is None else "loss.schedule.lmbda"
-    if not _language_model(cfg):
-        raise UserError(
-            f"{key} has the student write text (on-policy distillation), so it "
-            "needs a language model: add task=lm, or set loss.lmbda=0."
-        )
-    if cfg.soft_labels.mode not in ("auto", "online"):
-        raise UserError(
-            f"{key} needs the teacher online (it reads text the student writes "
-            f"during training, which no store holds): soft_labels.mode={cfg.soft_labels.mode} "
-            "cannot be used with it; set soft_labels.mode=online (or auto), or loss.lmbda=0."
-        )
+def _check_soft_label_mode(cfg: DictConfig) -> None:
+    """What the config alone tells of `soft_labels.mode` and on-policy distillation goes through
+    the one decision the soft-label stage takes (kdcli/knowledge/mode.py)."""
+    soft_label_mode(
+        cfg.soft_labels.mode, language_model=_language_model(cfg), on_policy=on_policy(cfg)
+    )
 
 
 def _number(cfg: DictConfig, key: str, name: str | None = None) -> float:
@@ -246,17 +236,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_precision(cfg)
     _check_logger(cfg)
     _check_compress(cfg)
-    if cfg.soft_labels.mode not in ("auto", "static", "views", "online", "generate"):
-        raise UserError(
-            f"soft_labels.mode={cfg.soft_labels.mode!r} must be auto, static, views, online or "
-            "generate."
-        )
-    if cfg.soft_labels.mode == "generate" and not _language_model(cfg):
-        raise UserError(
-            "soft_labels.mode=generate has the teacher write text, so it needs a language "
-            "model: add task=lm (images: use static, views or online)."
-        )
-    _check_on_policy(cfg)
+    _check_soft_label_mode(cfg)
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
     if cfg.soft_labels.features not in ("auto", "stored", "online"):

@@ -4,9 +4,12 @@ An entry directory holds plain .npy arrays (never pickles), one row per training
 - `logits.npy` [N, *out] (`static`) or [E, N, *out] (`views`: the teacher's output on the
   exact view the student draws in each of E epochs), in `soft_labels.dtype`; or, with top-k,
   `topk_probs.npy` and `topk_classes.npy` [..., k] in its place;
-- `feature-<path>.npy` [N, ...]: tapped teacher layers, for feature losses (`static` only).
+- `feature-<path>.npy` [N, ...]: tapped teacher layers, for feature losses (`static` only);
+- `windows.npy` [N, T + 1] (`generate`): the token windows the teacher wrote, which the
+  stored outputs are of.
 `out` is the task's per-sample output shape (classes for classification); the class axis
-is the last one.
+is the last one. The writers return the manifest fields that describe the store (its mode,
+top-k, dtype, encoding version, features); `read_store` reads the arrays back by them.
 
 Stored logits are shifted by each row's maximum (`encode_soft_labels`), so they fit the
 storage dtype whatever the teacher's scale; stores are checked finite when written and loaded.
@@ -21,15 +24,16 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from kdcli.data import Loader
-from kdcli.engine.infer import outputs
 from kdcli.engine.precision import FP32, Precision
 from kdcli.errors import UserError
+from kdcli.knowledge.predict import predict_views
 from kdcli.store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 SOFT_LABEL_FORMAT = 2
 """The stored encoding's version, part of the soft-label cache key so that entries written in
 another encoding are not reused (1: raw logits; 2: logits shifted by their row maximum)."""
+WINDOWS = "windows.npy"  # soft_labels.mode=generate: the teacher-written training windows
+STORED_MODES = ("static", "views", "generate")
 
 
 @dataclass
@@ -75,6 +81,12 @@ def topk_probabilities(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     """The k largest softmax probabilities of each row and their class indices."""
     values, indices = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
     return values, indices
+
+
+def stored_topk(k: int | None, num_classes: int) -> int | None:
+    """How many probabilities a store keeps per row for `soft_labels.topk`: None (all the
+    logits) when unset or when it keeps every class anyway."""
+    return None if k is None or k >= num_classes else int(k)
 
 
 def views_bytes(
@@ -173,22 +185,57 @@ def load_array(path: Path) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def save_static(
+def write_static(
     directory: Path,
     logits: torch.Tensor,
     features: dict[str, torch.Tensor],
     topk: int | None,
     dtype: np.dtype,
-) -> tuple[int, dict[str, str]]:
-    """Write one clean view's outputs (and tapped layers) of every training sample; returns
-    the rows clamped and the stored features' dtypes."""
+    windows: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Write one clean view's outputs of every training sample and its tapped layers
+    (`static`), or of the token windows the teacher wrote (`windows`: `generate`); returns
+    the store's manifest fields."""
     arrays, clamped = encode_soft_labels(logits, topk, dtype)
     for name, array in arrays.items():
         np.save(directory / f"{name}.npy", array, allow_pickle=False)
-    return clamped, store_features(directory, features, dtype)
+    if windows is not None:
+        np.save(directory / WINDOWS, windows.cpu().numpy().astype(np.int32), allow_pickle=False)
+    feature_dtypes = store_features(directory, features, dtype)
+    mode = "static" if windows is None else "generate"
+    shapes = {path: list(values.shape) for path, values in features.items()}
+    return _fields(mode, topk, dtype, clamped, feature_dtypes, shapes)
 
 
-def _store_views(
+def _fields(
+    mode: str,
+    topk: int | None,
+    dtype: np.dtype,
+    clamped: int,
+    feature_dtypes: dict[str, str],
+    feature_shapes: dict[str, list[int]],
+) -> dict[str, Any]:
+    """The manifest fields that describe a store (`read_store` reads them back)."""
+    if clamped:
+        log.warning(
+            "soft labels  %d row(s) of teacher logits span more than %s holds: their tail "
+            "is clamped (exact for softmax over all classes; for dkd or kd_ls use "
+            "soft_labels.dtype=float32)",
+            clamped,
+            dtype.name,
+        )
+    return {
+        "mode": mode,
+        "topk": topk,
+        "dtype": dtype.name,
+        "soft_label_format": SOFT_LABEL_FORMAT,
+        "clamped_rows": clamped,
+        "feature_dtypes": feature_dtypes,
+        "features": feature_shapes,
+    }
+
+
+def write_views(
     directory: Path,
     model: nn.Module,
     loader: Loader,
@@ -200,10 +247,10 @@ def _store_views(
     check: Callable[[torch.Tensor], None],
     precision: Precision = FP32,
     progress: Path | None = None,
-) -> tuple[int, int, int]:
-    """Write the teacher's outputs on every epoch's views straight into .npy files on disk,
-    each batch passed to `check` first; returns the images seen, the rows clamped and the
-    epochs that an earlier, interrupted build had already stored.
+) -> tuple[dict[str, Any], int, int]:
+    """Write the teacher's outputs on every epoch's views (`views`) straight into .npy files on
+    disk, each batch passed to `check` first; returns the store's manifest fields, the images
+    seen and the epochs that an earlier, interrupted build had already stored.
 
     With `progress` (a directory that outlives a killed build), the arrays are filled there
     and the epochs already done are recorded after each one, so a rerun continues with the
@@ -250,7 +297,7 @@ def _store_views(
         for name in dtypes:
             os.replace(progress / f"{name}.npy", directory / f"{name}.npy")
         shutil.rmtree(progress, ignore_errors=True)
-    return images, clamped, resumed
+    return _fields("views", topk, dtype, clamped, {}, {}), images, resumed
 
 
 VIEWS_PROGRESS = "progress.json"
@@ -276,51 +323,33 @@ def _views_done(progress: Path, plan: dict) -> dict | None:
         return None
 
 
-def predict_views(
-    model: nn.Module,
-    loader: Loader,
-    epochs: int,
-    write: Callable[[int, torch.Tensor, torch.Tensor], None],
-    precision: Precision = FP32,
-    first_epoch: int = 0,
-) -> int:
-    """Run the teacher on exactly the batches the student will draw in epochs
-    first_epoch..epochs-1.
+@dataclass
+class Store:
+    """What a soft-label entry holds, read back: the soft labels, the tapped teacher layers and,
+    for `generate`, the token windows [N, T + 1] the teacher wrote (else None)."""
 
-    `loader` is the student's own training loader, so each view is the one the student sees
-    (the augmentation of sample i in epoch e is a pure function of (seed, e, i)). Calls
-    `write(epoch, index, logits)` per batch; returns the number of images seen.
-    """
-    seen = 0
-    device = next(model.parameters()).device
-    epoch_range = range(first_epoch, epochs)
-    for epoch, batch, logits, _ in outputs(model, loader, device, epoch_range, (), precision):
-        write(epoch, batch.index, logits)
-        seen += batch.index.numel()
-    return seen
+    soft_labels: SoftLabels
+    features: dict[str, torch.Tensor]
+    windows: torch.Tensor | None
 
 
-def predict_with_features(
-    model: nn.Module,
-    loader: Loader,
+def read_store(
+    directory: Path,
+    manifest: dict[str, Any],
+    num_samples: int,
+    num_classes: int,
     layers: Sequence[str],
     device: torch.device,
-    precision: Precision = FP32,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Logits and tapped `layers` for every sample of the loader's split, in split order."""
-    logits, features = [], {path: [] for path in layers}
-    for _, _, batch_logits, tapped in outputs(model, loader, device, (0,), layers, precision):
-        logits.append(batch_logits)
-        for path in layers:
-            features[path].append(tapped[path])
-    return torch.cat(logits), {path: torch.cat(parts) for path, parts in features.items()}
-
-
-def _load_soft_labels(
-    directory: Path, num_samples: int, num_classes: int, mode: str, device: torch.device
-) -> SoftLabels:
-    """The stored arrays of a soft-label entry, checked against the dataset."""
-    names = ["logits"] if (directory / "logits.npy").is_file() else ["topk_probs", "topk_classes"]
+) -> Store:
+    """The arrays of the soft-label entry at `directory`, laid out as its `manifest` says,
+    checked against the training split."""
+    mode, topk = manifest.get("mode"), manifest.get("topk")
+    if mode not in STORED_MODES:
+        raise UserError(
+            f"soft labels at {directory}: the manifest names no stored mode ({mode!r}); that "
+            "cache entry is damaged: delete that directory."
+        )
+    names = ["logits"] if topk is None else ["topk_probs", "topk_classes"]
     arrays = [_load_array(directory / f"{name}.npy", device) for name in names]
     per_epoch = mode == "views"
     samples = arrays[0].shape[1 if per_epoch else 0]
@@ -329,8 +358,18 @@ def _load_soft_labels(
             f"soft labels at {directory} hold {samples} samples, the training split "
             f"{num_samples}; delete that directory."
         )
-    indices = arrays[1] if len(arrays) == 2 else None
-    return SoftLabels(arrays[0], indices, num_classes, per_epoch)
+    indices = arrays[1] if topk is not None else None
+    windows = None
+    if mode == "generate":
+        windows = torch.from_numpy(np.load(directory / WINDOWS, allow_pickle=False))
+        windows = windows.long().to(device)
+    features = load_features(directory, layers, device)
+    return Store(SoftLabels(arrays[0], indices, num_classes, per_epoch), features, windows)
+
+
+def stored_bytes(directory: Path) -> int:
+    """What the arrays of the entry at `directory` take on disk."""
+    return sum(f.stat().st_size for f in directory.glob("*.npy"))
 
 
 def _load_array(path: Path, device: torch.device) -> torch.Tensor:

@@ -24,7 +24,6 @@ from torch import nn
 from kdcli.data import Batch, Dataset
 from kdcli.engine import precision as numerics
 from kdcli.engine.precision import FP32, Precision
-from kdcli.errors import UserError
 from kdcli.knowledge.format import SoftLabels
 from kdcli.losses import DistillationLoss
 from kdcli.models.features import FeatureTap
@@ -116,27 +115,3 @@ def stored_feature_bytes(
 ) -> int:
     """What storing `shapes` for every training sample takes."""
     return num_samples * sum(math.prod(shape) for shape in shapes.values()) * dtype.itemsize
-
-
-def choose_feature_source(
-    setting: str, augmented: bool, needed_bytes: int, budget_mb: float
-) -> str:
-    """'stored' or 'online' for `soft_labels.features` = auto, stored or online."""
-    fits = needed_bytes <= budget_mb * 2**20
-    if setting == "online":
-        return "online"
-    if setting == "stored":
-        if augmented:
-            raise UserError(
-                "soft_labels.features=stored: the training data is augmented, so stored teacher "
-                "features would not match the student's view; use soft_labels.features=online "
-                "(or auto), or turn the augmentation off (e.g. dataset.augment=false)."
-            )
-        if not fits:
-            raise UserError(
-                f"soft_labels.features=stored needs {needed_bytes / 2**20:.1f} MiB, over "
-                f"soft_labels.feature_budget_mb={budget_mb}; raise the budget or use "
-                "soft_labels.features=online."
-            )
-        return "stored"
-    return "stored" if fits and not augmented else "online"

@@ -137,23 +137,8 @@ def eval_batch_size(ctx: Context, module: nn.Module, precision: Precision) -> in
     return ctx.batch_sizes[key]
 
 
-def precision_key(precision: Precision) -> list[str]:
-    """The precision's part of a cache fingerprint: none for fp32, so that entries made before
-    precision was a setting (all fp32) keep their names."""
-    return [precision.name] if precision.reduced else []
-
-
 def describe_model(stage_cfg: DictConfig, info: DatasetInfo) -> str:
     return f"{stage_cfg.name} on {info.describe()}"
-
-
-def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:
-    """What, besides model and data, determines a trained model (gradient clipping only
-    when it is on, so the keys of models trained without it stay what they were)."""
-    settings = {k: plain(stage_cfg[k]) for k in ("epochs", "batch_size", "optimizer", "scheduler")}
-    if stage_cfg.get("clip_grad_norm") is not None:
-        settings["clip_grad_norm"] = stage_cfg.clip_grad_norm
-    return settings
 
 
 def train_state(ctx: Context, kind: str, name: str, key: str) -> TrainState:

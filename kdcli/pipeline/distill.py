@@ -9,7 +9,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, replace
 from typing import Any
 
-from omegaconf import DictConfig
 from torch import nn
 
 from kdcli.data.base import Loader
@@ -27,13 +26,11 @@ from kdcli.pipeline.common import (
     distill_data,
     epoch_recorder,
     model_precision,
-    plain,
-    precision_key,
     train_state,
-    training_settings,
 )
+from kdcli.pipeline.keys import baseline_key, student_key
 from kdcli.pipeline.teacher import train_or_reuse
-from kdcli.store.cache import fingerprint, try_lock
+from kdcli.store.cache import try_lock
 from kdcli.store.checkpoint import save_model
 
 log = logging.getLogger(__name__)
@@ -52,7 +49,7 @@ def student_stage(
     cfg, task, run_dir = ctx.cfg, ctx.task, ctx.run_dir
     model = built.module
     precision = model_precision(ctx, model)
-    key = _student_key(cfg, teacher, precision)
+    key = student_key(cfg, teacher=teacher.key, precision=precision)
     lock = ctx.cache.lock_path("students", cfg.student.name, key)
     with try_lock(lock) if distributed.is_main() else nullcontext(True) as alone:
         alone = distributed.broadcast(alone) if distributed.active() else alone
@@ -134,30 +131,4 @@ def baseline_stage(
     ctx: Context, build: Callable[[], Built], training: Recipe
 ) -> tuple[Model, Stage]:
     """The same student trained with plain cross-entropy, same settings and seed (cached)."""
-    return train_or_reuse(ctx, "student", "baseline", build(), training)
-
-
-def _student_key(cfg: DictConfig, teacher: Model, precision: Precision) -> str:
-    """What determines the distilled student, for naming its per-epoch state."""
-    return fingerprint(
-        "student",
-        plain(cfg.student.model),
-        training_settings(cfg.student),
-        _loss_key(cfg),
-        plain(cfg.dataset),
-        cfg.seed,
-        plain(cfg.soft_labels),
-        teacher.key,
-        *precision_key(precision),
-    )
-
-
-def _loss_key(cfg: DictConfig) -> dict[str, Any]:
-    """The loss's settings; `lmbda` and its schedule only when on-policy, so that students
-    distilled before the setting existed keep their keys."""
-    loss = plain(cfg.loss)
-    if loss.get("lmbda", None) == 0:
-        del loss["lmbda"]
-    if isinstance(loss.get("schedule"), dict) and loss["schedule"].get("lmbda", 0) is None:
-        del loss["schedule"]["lmbda"]
-    return loss
+    return train_or_reuse(ctx, "student", "baseline", build(), training, baseline_key)

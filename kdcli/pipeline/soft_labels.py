@@ -1,9 +1,11 @@
 """Stage 2, soft labels: the teacher's outputs stored once in the cache (`static`: one clean
-view; `views`: every epoch's augmented view), or the teacher run online while distilling.
-The format is kdcli/knowledge/format.py's; this stage decides the mode and the cache key."""
+view; `views`: every epoch's augmented view; `generate`: on text the teacher wrote), or the
+teacher run online while distilling. The mode is kdcli/knowledge/mode.py's decision, the
+store kdcli/knowledge/format.py's, the cache key kdcli/pipeline/keys.py's."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -12,30 +14,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from kdcli.data import Dataset
-from kdcli.data.memory import Split
 from kdcli.data.text import window_split
 from kdcli.engine import distributed
 from kdcli.errors import RunError
 from kdcli.knowledge.format import (
-    SOFT_LABEL_FORMAT,
-    _load_soft_labels,
-    _store_views,
-    load_features,
     nonfinite_files,
     nonfinite_rows,
-    predict_with_features,
-    save_static,
+    read_store,
+    stored_bytes,
+    stored_topk,
     views_bytes,
+    write_static,
+    write_views,
 )
 from kdcli.knowledge.generate import generate_windows
+from kdcli.knowledge.mode import on_policy_setting, soft_label_mode
+from kdcli.knowledge.predict import predict_with_features
 from kdcli.knowledge.teacher import (
     OnlineTeacher,
     StoredKnowledge,
     TeacherKnowledge,
-    choose_feature_source,
     example_batch,
     feature_shapes,
     stored_feature_bytes,
@@ -51,37 +51,86 @@ from kdcli.pipeline.common import (
     eval_batch_size,
     get_or_make,
     plain,
-    precision_key,
 )
-from kdcli.store.cache import Entry, fingerprint
-from kdcli.tasks import Task
+from kdcli.pipeline.keys import soft_labels_key
+from kdcli.store.cache import Entry
 
 log = logging.getLogger(__name__)
 
 
-def soft_label_mode(cfg: DictConfig, data: Dataset, task: Task) -> str:
-    """`soft_labels.mode`, with `auto` resolved: one clean view (`static`) when the data is not
-    augmented (every view is the clean one), else the teacher's output on every epoch's view
-    (`views`), when that store fits in `soft_labels.max_gb`; else the teacher runs `online`
-    (a language model's full distributions over a large vocabulary rarely fit: top-k does)."""
-    mode = cfg.soft_labels.mode
-    if mode != "auto":
-        return mode
-    epochs, stored = (cfg.student.epochs, "views") if data.augmented else (1, "static")
-    needed = views_bytes(
-        epochs,
-        data.num_train * math.prod(task.output_shape(data.info)[:-1]),  # rows: text has T each
-        data.info.num_classes,
-        _topk(cfg, data),
-        np.dtype(cfg.soft_labels.dtype),
+def teacher_knowledge(
+    ctx: Context, teacher: Model, loss_fn: DistillationLoss
+) -> tuple[TeacherKnowledge, dict[str, Any], Stage | None]:
+    """What the student stage learns from: stored soft labels (`static`, `views` or
+    `generate`, and stored teacher features when they match the student's view and fit the
+    budget), or the teacher run online (`soft_labels.mode=online`, on-policy distillation,
+    a store over `soft_labels.max_gb`, or features that cannot be stored)."""
+    layers = loss_fn.teacher_layers
+    mode = resolved_mode(ctx, teacher, layers)
+    if mode == "online":
+        return _online(ctx, teacher, layers), _online_report(ctx.cfg, layers), None
+    knowledge, entry, stage = soft_label_stage(ctx, teacher, mode, layers)
+    report = {
+        "mode": mode,
+        "features": "stored" if layers else "none",
+        "layers": list(layers),
+        "reused": entry.reused,
+        "path": str(entry.path),
+        "bytes": stored_bytes(entry.path),
+        "dtype": entry.manifest["dtype"],
+        "topk": entry.manifest["topk"],
+    }
+    return knowledge, report, stage
+
+
+def on_policy(cfg: DictConfig) -> str | None:
+    """The setting that has the student write some of its text, None when nothing does."""
+    lmbda = OmegaConf.select(cfg, "loss.lmbda", default=0)
+    return on_policy_setting(lmbda, OmegaConf.select(cfg, "loss.schedule.lmbda", default=None))
+
+
+def resolved_mode(ctx: Context, teacher: Model, layers: tuple[str, ...]) -> str:
+    """`soft_labels.mode` as this run's data, task and loss decide it (kdcli/knowledge/mode.py)."""
+    cfg, data, settings = ctx.cfg, ctx.data, ctx.cfg.soft_labels
+    dtype, num_classes = np.dtype(settings.dtype), data.info.num_classes
+    rows = data.num_train * math.prod(ctx.task.output_shape(data.info)[:-1])  # text: T each
+    topk = stored_topk(settings.topk, num_classes)
+    feature_bytes = 0
+    if layers:
+        shapes = feature_shapes(teacher.module, layers, example_batch(data))
+        feature_bytes = stored_feature_bytes(shapes, data.num_train, dtype)
+    return soft_label_mode(
+        settings.mode,
+        language_model=data.info.modality == "text",
+        on_policy=on_policy(cfg),
+        augmented=data.augmented,
+        epoch_bytes=views_bytes(1, rows, num_classes, topk, dtype),  # one view of each sample
+        epochs=cfg.student.epochs,
+        max_gb=settings.max_gb,
+        features=settings.features if layers else None,
+        feature_bytes=feature_bytes,
+        feature_budget_mb=settings.feature_budget_mb,
     )
-    return stored if needed <= cfg.soft_labels.max_gb * 2**30 else "online"
 
 
-def _topk(cfg: DictConfig, data: Dataset) -> int | None:
-    """How many probabilities to keep per view; None keeps all the logits."""
-    k = cfg.soft_labels.topk
-    return None if k is None or k >= data.info.num_classes else int(k)
+def _online(ctx: Context, teacher: Model, layers: tuple[str, ...]) -> OnlineTeacher:
+    """The teacher run on the student's batches (none stored)."""
+    cfg = ctx.cfg
+    share = _on_policy_share(cfg) if on_policy(cfg) else None
+    log.info(
+        "soft labels  none stored: the teacher runs online on the student's %s",
+        f"batches, {share}" if share else "views",
+    )
+    return OnlineTeacher(teacher.module, layers, teacher.precision)
+
+
+def _online_report(cfg: DictConfig, layers: tuple[str, ...]) -> dict[str, Any]:
+    report: dict[str, Any] = {"mode": "online", "features": "online" if layers else "none"}
+    if on_policy(cfg):
+        report["on_policy"] = plain(cfg.loss.lmbda)
+        if cfg.loss.schedule.get("lmbda") is not None:
+            report["on_policy_schedule"] = plain(cfg.loss.schedule.lmbda)
+    return {**report, "layers": list(layers), "reused": False, "bytes": 0}
 
 
 def _on_policy_share(cfg: DictConfig) -> str:
@@ -97,107 +146,114 @@ def _on_policy_share(cfg: DictConfig) -> str:
 def soft_label_stage(
     ctx: Context, teacher: Model, mode: str, layers: tuple[str, ...] = ()
 ) -> tuple[StoredKnowledge, Entry, Stage]:
-    """Stage 2: the teacher's outputs for every training sample, stored once as plain arrays.
+    """Stage 2: the teacher's outputs for every training sample, stored once as plain arrays
+    (kdcli/knowledge/format.py), or taken from the cache.
 
     `static`: on the clean image, plus the outputs of `layers` when a feature loss stores
-    them (feature-<path>.npy). `views`: on the exact augmented view the student draws in each
-    of its epochs ([E, N, ...]: the student's loader, seed and batch size are in the key).
+    them. `views`: on the exact augmented view the student draws in each of its epochs (the
+    student's loader, seed and batch size are in the key). `generate`: on windows whose
+    continuation the teacher wrote first.
     """
-    cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
+    cfg, data = ctx.cfg, ctx.data
     started = time.perf_counter()
-    dtype = np.dtype(cfg.soft_labels.dtype)
-    topk = _topk(cfg, data)
-    key_parts = [SOFT_LABEL_FORMAT, teacher.key, plain(cfg.dataset), mode, dtype.name, topk]
-    if mode == "views":
-        key_parts += [cfg.student.epochs, cfg.student.batch_size, cfg.seed]
-    if mode == "generate":
-        key_parts += [plain(cfg.soft_labels.generate), cfg.seed]
-    key_parts += precision_key(teacher.precision)  # the teacher's forward passes' precision
-    key = fingerprint("soft_labels", *key_parts, *([list(layers)] if layers else []))
+    key = soft_labels_key(
+        cfg,
+        teacher=teacher.key,
+        mode=mode,
+        num_classes=data.info.num_classes,
+        precision=teacher.precision,  # its forward passes'
+        layers=layers,
+    )
     # the views of finished epochs outlive a killed build (the entry's lock covers them)
     saving = mode == "views" and cfg.checkpoint.save and distributed.is_main()
-    views_progress = ctx.cache.partial_path("soft_labels", teacher.name, key) if saving else None
-
-    def make(tmp: Path) -> dict[str, Any]:
-        begun = time.perf_counter()
-        features: dict[str, torch.Tensor] = {}
-        feature_dtypes: dict[str, str] = {}
-        if mode == "views":
-            images, clamped, resumed = _store_views(
-                tmp,
-                teacher.module,
-                data.train_loader(cfg.student.batch_size, cfg.seed),
-                cfg.student.epochs,
-                data.num_train,
-                task.output_shape(data.info),
-                topk,
-                dtype,
-                lambda logits: _check_teacher_output(teacher, logits, "logits"),
-                teacher.precision,
-                progress=views_progress,
-            )
-        else:
-            resumed = 0
-            size = eval_batch_size(ctx, teacher.module, teacher.precision)
-            source = data
-            if mode == "generate":  # the teacher writes the text it then labels
-                source = data.with_train(_write_windows(ctx, teacher, size, tmp))
-            loader = source.eval_loader("train", size)
-            if layers:
-                logits, features = predict_with_features(
-                    teacher.module, loader, layers, device, teacher.precision
-                )
-            else:  # split across ranks under torchrun
-                logits = distributed.predict_sharded(
-                    teacher.module, loader, device, teacher.precision
-                )
-            _check_teacher_output(teacher, logits, "logits")
-            for path, values in features.items():
-                _check_teacher_output(teacher, values, f"outputs at layer {path}")
-            clamped, feature_dtypes = save_static(tmp, logits, features, topk, dtype)
-            images = logits.shape[0]
-        if clamped:
-            log.warning(
-                "soft labels  %d row(s) of teacher logits span more than %s holds: their tail "
-                "is clamped (exact for softmax over all classes; for dkd or kd_ls use "
-                "soft_labels.dtype=float32)",
-                clamped,
-                dtype.name,
-            )
-        _check_store(tmp, teacher)
-        seconds = time.perf_counter() - begun
-        return {
-            "mode": mode,
-            "teacher": teacher.key,
-            "topk": topk,
-            "dtype": dtype.name,
-            "soft_label_format": SOFT_LABEL_FORMAT,
-            "clamped_rows": clamped,
-            "feature_dtypes": feature_dtypes,
-            "features": {path: list(values.shape) for path, values in features.items()},
-            "seconds": seconds,
-            "images_per_s": images / max(seconds, 1e-9),
-            "resumed_from": f"epoch {resumed + 1}, batch 0" if resumed else None,
-        }
-
+    progress = ctx.cache.partial_path("soft_labels", teacher.name, key) if saving else None
+    make = functools.partial(_build, ctx, teacher, mode, layers, progress)
     entry = get_or_make(ctx.cache, "soft_labels", teacher.name, key, make)
-    soft_labels = _load_soft_labels(entry.path, data.num_train, data.info.num_classes, mode, device)
-    features = load_features(entry.path, layers, device)
+    num_classes = data.info.num_classes
+    store = read_store(entry.path, entry.manifest, data.num_train, num_classes, layers, ctx.device)
     stage = entry_stage(entry, time.perf_counter() - started, teacher.precision)
     _log_stage("soft labels", entry, stage)
     train_data = None
-    if mode == "generate":
-        windows = torch.from_numpy(np.load(entry.file(WINDOWS), allow_pickle=False)).long()
-        train_data = data.with_train(window_split(windows.to(device)))
-    return StoredKnowledge(soft_labels, features, train_data), entry, stage
+    if store.windows is not None:  # the teacher's text: what the stored indices refer to
+        train_data = data.with_train(window_split(store.windows))
+    return StoredKnowledge(store.soft_labels, store.features, train_data), entry, stage
 
 
-WINDOWS = "windows.npy"  # soft_labels.mode=generate: the teacher-written training windows
+def _build(
+    ctx: Context,
+    teacher: Model,
+    mode: str,
+    layers: tuple[str, ...],
+    progress: Path | None,
+    directory: Path,
+) -> dict[str, Any]:
+    """Compute and write the store into `directory`; returns its manifest fields."""
+    begun = time.perf_counter()
+    resumed = 0
+    if mode == "views":
+        fields, images, resumed = _write_views(ctx, teacher, directory, progress)
+    else:
+        fields, images = _write_static(ctx, teacher, mode, layers, directory)
+    _check_store(directory, teacher)
+    seconds = time.perf_counter() - begun
+    return {
+        **fields,
+        "teacher": teacher.key,
+        "seconds": seconds,
+        "images_per_s": images / max(seconds, 1e-9),
+        "resumed_from": f"epoch {resumed + 1}, batch 0" if resumed else None,
+    }
 
 
-def _write_windows(ctx: Context, teacher: Model, batch_size: int, directory: Path) -> Split:
-    """Each training window's prompt, continued by the teacher (knowledge/generate.py); saved
-    in the entry being built, so a rerun trains on the same text."""
+def _write_views(
+    ctx: Context, teacher: Model, directory: Path, progress: Path | None
+) -> tuple[dict[str, Any], int, int]:
+    """The teacher's outputs on every view the student draws, each batch checked finite."""
+    cfg, data = ctx.cfg, ctx.data
+    return write_views(
+        directory,
+        teacher.module,
+        data.train_loader(cfg.student.batch_size, cfg.seed),
+        cfg.student.epochs,
+        data.num_train,
+        ctx.task.output_shape(data.info),
+        stored_topk(cfg.soft_labels.topk, data.info.num_classes),
+        np.dtype(cfg.soft_labels.dtype),
+        lambda logits: _check_teacher_output(teacher, logits, "logits"),
+        teacher.precision,
+        progress=progress,
+    )
+
+
+def _write_static(
+    ctx: Context, teacher: Model, mode: str, layers: tuple[str, ...], directory: Path
+) -> tuple[dict[str, Any], int]:
+    """The teacher's outputs (and `layers`) on one clean view of each training sample, or
+    (`generate`) on the windows it writes first; returns the store's manifest fields and the
+    samples seen."""
+    cfg, data, device = ctx.cfg, ctx.data, ctx.device
+    size = eval_batch_size(ctx, teacher.module, teacher.precision)
+    windows = _generate_windows(ctx, teacher, size) if mode == "generate" else None
+    source = data if windows is None else data.with_train(window_split(windows))
+    loader = source.eval_loader("train", size)
+    features: dict[str, torch.Tensor] = {}
+    if layers:
+        logits, features = predict_with_features(
+            teacher.module, loader, layers, device, teacher.precision
+        )
+    else:  # split across ranks under torchrun
+        logits = distributed.predict_sharded(teacher.module, loader, device, teacher.precision)
+    _check_teacher_output(teacher, logits, "logits")
+    for path, values in features.items():
+        _check_teacher_output(teacher, values, f"outputs at layer {path}")
+    topk = stored_topk(cfg.soft_labels.topk, data.info.num_classes)
+    dtype = np.dtype(cfg.soft_labels.dtype)
+    return write_static(directory, logits, features, topk, dtype, windows), logits.shape[0]
+
+
+def _generate_windows(ctx: Context, teacher: Model, batch_size: int) -> torch.Tensor:
+    """Each training window's prompt, continued by the teacher (knowledge/generate.py); the
+    store keeps them, so a rerun trains on the same text."""
     settings, train = ctx.cfg.soft_labels.generate, ctx.data.train  # text: in memory
     windows = torch.cat([train.images, train.labels[:, -1:]], dim=1)  # [N, T + 1]
     prompt = max(1, round(settings.prompt_fraction * windows.shape[1]))
@@ -210,14 +266,13 @@ def _write_windows(ctx: Context, teacher: Model, batch_size: int, directory: Pat
         batch_size,
         teacher.precision,
     )
-    np.save(directory / WINDOWS, written.cpu().numpy().astype(np.int32), allow_pickle=False)
     log.info(
         "soft labels  the teacher wrote %d windows (%d prompt tokens each, %d sampled)",
         written.shape[0],
         prompt,
         written.shape[1] - prompt,
     )
-    return window_split(written)
+    return written
 
 
 def _check_teacher_output(teacher: Model, values: torch.Tensor, what: str) -> None:
@@ -246,56 +301,3 @@ def _check_store(directory: Path, teacher: Model) -> None:
             "after encoding (stage soft_labels), though the teacher's outputs were finite; "
             "nothing was cached. Please report this as a kdcli bug."
         )
-
-
-def teacher_knowledge(
-    ctx: Context, teacher: Model, loss_fn: DistillationLoss
-) -> tuple[TeacherKnowledge, dict[str, Any], Stage | None]:
-    """What the student stage learns from: stored soft labels (`static` or `views`, and stored
-    teacher features when they match the student's view and fit the budget), or the teacher
-    run online (`soft_labels.mode=online`, or features that cannot be stored)."""
-    cfg, data = ctx.cfg, ctx.data
-    layers = loss_fn.teacher_layers
-    mode = soft_label_mode(cfg, data, ctx.task)
-    on_policy = getattr(loss_fn, "on_policy", False)
-    if on_policy:  # no store can hold the teacher's view of text the student writes
-        mode = "online"
-    if layers and mode != "online":
-        shapes = feature_shapes(teacher.module, layers, example_batch(data))
-        needed = stored_feature_bytes(shapes, data.num_train, np.dtype(cfg.soft_labels.dtype))
-        source = choose_feature_source(
-            cfg.soft_labels.features,
-            augmented=data.augmented,
-            needed_bytes=needed,
-            budget_mb=cfg.soft_labels.feature_budget_mb,
-        )
-        if source == "online":  # the teacher runs anyway: take its logits on the same view
-            mode = "online"
-    if mode == "online":
-        share = _on_policy_share(cfg) if on_policy else None
-        log.info(
-            "soft labels  none stored: the teacher runs online on the student's %s",
-            f"batches, {share}" if on_policy else "views",
-        )
-        report = {"mode": "online", "features": "online" if layers else "none"}
-        if on_policy:
-            report["on_policy"] = plain(cfg.loss.lmbda)
-            if cfg.loss.schedule.get("lmbda") is not None:
-                report["on_policy_schedule"] = plain(cfg.loss.schedule.lmbda)
-        return (
-            OnlineTeacher(teacher.module, layers, teacher.precision),
-            {**report, "layers": list(layers), "reused": False, "bytes": 0},
-            None,
-        )
-    knowledge, entry, stage = soft_label_stage(ctx, teacher, mode, layers)
-    report = {
-        "mode": mode,
-        "features": "stored" if layers else "none",
-        "layers": list(layers),
-        "reused": entry.reused,
-        "path": str(entry.path),
-        "bytes": sum(f.stat().st_size for f in entry.path.glob("*.npy")),
-        "dtype": entry.manifest["dtype"],
-        "topk": entry.manifest["topk"],
-    }
-    return knowledge, report, stage

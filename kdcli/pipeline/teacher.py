@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from kdcli.engine.infer import predict
 from kdcli.engine.loop import Job, Recipe, Trainee, fit
-from kdcli.engine.precision import FP32
+from kdcli.engine.precision import FP32, Precision
 from kdcli.engine.state import Built
 from kdcli.errors import RunError
 from kdcli.losses import CrossEntropy
@@ -30,38 +32,33 @@ from kdcli.pipeline.common import (
     eval_batch_size,
     get_or_make,
     model_precision,
-    plain,
-    precision_key,
     train_state,
-    training_settings,
 )
 from kdcli.pipeline.evaluate import eval_splits
-from kdcli.store.cache import file_sha256, fingerprint
+from kdcli.pipeline.keys import checkpoint_key, teacher_key
 from kdcli.store.checkpoint import load_model, save_model
 
 log = logging.getLogger(__name__)
 
 
 def train_or_reuse(
-    ctx: Context, role: str, label: str, built: Built, training: Recipe
+    ctx: Context,
+    role: str,
+    label: str,
+    built: Built,
+    training: Recipe,
+    key_of: Callable[[DictConfig, Precision], str],
 ) -> tuple[Model, Stage]:
     """Train `cfg[role]` with plain cross-entropy, or reuse the cached model (teacher, baseline).
 
-    The cache entry lives under `<label>s/`, keyed by model, training settings, data and seed.
+    The cache entry lives under `<label>s/`, named by `key_of` (kdcli/pipeline/keys.py).
     """
     cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
     started = time.perf_counter()
     stage_cfg = cfg[role]
     model = built.module
     precision = model_precision(ctx, model)
-    key = fingerprint(
-        label,
-        plain(stage_cfg.model),
-        training_settings(stage_cfg),
-        plain(cfg.dataset),
-        cfg.seed,
-        *precision_key(precision),
-    )
+    key = key_of(cfg, precision)
 
     def make(tmp: Path) -> dict[str, Any]:
         built.restore_rng()
@@ -110,13 +107,13 @@ def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, 
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         model = built.module  # the checkpoint's weights (kdcli.config.objects loaded them)
-        key = fingerprint("checkpoint", plain(cfg.teacher.model), file_sha256(path))
+        key = checkpoint_key(cfg)
         precision = model_precision(ctx, model)
         stage = Stage(time.perf_counter() - started, None, True, precision.describe())
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
         loaded = Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint", precision)
         return loaded, stage
-    return train_or_reuse(ctx, "teacher", "teacher", built, training)
+    return train_or_reuse(ctx, "teacher", "teacher", built, training, teacher_key)
 
 
 SPLIT_NAMES = {"val": "validation", "test": "test"}

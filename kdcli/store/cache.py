@@ -118,6 +118,7 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "resumed_from": (str, type(None)),
     "dtype": (str,),
     "topk": (int, type(None)),
+    "mode": (str,),
 }
 
 

@@ -13,12 +13,13 @@ from kdcli.data.digits import Digits
 from kdcli.engine.loop import Job, Trainee, fit
 from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.errors import UserError
-from kdcli.knowledge.format import SoftLabels, predict_with_features
+from kdcli.knowledge.format import SoftLabels
+from kdcli.knowledge.mode import choose_feature_source
+from kdcli.knowledge.predict import predict_with_features
 from kdcli.knowledge.teacher import (
     OnlineTeacher,
     StoredKnowledge,
     build_feature_loss,
-    choose_feature_source,
     example_batch,
 )
 from kdcli.losses import FitNet

@@ -25,7 +25,7 @@ LEAVES = (
     | st.sampled_from(["model.pt", "../outside", "/etc/hostname", "", KEY, DIGEST])
 )  # fmt: skip
 FIELDS = st.sampled_from(
-    ["files", "stats", "fingerprint", "made_by", "images_per_s", "dtype", "topk", "command"]
+    ["files", "stats", "fingerprint", "made_by", "images_per_s", "dtype", "topk", "mode", "command"]
 )
 VALUES = st.recursive(
     LEAVES,

@@ -1,0 +1,124 @@
+"""Every cache key, in one place. A key is a fingerprint of `KEY_VERSION`, the artifact and the
+named settings that determine it, so that runs and sweep points with the same settings share
+the artifact and runs with other settings never do:
+
+    teacher      its model and training settings, dataset, seed, precision
+    baseline     the student's model and training settings, dataset, seed, precision
+                 (no teacher, no loss settings: a sweep over the loss shares it)
+    checkpoint   (a teacher loaded from teacher.checkpoint) its model, the file's contents
+    soft labels  the teacher's key and precision, dataset, mode, dtype, top-k, tapped layers,
+                 encoding; `views`: the student's epochs, batch size and seed (the views it
+                 draws); `generate`: how the teacher writes, and the seed
+    student      (its resumable training state) its model and training settings, loss,
+                 dataset, seed, soft_labels settings, the teacher's key, precision
+
+A dataset enters by its settings (`dataset.*`), files by their path: a dataset file changed
+in place keeps its keys (`kd cache rm` drops what was built from it). tests/test_keys.py
+states, setting by setting, which keys each one changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kdcli.engine.precision import Precision
+from kdcli.knowledge.format import SOFT_LABEL_FORMAT, stored_topk
+from kdcli.pipeline.common import plain
+from kdcli.store.cache import file_sha256, fingerprint
+
+KEY_VERSION = 2
+"""Bump when what a key holds changes: every cache entry is then built anew, once.
+1 (kdcli 0.1): positional parts, with settings left out at their defaults (fp32, no gradient
+clipping, no on-policy share, no tapped layers) so that keys made before they existed stayed
+what they were. 2: named settings, every one always present."""
+
+
+def _key(artifact: str, **settings: Any) -> str:
+    return fingerprint(KEY_VERSION, artifact, settings)
+
+
+def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:
+    """What, besides model and data, determines a trained model."""
+    keys = ("epochs", "batch_size", "optimizer", "scheduler", "clip_grad_norm")
+    return {k: plain(stage_cfg.get(k)) for k in keys}
+
+
+def _trained(artifact: str, stage_cfg: DictConfig, cfg: DictConfig, precision: Precision) -> str:
+    return _key(
+        artifact,
+        model=plain(stage_cfg.model),
+        training=training_settings(stage_cfg),
+        dataset=plain(cfg.dataset),
+        seed=cfg.seed,
+        precision=precision.name,
+    )
+
+
+def teacher_key(cfg: DictConfig, precision: Precision) -> str:
+    """A teacher trained with cross-entropy, running in `precision`."""
+    return _trained("teacher", cfg.teacher, cfg, precision)
+
+
+def baseline_key(cfg: DictConfig, precision: Precision) -> str:
+    """The baseline: the student trained with plain cross-entropy, in `precision`."""
+    return _trained("baseline", cfg.student, cfg, precision)
+
+
+def checkpoint_key(cfg: DictConfig) -> str:
+    """A teacher loaded from `teacher.checkpoint`: by the file's contents, not its path."""
+    weights = file_sha256(Path(cfg.teacher.checkpoint).expanduser())
+    return _key("checkpoint", model=plain(cfg.teacher.model), weights=weights)
+
+
+def soft_labels_key(
+    cfg: DictConfig,
+    *,
+    teacher: str,
+    mode: str,
+    num_classes: int,
+    precision: Precision,
+    layers: Sequence[str] = (),
+) -> str:
+    """The stored outputs of the teacher with key `teacher`, computed in `precision`, in
+    `mode` (resolved: static, views or generate), with `layers` tapped."""
+    views = None
+    if mode == "views":  # the exact views the student draws
+        views = {
+            "epochs": cfg.student.epochs,
+            "batch_size": cfg.student.batch_size,
+            "seed": cfg.seed,
+        }
+    generate = {**plain(cfg.soft_labels.generate), "seed": cfg.seed} if mode == "generate" else None
+    return _key(
+        "soft_labels",
+        encoding=SOFT_LABEL_FORMAT,
+        teacher=teacher,
+        precision=precision.name,
+        dataset=plain(cfg.dataset),
+        mode=mode,
+        dtype=str(cfg.soft_labels.dtype),
+        topk=stored_topk(cfg.soft_labels.topk, num_classes),
+        layers=list(layers),
+        views=views,
+        generate=generate,
+    )
+
+
+def student_key(cfg: DictConfig, *, teacher: str, precision: Precision) -> str:
+    """The distilled student's in-progress training state, learning from the teacher with key
+    `teacher`, in `precision`."""
+    return _key(
+        "student",
+        model=plain(cfg.student.model),
+        training=training_settings(cfg.student),
+        loss=plain(cfg.loss),
+        dataset=plain(cfg.dataset),
+        seed=cfg.seed,
+        soft_labels=plain(cfg.soft_labels),
+        teacher=teacher,
+        precision=precision.name,
+    )
