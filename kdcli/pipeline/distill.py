@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, replace
-from typing import Any
 
 from torch import nn
 
