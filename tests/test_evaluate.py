@@ -1,4 +1,4 @@
-"""Stage 4's measurements."""
+"""StageReport 4's measurements."""
 
 import pytest
 import torch

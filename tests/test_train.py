@@ -7,9 +7,8 @@ from omegaconf import OmegaConf
 
 from kdcli.config.build import training_recipe
 from kdcli.data.digits import Digits
-from kdcli.engine.loop import Job, Recipe, Trainee, fit
+from kdcli.engine.loop import Job, Recipe, TeacherOutputs, Trainee, fit
 from kdcli.errors import RunError
-from kdcli.knowledge.teacher import Knowledge
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.losses.combo import WeightedSum
 from kdcli.losses.dkd import DecoupledKD
@@ -105,7 +104,7 @@ class FakeTeacher:
         if self.calls == self.bad_step:
             logits[0, 3] = float("nan")
         self.calls += 1
-        return Knowledge(logits)
+        return TeacherOutputs(logits)
 
 
 def test_non_finite_teacher_soft_labels_are_blamed_on_the_teacher(digits):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
 
 from kdcli.config.checks import check_overrides
-from kdcli.config.values import BY_KEY, BY_NAME, LOSS, SECTIONS, _leaves, check_values
+from kdcli.config.values import BY_KEY, BY_NAME, LOSS, SECTIONS, check_values, leaf_keys
 from kdcli.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -129,10 +129,10 @@ NUMERIC_KEYS = sorted(
         *(
             key
             for section in SECTIONS
-            for key in _leaves(OmegaConf.select(BASE, section), f"{section}.")
+            for key in leaf_keys(OmegaConf.select(BASE, section), f"{section}.")
             if key.rsplit(".", 1)[-1] in BY_NAME
         ),
-        *(key for key in _leaves(BASE.loss, "loss.") if key.rsplit(".", 1)[-1] in LOSS),
+        *(key for key in leaf_keys(BASE.loss, "loss.") if key.rsplit(".", 1)[-1] in LOSS),
     }
 )
 

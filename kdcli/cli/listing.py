@@ -88,7 +88,7 @@ def _model_configs(
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from kdcli.config.build import _instantiate
+    from kdcli.config.build import instantiate_config
     from kdcli.config.checks import check_group_choices, parse_overrides
     from kdcli.config.paths import config_dir
 
@@ -103,7 +103,7 @@ def _model_configs(
     configs = []
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="list"):
         base = _compose(overrides)
-        info = _instantiate(base.dataset, "dataset").info
+        info = instantiate_config(base.dataset, "dataset").info
         for option in chosen:
             cfg = _compose([*overrides, f"{role}={option}"])
             if _modality(cfg, role) != info.modality:

@@ -13,12 +13,12 @@ if TYPE_CHECKING:
     from kdcli.engine.loop import Recipe
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+def instantiate_config(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """Instantiate a config node, reporting a bad argument as the key's fault."""
     from hydra.utils import instantiate
 
@@ -28,14 +28,14 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
         cause = error.__cause__ or error
-        raise UserError(f"{key} could not be built: {_first_line(cause)}") from None
+        raise UserError(f"{key} could not be built: {first_line(cause)}") from None
 
 
 def build_model(cfg: DictConfig, role: str, info: Any) -> Any:
     """`cfg[role].model` for a dataset's facts (configs never hard-code them); errors name the
     role and the model."""
     try:
-        return _instantiate(cfg[role].model, f"{role}.model", **info.model_kwargs())
+        return instantiate_config(cfg[role].model, f"{role}.model", **info.model_kwargs())
     except UserError as error:
         raise UserError(f"{role}={cfg[role].name}: {error}") from None
 
@@ -49,7 +49,7 @@ def training_recipe(stage: DictConfig, role: str) -> Recipe:
     clip = stage.get("clip_grad_norm")
     return Recipe(
         epochs=int(stage.epochs),
-        optimizer=_instantiate(stage.optimizer, f"{role}.optimizer"),
-        scheduler=_instantiate(stage.scheduler, f"{role}.scheduler"),
+        optimizer=instantiate_config(stage.optimizer, f"{role}.optimizer"),
+        scheduler=instantiate_config(stage.scheduler, f"{role}.scheduler"),
         clip_grad_norm=None if clip is None else float(clip),
     )

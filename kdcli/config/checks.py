@@ -4,7 +4,7 @@
 with -m) and turns Hydra's composition errors and our own range checks into `UserError`s
 that name the key and the fix. A run that fails here has written nothing. What needs built
 objects (dataset files, layer paths, checkpoint fit) is checked by the pipeline when it
-builds them, still before any training (kdcli/pipeline/build.py).
+builds them, still before any training (kdcli/config/objects.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kdcli.config import resolvers
-from kdcli.config.build import _first_line, training_recipe
+from kdcli.config.build import first_line, training_recipe
 from kdcli.config.device import check_device, resolve_device
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
@@ -57,7 +57,7 @@ def parse_overrides(overrides: list[str]) -> list[Override]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as error:
-        raise UserError(f"could not parse the overrides: {_first_line(error)}") from None
+        raise UserError(f"could not parse the overrides: {first_line(error)}") from None
     for override in parsed:
         key = override.key_or_group
         if len(key) > LONGEST_KEY:
@@ -137,7 +137,7 @@ RENAMED = {
 }
 
 
-def _unknown_key_error(point: list[str], error: Exception) -> UserError:
+def unknown_key_error(point: list[str], error: Exception) -> UserError:
     """Explain a composition error caused by overriding a key that does not exist."""
     parser = OverridesParser.create()
     overrides = parser.parse_overrides(point)
@@ -145,7 +145,7 @@ def _unknown_key_error(point: list[str], error: Exception) -> UserError:
     try:
         base = compose("train", overrides=groups_only)
     except HydraException:
-        return UserError(_first_line(error))
+        return UserError(first_line(error))
     known = [k for k in flat_keys(base)]
     for override in overrides:
         key = override.key_or_group
@@ -158,7 +158,7 @@ def _unknown_key_error(point: list[str], error: Exception) -> UserError:
                 f"{key}: no such config key.{did_you_mean(key, known)} `kd train --cfg job` "
                 f"shows every key; to add a new one write +{override.input_line}."
             )
-    return UserError(_first_line(error))
+    return UserError(first_line(error))
 
 
 def check_overrides(
@@ -180,7 +180,7 @@ def check_overrides(
             try:
                 cfg = compose("train", overrides=point, return_hydra_config=True)
             except HydraException as error:
-                raise _unknown_key_error(point, error) from None
+                raise unknown_key_error(point, error) from None
             if values:
                 key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
                 example = "outputs/sweep1" if multirun else "outputs/run1"
@@ -275,7 +275,7 @@ def check_training(cfg: DictConfig, role: str) -> None:
         build_scheduler(recipe.scheduler, optimizer, steps_per_epoch=1)
     except Exception as error:  # whatever the constructor refuses is this key's fault
         raise UserError(
-            f"{role}.{part} could not be built: {_first_line(error)} (`kd train --cfg job` "
+            f"{role}.{part} could not be built: {first_line(error)} (`kd train --cfg job` "
             f"shows {role}.{part}'s keys)."
         ) from None
 

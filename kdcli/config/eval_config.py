@@ -19,8 +19,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from torch import nn
 
-from kdcli.config.build import _instantiate
-from kdcli.config.checks import _unknown_key_error, parse_overrides
+from kdcli.config.build import instantiate_config
+from kdcli.config.checks import parse_overrides, unknown_key_error
 from kdcli.config.device import check_device
 from kdcli.config.from_files import dataset_config, rebuild_model
 from kdcli.config.groups import group_options
@@ -65,7 +65,7 @@ def eval_config(
         try:
             cfg = compose("train", overrides=[*group, *overrides])
         except HydraException as error:
-            raise _unknown_key_error([*group, *overrides], error) from None
+            raise unknown_key_error([*group, *overrides], error) from None
     if run is not None:  # the run's values, but where dataset.<key>=... says otherwise
         keys = [o.key_or_group for o in parsed]
         given = {k.split(".")[1] for k in keys if k.startswith("dataset.")}
@@ -78,7 +78,7 @@ def eval_config(
 
 
 def load_dataset(cfg: DictConfig, device: torch.device) -> Dataset:
-    return _instantiate(cfg.dataset, "dataset").load().to(device)
+    return instantiate_config(cfg.dataset, "dataset").load().to(device)
 
 
 def build_from_checkpoint(file: ModelFile, info: DatasetInfo) -> nn.Module:

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kdcli.config.build import _instantiate
+from kdcli.config.build import instantiate_config
 from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_section
@@ -110,7 +110,7 @@ def rebuild_model(file: ModelFile, info: DatasetInfo) -> nn.Module:
     node = merged_config("model", option, file.values, source, "model_config")
     if "pretrained" in node:
         node.pretrained = False  # the file's weights replace any; nothing is downloaded
-    return _instantiate(node, f"{source}: model={option}", **info.model_kwargs())
+    return instantiate_config(node, f"{source}: model={option}", **info.model_kwargs())
 
 
 def model_record(cfg: DictConfig, role: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kdcli.config.build import _instantiate, build_model, training_recipe
+from kdcli.config.build import build_model, instantiate_config, training_recipe
 from kdcli.config.checks import flat_keys
 from kdcli.config.from_files import model_record
 from kdcli.data import Dataset, DatasetInfo
@@ -49,7 +49,7 @@ def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
 def build(cfg: DictConfig, device: torch.device) -> Objects:
     """Load the data and build the loss and both models (in the order, and from the seeds,
     that the stages used to build them in, so results do not change)."""
-    source = _instantiate(cfg.dataset, "dataset")
+    source = instantiate_config(cfg.dataset, "dataset")
     if hasattr(source, "check"):
         source.check()
     data = source.load().to(device)
@@ -58,7 +58,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         path = Path(cfg.teacher.checkpoint).expanduser()
         described = f"{cfg.teacher.name} on {data.info.describe()}"
         load_model(teacher.module, path, "teacher.checkpoint", described)
-    loss_fn: DistillationLoss = _instantiate(cfg.loss, "loss")
+    loss_fn: DistillationLoss = instantiate_config(cfg.loss, "loss")
     student = build_seeded(cfg, "student", data.info)
     models = {"teacher": teacher.module, "student": student.module}
     check_shared_tokenizer(models, cfg.dataset.get("tokenizer"))
@@ -76,9 +76,9 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         student,
         lambda: build_seeded(cfg, "student", data.info),
         training,
-        _instantiate(cfg.logger, "logger"),
-        _instantiate(cfg.compress, "compress"),
-        _instantiate(cfg.task, "task"),
+        instantiate_config(cfg.logger, "logger"),
+        instantiate_config(cfg.compress, "compress"),
+        instantiate_config(cfg.task, "task"),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kdcli.config.build import _first_line
+from kdcli.config.build import first_line
 from kdcli.errors import UserError
 
 SECTIONS = (
@@ -250,13 +250,13 @@ BY_KEY: dict[str, Rule] = {
 }
 
 
-def _leaves(node: Any, prefix: str) -> Iterator[str]:
+def leaf_keys(node: Any, prefix: str) -> Iterator[str]:
     """The dotted keys of a config's leaves (a list is one leaf), without resolving them."""
     if isinstance(node, DictConfig):
         for key in node:
             child = node._get_node(key)
             if isinstance(child, DictConfig) and not child._is_interpolation():
-                yield from _leaves(child, f"{prefix}{key}.")
+                yield from leaf_keys(child, f"{prefix}{key}.")
             else:
                 yield f"{prefix}{key}"
 
@@ -293,7 +293,7 @@ def check_rule(cfg: DictConfig, key: str, rule: Rule) -> None:
 def unresolvable(key: str | None, error: Exception) -> UserError:
     where = f"{key}: its value" if key else "a value of the config"
     return UserError(
-        f"{where} could not be resolved ({_first_line(error)}); fix the interpolation or give "
+        f"{where} could not be resolved ({first_line(error)}); fix the interpolation or give "
         "a plain value (`kd train --cfg job` shows every key)."
     )
 
@@ -318,7 +318,7 @@ def _loss_parameter(key: str) -> str | None:
 
 def check_loss(cfg: DictConfig) -> None:
     """Every loss parameter that LOSS names follows its rule, in combos and schedules too."""
-    for key in _leaves(cfg.loss, "loss."):
+    for key in leaf_keys(cfg.loss, "loss."):
         rule = LOSS.get(_loss_parameter(key) or "")
         if rule is not None:
             check_rule(cfg, key, rule)
@@ -338,7 +338,7 @@ def check_values(cfg: DictConfig) -> None:
 def check_section(cfg: DictConfig, section: str) -> None:
     """Every leaf under `section` that BY_NAME names follows its rule (a model's or a
     dataset's values, from the command line or read from a file)."""
-    for key in _leaves(OmegaConf.select(cfg, section), f"{section}."):
+    for key in leaf_keys(OmegaConf.select(cfg, section), f"{section}."):
         rule = BY_NAME.get(key.rsplit(".", 1)[-1])
         if rule is not None:
             check_rule(cfg, key, rule)

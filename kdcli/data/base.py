@@ -1,7 +1,7 @@
 """What the pipeline needs from any dataset, in memory (`memory.py`) or on disk (`imagefolder.py`).
 
 A dataset config's `_target_` is a cheap *source*: `.info` and `.check()` run before any work
-(in `kdcli/validate.py`), `.load()` decodes the data and returns a `Dataset`.
+(kdcli/config/objects.py `build`), `.load()` decodes the data and returns a `Dataset`.
 """
 
 from __future__ import annotations

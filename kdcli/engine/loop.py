@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,8 +37,19 @@ from kdcli.losses import DistillationLoss, Features
 from kdcli.models.features import FeatureTap
 from kdcli.tasks import Task
 
-KnowledgeSource = Callable[[int, Batch], Any]
-"""(epoch, batch) -> the teacher's knowledge of that batch (`.logits`, `.features`)."""
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's outputs for one batch: its logits (as the model gives them) and, for a
+    feature loss, its tapped layers."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+KnowledgeSource = Callable[[int, Batch], TeacherOutputs]
+"""(epoch, batch) -> the teacher's outputs for that batch: stored soft labels looked up by
+sample index, or the teacher run online (kdcli/knowledge/teacher.py)."""
 
 
 @dataclass(frozen=True)

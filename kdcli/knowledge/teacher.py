@@ -14,8 +14,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,22 +22,11 @@ from torch import nn
 
 from kdcli.data import Batch, Dataset
 from kdcli.engine import precision as numerics
+from kdcli.engine.loop import TeacherOutputs
 from kdcli.engine.precision import FP32, Precision
 from kdcli.knowledge.format import SoftLabels
 from kdcli.losses import DistillationLoss
 from kdcli.models.features import FeatureTap
-
-
-@dataclass
-class Knowledge:
-    """The teacher's outputs for one batch (logits, as the model gives them) and tapped layers."""
-
-    logits: torch.Tensor
-    features: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-TeacherKnowledge = Callable[[int, Batch], Knowledge]
-"""(epoch, batch) -> the teacher's knowledge of that batch."""
 
 
 class StoredKnowledge:
@@ -56,8 +44,8 @@ class StoredKnowledge:
         self.features = features or {}
         self.train_data = train_data
 
-    def __call__(self, epoch: int, batch: Batch) -> Knowledge:
-        return Knowledge(
+    def __call__(self, epoch: int, batch: Batch) -> TeacherOutputs:
+        return TeacherOutputs(
             self.soft_labels.logits(epoch, batch.index),
             {path: stored[batch.index].float() for path, stored in self.features.items()},
         )
@@ -74,12 +62,12 @@ class OnlineTeacher:
         self.precision = precision
 
     @torch.no_grad()
-    def __call__(self, epoch: int, batch: Batch) -> Knowledge:
+    def __call__(self, epoch: int, batch: Batch) -> TeacherOutputs:
         self.model.eval()
         device = batch.x.device
         with FeatureTap(self.model, self.layers) as tap, numerics.autocast(self.precision, device):
             logits = self.model(numerics.inputs(batch.x, self.precision))
-        return Knowledge(logits, dict(tap.outputs))  # the loop upcasts what the loss takes
+        return TeacherOutputs(logits, dict(tap.outputs))  # the loop upcasts what the loss takes
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""What the stages share: their results (`Stage`, `Model`), config helpers, and the cache
+"""What the stages share: their results (`StageReport`, `Model`), config helpers, and the cache
 lookup that every torchrun rank takes part in."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Stage:
+class StageReport:
     """How a stage went: wall time in this run, throughput when computed, reused or not."""
 
     seconds: float
@@ -89,7 +89,7 @@ def epoch_recorder(ctx: Context, stage: str, module: nn.Module) -> Callable[[dic
     return record
 
 
-def plain(node: Any) -> Any:
+def to_container(node: Any) -> Any:
     """A config node as resolved plain containers (for fingerprints and reports)."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
@@ -150,16 +150,16 @@ def train_state(ctx: Context, kind: str, name: str, key: str) -> TrainState:
     return TrainState(ctx.cache.state_path(kind, name, key), float(ctx.cfg.checkpoint.every_s))
 
 
-def entry_stage(entry: Entry, seconds: float, precision: Precision) -> Stage:
+def entry_stage(entry: Entry, seconds: float, precision: Precision) -> StageReport:
     """How a stage whose artifact is a cache entry went in this run (its throughput and
     where it resumed are those of the run that built the entry; a reused one resumed
     nothing here)."""
     resumed_from = None if entry.reused else entry.manifest.get("resumed_from")
     rate = entry.manifest["images_per_s"]
-    return Stage(seconds, rate, entry.reused, precision.describe(), resumed_from)
+    return StageReport(seconds, rate, entry.reused, precision.describe(), resumed_from)
 
 
-def _log_stage(name: str, entry: Entry, stage: Stage) -> None:
+def log_stage(name: str, entry: Entry, stage: StageReport) -> None:
     verb = "reused" if entry.reused else "computed"
     how = f" ({stage.precision})" if stage.precision and not entry.reused else ""
     if stage.resumed_from:

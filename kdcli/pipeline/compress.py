@@ -1,4 +1,4 @@
-"""Stage 3b, compression (`compress=int8|prune|prune_int8`): the distilled student pruned and
+"""StageReport 3b, compression (`compress=int8|prune|prune_int8`): the distilled student pruned and
 fine-tuned by distillation from the same teacher knowledge, and/or quantized to int8.
 
 The compressed model is saved as `compressed.pt` in the run directory, a kdcli model file
@@ -17,11 +17,10 @@ from dataclasses import asdict
 import torch
 
 from kdcli.engine import compress as compression
-from kdcli.engine.loop import Job, Recipe, Trainee, fit
+from kdcli.engine.loop import Job, KnowledgeSource, Recipe, Trainee, fit
 from kdcli.engine.precision import FP32
-from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
-from kdcli.pipeline.common import Context, Model, Stage, distill_data, epoch_recorder
+from kdcli.pipeline.common import Context, Model, StageReport, distill_data, epoch_recorder
 from kdcli.store.checkpoint import save_model
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,8 @@ def compress_stage(
     student: Model,
     training: Recipe,
     loss_fn: DistillationLoss,
-    knowledge: TeacherKnowledge | None,
-) -> tuple[Model, Stage]:
+    knowledge: KnowledgeSource | None,
+) -> tuple[Model, StageReport]:
     """The compressed student (with its sparsity: the fraction of zero weights) and its
     stage."""
     started = time.perf_counter()
@@ -62,7 +61,7 @@ def compress_stage(
     )
     name = f"{student.name} ({plan.describe()})"
     compressed = Model(name, model, path, "", "compressed", FP32, zeros)
-    return compressed, Stage(seconds, None, False, "int8" if plan.int8 else "fp32")
+    return compressed, StageReport(seconds, None, False, "int8" if plan.int8 else "fp32")
 
 
 def _fine_tune(ctx, plan, model, training, loss_fn, knowledge) -> None:

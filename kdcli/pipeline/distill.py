@@ -1,4 +1,4 @@
-"""Stage 3, distillation: the student learns from the teacher's knowledge through the one
+"""StageReport 3, distillation: the student learns from the teacher's knowledge through the one
 training loop; the baseline (the same student, plain cross-entropy) comes from the cache."""
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ from torch import nn
 
 from kdcli.data.base import Loader
 from kdcli.engine import distributed
-from kdcli.engine.loop import Job, Recipe, Trainee, fit
+from kdcli.engine.loop import Job, KnowledgeSource, Recipe, Trainee, fit
 from kdcli.engine.precision import Precision
 from kdcli.engine.state import Built, TrainState
 from kdcli.knowledge.on_policy import OnPolicyBatches
-from kdcli.knowledge.teacher import TeacherKnowledge
 from kdcli.losses import DistillationLoss
 from kdcli.pipeline.common import (
     Context,
     Model,
-    Stage,
+    StageReport,
     distill_data,
     epoch_recorder,
     model_precision,
@@ -40,10 +39,10 @@ def student_stage(
     built: Built,
     training: Recipe,
     loss_fn: DistillationLoss,
-    knowledge: TeacherKnowledge | None,
+    knowledge: KnowledgeSource | None,
     teacher: Model,
-) -> tuple[Model, Stage]:
-    """Stage 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
+) -> tuple[Model, StageReport]:
+    """StageReport 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
     stored soft labels: the teacher does not run here)."""
     cfg, task, run_dir = ctx.cfg, ctx.task, ctx.run_dir
     model = built.module
@@ -91,7 +90,7 @@ def student_stage(
     )
     return (
         Model(cfg.student.name, model, path, "", "trained", precision, record=built.record),
-        Stage(
+        StageReport(
             result.seconds,
             result.images_per_s,
             False,
@@ -103,7 +102,7 @@ def student_stage(
 
 def _training_batches(
     ctx: Context,
-    knowledge: TeacherKnowledge | None,
+    knowledge: KnowledgeSource | None,
     loss_fn: DistillationLoss,
     model: nn.Module,
     precision: Precision,
@@ -128,6 +127,6 @@ def _training_batches(
 
 def baseline_stage(
     ctx: Context, build: Callable[[], Built], training: Recipe
-) -> tuple[Model, Stage]:
+) -> tuple[Model, StageReport]:
     """The same student trained with plain cross-entropy, same settings and seed (cached)."""
     return train_or_reuse(ctx, "student", "baseline", build(), training, baseline_key)

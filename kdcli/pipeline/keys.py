@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from kdcli.engine.precision import Precision
 from kdcli.knowledge.format import SOFT_LABEL_FORMAT, stored_topk
-from kdcli.pipeline.common import plain
+from kdcli.pipeline.common import to_container
 from kdcli.store.cache import file_sha256, fingerprint
 
 KEY_VERSION = 2
@@ -44,15 +44,15 @@ def _key(artifact: str, **settings: Any) -> str:
 def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:
     """What, besides model and data, determines a trained model."""
     keys = ("epochs", "batch_size", "optimizer", "scheduler", "clip_grad_norm")
-    return {k: plain(stage_cfg.get(k)) for k in keys}
+    return {k: to_container(stage_cfg.get(k)) for k in keys}
 
 
 def _trained(artifact: str, stage_cfg: DictConfig, cfg: DictConfig, precision: Precision) -> str:
     return _key(
         artifact,
-        model=plain(stage_cfg.model),
+        model=to_container(stage_cfg.model),
         training=training_settings(stage_cfg),
-        dataset=plain(cfg.dataset),
+        dataset=to_container(cfg.dataset),
         seed=cfg.seed,
         precision=precision.name,
     )
@@ -71,7 +71,7 @@ def baseline_key(cfg: DictConfig, precision: Precision) -> str:
 def checkpoint_key(cfg: DictConfig) -> str:
     """A teacher loaded from `teacher.checkpoint`: by the file's contents, not its path."""
     weights = file_sha256(Path(cfg.teacher.checkpoint).expanduser())
-    return _key("checkpoint", model=plain(cfg.teacher.model), weights=weights)
+    return _key("checkpoint", model=to_container(cfg.teacher.model), weights=weights)
 
 
 def soft_labels_key(
@@ -92,13 +92,15 @@ def soft_labels_key(
             "batch_size": cfg.student.batch_size,
             "seed": cfg.seed,
         }
-    generate = {**plain(cfg.soft_labels.generate), "seed": cfg.seed} if mode == "generate" else None
+    generate = (
+        {**to_container(cfg.soft_labels.generate), "seed": cfg.seed} if mode == "generate" else None
+    )
     return _key(
         "soft_labels",
         encoding=SOFT_LABEL_FORMAT,
         teacher=teacher,
         precision=precision.name,
-        dataset=plain(cfg.dataset),
+        dataset=to_container(cfg.dataset),
         mode=mode,
         dtype=str(cfg.soft_labels.dtype),
         topk=stored_topk(cfg.soft_labels.topk, num_classes),
@@ -113,12 +115,12 @@ def student_key(cfg: DictConfig, *, teacher: str, precision: Precision) -> str:
     `teacher`, in `precision`."""
     return _key(
         "student",
-        model=plain(cfg.student.model),
+        model=to_container(cfg.student.model),
         training=training_settings(cfg.student),
-        loss=plain(cfg.loss),
-        dataset=plain(cfg.dataset),
+        loss=to_container(cfg.loss),
+        dataset=to_container(cfg.dataset),
         seed=cfg.seed,
-        soft_labels=plain(cfg.soft_labels),
+        soft_labels=to_container(cfg.soft_labels),
         teacher=teacher,
         precision=precision.name,
     )

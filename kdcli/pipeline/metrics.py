@@ -79,14 +79,6 @@ class TensorBoardLog(JsonlLog):
         self.writer.close()
 
 
-def tensorboard_installed() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl (a line torn by a kill is skipped)."""
     path = Path(run_dir) / METRICS_FILE

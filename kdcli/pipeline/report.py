@@ -5,7 +5,6 @@ Also the report's `warnings`: what in the figures says the distillation did not 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from rich.text import Text
 from kdcli import __version__
 from kdcli.data import DatasetInfo
 from kdcli.engine import distributed
-from kdcli.pipeline.common import Stage, config_choice, plain
+from kdcli.pipeline.common import StageReport, config_choice, to_container
 from kdcli.pipeline.metrics import METRICS_FILE
 from kdcli.store.atomic import write_json_atomic, write_text_atomic
 from kdcli.tasks import Task
@@ -180,7 +179,9 @@ def sample_lines(samples: dict[str, str]) -> list[str]:
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     """The settings a logger records beside the final figures (TensorBoard's hparams)."""
-    loss = {f"loss.{k}": v for k, v in plain(cfg.loss).items() if not isinstance(v, dict | list)}
+    loss = {
+        f"loss.{k}": v for k, v in to_container(cfg.loss).items() if not isinstance(v, dict | list)
+    }
     return {
         "teacher": cfg.teacher.name,
         "student": cfg.student.name,
@@ -217,10 +218,6 @@ def write(report: dict[str, Any], run_dir: Path, console: Console, task: Task = 
         console.print(Text(f"warning: {text}", style="bold yellow"))
 
 
-def load(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def build_report(
     cfg: DictConfig,
     task: Task,
@@ -228,7 +225,7 @@ def build_report(
     device: torch.device,
     results: dict[str, dict[str, Any]],
     soft_labels: dict[str, Any],
-    stages: dict[str, Stage],
+    stages: dict[str, StageReport],
     run_dir: Path,
     summary: dict[str, Any] | None = None,
     plots: list[str] | None = None,
@@ -247,7 +244,7 @@ def build_report(
         "dataset": asdict(info),
         "loss": {
             "name": config_choice("loss", cfg.loss),
-            **{k: v for k, v in plain(cfg.loss).items() if k != "_target_"},
+            **{k: v for k, v in to_container(cfg.loss).items() if k != "_target_"},
         },
         **results,
         "soft_labels": soft_labels,

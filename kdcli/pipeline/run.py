@@ -14,7 +14,7 @@ from rich.console import Console
 
 from kdcli.engine import distributed
 from kdcli.pipeline import report as report_io
-from kdcli.pipeline.common import Context, Stage, made_by
+from kdcli.pipeline.common import Context, StageReport, made_by
 from kdcli.pipeline.compress import compress_stage
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
@@ -50,7 +50,7 @@ def _stages(ctx: Context, built: Any) -> dict[str, Any] | None:
         ctx.metrics = built.logger(run_dir)
 
     teacher, teacher_time = teacher_stage(ctx, built.teacher, built.training["teacher"])
-    stages: dict[str, Stage] = {"teacher": teacher_time}
+    stages: dict[str, StageReport] = {"teacher": teacher_time}
     started = time.perf_counter()
     teacher_logits = check_teacher(ctx, teacher)  # stops here below teacher.min_top1
     teacher_eval_seconds = time.perf_counter() - started
@@ -78,7 +78,7 @@ def _stages(ctx: Context, built: Any) -> dict[str, Any] | None:
     started = time.perf_counter()
     results, summary, test_logits = evaluate_stage(ctx, models, {"teacher": teacher_logits})
     seconds = time.perf_counter() - started + teacher_eval_seconds
-    stages["evaluate"] = Stage(seconds, None, reused=False)
+    stages["evaluate"] = StageReport(seconds, None, reused=False)
 
     plots = []
     if cfg.plots:

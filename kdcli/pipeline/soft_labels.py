@@ -1,4 +1,4 @@
-"""Stage 2, soft labels: the teacher's outputs stored once in the cache (`static`: one clean
+"""StageReport 2, soft labels: the teacher's outputs stored once in the cache (`static`: one clean
 view; `views`: every epoch's augmented view; `generate`: on text the teacher wrote), or the
 teacher run online while distilling. The mode is kdcli/knowledge/mode.py's decision, the
 store kdcli/knowledge/format.py's, the cache key kdcli/pipeline/keys.py's."""
@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdcli.data.text import window_split
 from kdcli.engine import distributed
+from kdcli.engine.loop import KnowledgeSource
 from kdcli.errors import RunError
 from kdcli.knowledge.format import (
     nonfinite_files,
@@ -35,7 +36,6 @@ from kdcli.knowledge.predict import predict_with_features
 from kdcli.knowledge.teacher import (
     OnlineTeacher,
     StoredKnowledge,
-    TeacherKnowledge,
     example_batch,
     feature_shapes,
     stored_feature_bytes,
@@ -45,12 +45,12 @@ from kdcli.losses.schedule import Schedule
 from kdcli.pipeline.common import (
     Context,
     Model,
-    Stage,
-    _log_stage,
+    StageReport,
     entry_stage,
     eval_batch_size,
     get_or_make,
-    plain,
+    log_stage,
+    to_container,
 )
 from kdcli.pipeline.keys import soft_labels_key
 from kdcli.store.cache import Entry
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 def teacher_knowledge(
     ctx: Context, teacher: Model, loss_fn: DistillationLoss
-) -> tuple[TeacherKnowledge, dict[str, Any], Stage | None]:
+) -> tuple[KnowledgeSource, dict[str, Any], StageReport | None]:
     """What the student stage learns from: stored soft labels (`static`, `views` or
     `generate`, and stored teacher features when they match the student's view and fit the
     budget), or the teacher run online (`soft_labels.mode=online`, on-policy distillation,
@@ -127,9 +127,9 @@ def _online(ctx: Context, teacher: Model, layers: tuple[str, ...]) -> OnlineTeac
 def _online_report(cfg: DictConfig, layers: tuple[str, ...]) -> dict[str, Any]:
     report: dict[str, Any] = {"mode": "online", "features": "online" if layers else "none"}
     if on_policy(cfg):
-        report["on_policy"] = plain(cfg.loss.lmbda)
+        report["on_policy"] = to_container(cfg.loss.lmbda)
         if cfg.loss.schedule.get("lmbda") is not None:
-            report["on_policy_schedule"] = plain(cfg.loss.schedule.lmbda)
+            report["on_policy_schedule"] = to_container(cfg.loss.schedule.lmbda)
     return {**report, "layers": list(layers), "reused": False, "bytes": 0}
 
 
@@ -138,15 +138,15 @@ def _on_policy_share(cfg: DictConfig) -> str:
     schedule, the shares of its first and last epochs, as the schedule sets them."""
     if cfg.loss.schedule.get("lmbda") is None:
         return f"{cfg.loss.lmbda:.0%} of them written by the student (loss.lmbda)"
-    ramp, epochs = Schedule(**plain(cfg.loss.schedule.lmbda)), cfg.student.epochs
+    ramp, epochs = Schedule(**to_container(cfg.loss.schedule.lmbda)), cfg.student.epochs
     first, last = ramp.at(0, epochs), ramp.at(epochs - 1, epochs)
     return f"{first:.0%} to {last:.0%} of them written by the student (loss.schedule.lmbda)"
 
 
 def soft_label_stage(
     ctx: Context, teacher: Model, mode: str, layers: tuple[str, ...] = ()
-) -> tuple[StoredKnowledge, Entry, Stage]:
-    """Stage 2: the teacher's outputs for every training sample, stored once as plain arrays
+) -> tuple[StoredKnowledge, Entry, StageReport]:
+    """StageReport 2: the teacher's outputs for every training sample, stored once as plain arrays
     (kdcli/knowledge/format.py), or taken from the cache.
 
     `static`: on the clean image, plus the outputs of `layers` when a feature loss stores
@@ -172,7 +172,7 @@ def soft_label_stage(
     num_classes = data.info.num_classes
     store = read_store(entry.path, entry.manifest, data.num_train, num_classes, layers, ctx.device)
     stage = entry_stage(entry, time.perf_counter() - started, teacher.precision)
-    _log_stage("soft labels", entry, stage)
+    log_stage("soft labels", entry, stage)
     train_data = None
     if store.windows is not None:  # the teacher's text: what the stored indices refer to
         train_data = data.with_train(window_split(store.windows))

@@ -1,4 +1,4 @@
-"""Stage 1, the teacher: loaded from `teacher.checkpoint`, taken from the cache, or trained.
+"""StageReport 1, the teacher: loaded from `teacher.checkpoint`, taken from the cache, or trained.
 
 `train_or_reuse` also makes the baseline (the student trained with plain cross-entropy).
 """
@@ -24,13 +24,13 @@ from kdcli.losses import CrossEntropy
 from kdcli.pipeline.common import (
     Context,
     Model,
-    Stage,
-    _log_stage,
+    StageReport,
     describe_model,
     entry_stage,
     epoch_recorder,
     eval_batch_size,
     get_or_make,
+    log_stage,
     model_precision,
     train_state,
 )
@@ -48,7 +48,7 @@ def train_or_reuse(
     built: Built,
     training: Recipe,
     key_of: Callable[[DictConfig, Precision], str],
-) -> tuple[Model, Stage]:
+) -> tuple[Model, StageReport]:
     """Train `cfg[role]` with plain cross-entropy, or reuse the cached model (teacher, baseline).
 
     The cache entry lives under `<label>s/`, named by `key_of` (kdcli/pipeline/keys.py).
@@ -89,7 +89,7 @@ def train_or_reuse(
         load_model(model, entry.file("model.pt"), f"cache entry {entry.path}", described)
     seconds = time.perf_counter() - started
     stage = entry_stage(entry, seconds, precision)
-    _log_stage(label, entry, stage)
+    log_stage(label, entry, stage)
     source = "cache" if entry.reused else "trained"
     path = entry.file("model.pt")
     trained = Model(
@@ -98,8 +98,8 @@ def train_or_reuse(
     return trained, stage
 
 
-def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, Stage]:
-    """Stage 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
+def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, StageReport]:
+    """StageReport 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
 
     A checkpoint was loaded, and its fit checked, when the teacher was built."""
     cfg = ctx.cfg
@@ -109,7 +109,7 @@ def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, 
         model = built.module  # the checkpoint's weights (kdcli.config.objects loaded them)
         key = checkpoint_key(cfg)
         precision = model_precision(ctx, model)
-        stage = Stage(time.perf_counter() - started, None, True, precision.describe())
+        stage = StageReport(time.perf_counter() - started, None, True, precision.describe())
         log.info("teacher      loaded %s from %s", cfg.teacher.name, path)
         loaded = Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint", precision)
         return loaded, stage

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kdcli.config.build import _instantiate
+from kdcli.config.build import instantiate_config
 from kdcli.data import DatasetInfo
 from kdcli.errors import UserError
 from kdcli.models.features import FeatureTap, layer_shapes
@@ -26,7 +26,7 @@ RGB = DatasetInfo("rgb", 7, 3, 16, (0.5,) * 3, (0.25,) * 3)
     ids=["resnet18", "smallcnn", "mlp"],
 )
 def test_models_take_their_shape_from_the_dataset(info, target):
-    model = _instantiate(OmegaConf.create(target), "model", **info.model_kwargs())
+    model = instantiate_config(OmegaConf.create(target), "model", **info.model_kwargs())
     x = torch.randn(2, info.channels, info.image_size, info.image_size)
     out = model(x)
     assert out.shape == (2, info.num_classes)

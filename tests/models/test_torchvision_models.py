@@ -130,9 +130,9 @@ def test_pretrained_only_for_models_that_have_weights():
 def test_pretrained_is_in_the_teacher_fingerprint_input():
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["teacher=resnet18", "teacher.pretrained=true"])
-    from kdcli.pipeline.common import plain
+    from kdcli.pipeline.common import to_container
 
-    assert plain(cfg.teacher.model)["pretrained"] is True
+    assert to_container(cfg.teacher.model)["pretrained"] is True
 
 
 @pytest.fixture
