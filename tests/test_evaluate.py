@@ -1,4 +1,4 @@
-"""StageReport 4's measurements."""
+"""Stage 4's measurements."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""StageReport 3b, compression (`compress=int8|prune|prune_int8`): the distilled student pruned and
+"""Stage 3b, compression (`compress=int8|prune|prune_int8`): the distilled student pruned and
 fine-tuned by distillation from the same teacher knowledge, and/or quantized to int8.
 
 The compressed model is saved as `compressed.pt` in the run directory, a kdcli model file

@@ -1,4 +1,4 @@
-"""StageReport 3, distillation: the student learns from the teacher's knowledge through the one
+"""Stage 3, distillation: the student learns from the teacher's knowledge through the one
 training loop; the baseline (the same student, plain cross-entropy) comes from the cache."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def student_stage(
     knowledge: KnowledgeSource | None,
     teacher: Model,
 ) -> tuple[Model, StageReport]:
-    """StageReport 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
+    """Stage 3: distill the student with `loss_fn` from `knowledge` (for logit losses, the
     stored soft labels: the teacher does not run here)."""
     cfg, task, run_dir = ctx.cfg, ctx.task, ctx.run_dir
     model = built.module

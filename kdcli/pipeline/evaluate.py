@@ -1,4 +1,4 @@
-"""StageReport 4, evaluation: every model the run produced, with the task's metrics and its cost."""
+"""Stage 4, evaluation: every model the run produced, with the task's metrics and its cost."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def eval_splits(data: Dataset) -> list[str]:
 def evaluate_stage(
     ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None = None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, torch.Tensor]]:
-    """StageReport 4: every model's figures on the test split, with agreement with the teacher and
+    """Stage 4: every model's figures on the test split, with agreement with the teacher and
     KL(teacher || model); the run's summary: the KD gain's interval and p-value (student vs
     baseline on the same test images) and, for text, each model's continuation of one test
     prompt (`samples`); and each model's test logits (for the plots).

@@ -1,4 +1,4 @@
-"""StageReport 2, soft labels: the teacher's outputs stored once in the cache (`static`: one clean
+"""Stage 2, soft labels: the teacher's outputs stored once in the cache (`static`: one clean
 view; `views`: every epoch's augmented view; `generate`: on text the teacher wrote), or the
 teacher run online while distilling. The mode is kdcli/knowledge/mode.py's decision, the
 store kdcli/knowledge/format.py's, the cache key kdcli/pipeline/keys.py's."""
@@ -146,7 +146,7 @@ def _on_policy_share(cfg: DictConfig) -> str:
 def soft_label_stage(
     ctx: Context, teacher: Model, mode: str, layers: tuple[str, ...] = ()
 ) -> tuple[StoredKnowledge, Entry, StageReport]:
-    """StageReport 2: the teacher's outputs for every training sample, stored once as plain arrays
+    """Stage 2: the teacher's outputs for every training sample, stored once as plain arrays
     (kdcli/knowledge/format.py), or taken from the cache.
 
     `static`: on the clean image, plus the outputs of `layers` when a feature loss stores

@@ -1,4 +1,4 @@
-"""StageReport 1, the teacher: loaded from `teacher.checkpoint`, taken from the cache, or trained.
+"""Stage 1, the teacher: loaded from `teacher.checkpoint`, taken from the cache, or trained.
 
 `train_or_reuse` also makes the baseline (the student trained with plain cross-entropy).
 """
@@ -99,7 +99,7 @@ def train_or_reuse(
 
 
 def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, StageReport]:
-    """StageReport 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
+    """Stage 1: load `teacher.checkpoint`, or train the teacher (or take it from the cache).
 
     A checkpoint was loaded, and its fit checked, when the teacher was built."""
     cfg = ctx.cfg
