@@ -10,10 +10,10 @@ STAMP := $(VENV)/.kdcli-installed
 # pip's notes about local package indexes that lack a package are noise here
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help setup run test lint format bench clean
+.PHONY: help setup run test test-fast lint format bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install kdcli (editable) with the test tools
 
@@ -27,7 +27,10 @@ run: setup ## run `kd train` on the embedded default (digits, resnet8x4 -> small
 	$(VENV)/bin/kd train
 
 test: setup ## run the whole test suite (two workers: the end-to-end tests are mostly process start-up)
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+
+test-fast: setup ## the unit tests: everything but the end-to-end (e2e) and slow ones, under a minute
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not e2e and not slow"
 
 lint: setup ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]  # the repository: configs/, scripts/, pyproject.toml
+
 # One thread per run: for runs that share the machine's cores with others (concurrent runs,
 # torchrun's processes, multiruns next to the other pytest workers).
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

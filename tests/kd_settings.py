@@ -12,3 +12,15 @@ TINY = [
     "eval.latency_runs=2",
     "plots=false",  # the PNGs cost about a second a run; test_pipeline draws them once
 ]
+
+# `task=lm` with the smallest GPT, one epoch each, on 6,000 characters
+TINY_LM = [
+    "task=lm",
+    "teacher=gpt_tiny",
+    "teacher.epochs=1",
+    "student.epochs=1",
+    "dataset.max_chars=6000",
+    "dataset.block_size=32",
+    "eval.latency_runs=2",
+    "plots=false",
+]

@@ -1,4 +1,4 @@
-"""The one place that touches Hydra's private API (hydra._internal); tests/test_hydra_shim.py
+"""The one place that touches Hydra's private API (hydra._internal); tests/config/test_hydra_shim.py
 checks it still works with the installed Hydra."""
 
 from __future__ import annotations

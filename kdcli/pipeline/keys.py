@@ -13,7 +13,7 @@ the artifact and runs with other settings never do:
                  dataset, seed, soft_labels settings, the teacher's key, precision
 
 A dataset enters by its settings (`dataset.*`), files by their path: a dataset file changed
-in place keeps its keys (`kd cache rm` drops what was built from it). tests/test_keys.py
+in place keeps its keys (`kd cache rm` drops what was built from it). tests/pipeline/test_keys.py
 states, setting by setting, which keys each one changes.
 """
 

@@ -174,6 +174,7 @@ def test_only_regular_files_are_listed(data_root):
     assert [p.name for p in list_files(data_root, ["cat"]).paths] == ["0.png"]
 
 
+@pytest.mark.slow
 def test_a_grayscale_and_colour_mix_is_an_error_unless_converted(data_root):
     write_imagefolder(data_root, per_class=2)
     gray = data_root / "train" / "cat" / "gray.png"

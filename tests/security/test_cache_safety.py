@@ -1,6 +1,6 @@
 """The cache tools lose nothing by accident: the real `kd cache rm` and `kd train` in a
 subprocess (about 1.5 s a `kd cache`, 4 s a `kd train`). The finer cases run in process in
-tests/test_cache_command.py and tests/test_cache.py.
+tests/cli/test_cache_command.py and tests/store/test_cache.py.
 
 Every `kd cache` here reads an empty stdin, as in a script: never a terminal that it could ask.
 """

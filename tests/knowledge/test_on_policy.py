@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from test_lm import TINY_LM, Always
+from kd_settings import TINY_LM
+from toy_models import Always
 
 from kdcli.config.build import training_recipe
 from kdcli.config.checks import check_overrides

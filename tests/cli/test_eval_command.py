@@ -4,18 +4,15 @@ kdcli/config/eval_config.py): a saved model's figures without training, equal to
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from dataset_files import write_mnist
 from kd_command import ONE_THREAD, run_kd
 from kd_settings import TINY
 
 from kdcli.cli.main import main
-
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-from dataset_files import write_mnist  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The one training loop: it learns, fails fast on NaN naming what went non-finite first, and
-its state is saved and resumed (tests/test_state.py)."""
+its state is saved and resumed (tests/engine/test_state.py)."""
 
 import pytest
 import torch

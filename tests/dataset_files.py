@@ -1,7 +1,7 @@
 """Writers of small datasets in the real on-disk formats, and `kd train` overrides for a short
 run on them (run through the `kd` fixture of tests/conftest.py).
 
-Imported by the tests of this folder as `from dataset_files import ...`.
+Imported as `from dataset_files import ...` (tests/conftest.py's folder is on the path).
 """
 
 from __future__ import annotations

@@ -4,18 +4,18 @@ and that no value of a numeric key gets past the pre-flight check as anything bu
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from kd_command import REPO
 from omegaconf import DictConfig, OmegaConf
 
 from kdcli.config.checks import check_overrides
 from kdcli.config.values import BY_KEY, BY_NAME, LOSS, SECTIONS, check_values, leaf_keys
 from kdcli.errors import UserError
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = REPO / "configs"
 
 
 @pytest.mark.parametrize(
@@ -151,6 +151,7 @@ TYPED = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(NUMERIC_KEYS), TYPED), min_size=1, max_size=3))
 @example([("teacher.optimizer.lr", "${nope}")])  # the traps found so far, always tried

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
+from kd_command import REPO
 from kd_settings import TINY
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = REPO / "scripts"
 
 
 def test_smallest_run_prints_fp32_and_bf16_rows(tmp_path):

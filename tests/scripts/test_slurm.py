@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from kd_command import ONE_THREAD, kd_environment
+from kd_command import ONE_THREAD, REPO, kd_environment
 from kd_settings import TINY
 
 from kdcli.config import checks as validate
@@ -21,7 +21,7 @@ from kdcli.config.checks import check_overrides
 from kdcli.config.paths import config_dir
 from kdcli.errors import UserError
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = REPO / "scripts"
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
 
 

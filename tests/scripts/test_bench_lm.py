@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_lm.py"
+from kd_command import REPO
+
+SCRIPT = REPO / "scripts" / "bench_lm.py"
 
 
 def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from kd_settings import TINY_LM
+from toy_models import Always
 
 from kdcli.data.text import TextCorpus
 from kdcli.engine.precision import FP32
@@ -15,17 +17,6 @@ from kdcli.knowledge.generate import generate_windows
 from kdcli.losses import SoftTargetKD
 from kdcli.models.lm.gpt import GPT
 from kdcli.tasks.lm import LanguageModel, draw_tokens
-
-TINY_LM = [
-    "task=lm",
-    "teacher=gpt_tiny",
-    "teacher.epochs=1",
-    "student.epochs=1",
-    "dataset.max_chars=6000",
-    "dataset.block_size=32",
-    "eval.latency_runs=2",
-    "plots=false",
-]
 
 
 def test_the_corpus_is_cut_into_shifted_windows_split_in_text_order(tmp_path):
@@ -144,19 +135,6 @@ def test_the_key_value_cache_draws_the_tokens_a_whole_forward_pass_draws():
         ]
         assert drawn[0].shape == (4, length)
         assert torch.equal(drawn[0], drawn[1])
-
-
-class Always(torch.nn.Module):
-    """A 'language model' that puts all its mass on one token."""
-
-    def __init__(self, token: int, vocabulary: int = 5) -> None:
-        super().__init__()
-        self.token, self.vocabulary = token, vocabulary
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        logits = torch.full((*tokens.shape, self.vocabulary), -30.0)
-        logits[..., self.token] = 30.0
-        return logits
 
 
 def test_the_teacher_continues_each_prompt_and_reads_at_most_the_window():

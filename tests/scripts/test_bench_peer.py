@@ -7,13 +7,13 @@ import importlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
+from kd_command import REPO
 
 from kdcli.data.cifar import read_batch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = REPO / "scripts"
 
 
 def test_cifar_shaped_data_is_balanced_learnable_and_written_as_cifar10(tmp_path):

@@ -59,6 +59,7 @@ def test_two_process_gloo_run_writes_one_report_and_takes_one_process_steps(kd, 
         assert gap < 1e-5, f"{name} is {gap:.1e} from the one-process student's"
 
 
+@pytest.mark.slow
 def test_batch_sizes_must_split_evenly_over_the_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(UserError, match="must be a multiple of 3"):
