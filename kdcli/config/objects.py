@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdcli.config.build import build_model, instantiate_config, training_recipe
 from kdcli.config.checks import flat_keys
 from kdcli.config.from_files import model_record
-from kdcli.data import Dataset, DatasetInfo
+from kdcli.data import Dataset, DatasetInfo, DataSource
 from kdcli.engine.compress import Compression
 from kdcli.engine.loop import Recipe
 from kdcli.engine.state import Built, seed_everything
@@ -49,9 +49,8 @@ def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
 def build(cfg: DictConfig, device: torch.device) -> Objects:
     """Load the data and build the loss and both models (in the order, and from the seeds,
     that the stages used to build them in, so results do not change)."""
-    source = instantiate_config(cfg.dataset, "dataset")
-    if hasattr(source, "check"):
-        source.check()
+    source: DataSource = instantiate_config(cfg.dataset, "dataset")
+    source.check()
     data = source.load().to(device)
     teacher = build_seeded(cfg, "teacher", data.info)
     if cfg.teacher.checkpoint:  # loaded here, so that a checkpoint that does not fit is caught
