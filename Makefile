@@ -29,9 +29,10 @@ run: setup ## run `kd train` on the embedded default (digits, resnet8x4 -> small
 test: setup ## run the whole test suite (two workers: the end-to-end tests are mostly process start-up)
 	$(PY) -m pytest -q -n 2
 
-lint: setup ## ruff check and format check
+lint: setup ## ruff check and format check, then mypy on kdcli/ (pyproject.toml's [tool.mypy])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
