@@ -32,9 +32,10 @@ test: setup ## run the whole test suite (two workers: the end-to-end tests are m
 test-fast: setup ## the unit tests: everything but the end-to-end (e2e) and slow ones, under a minute
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not e2e and not slow"
 
-lint: setup ## ruff check and format check
+lint: setup ## ruff check and format check, then mypy on kdcli/ (pyproject.toml's [tool.mypy])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from kdcli.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported when a command needs it
+    from torch import nn
 
 SPLITS = {"test": "test", "val": "validation"}
 
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.device)
     data = load_dataset(cfg, device)
     check_fits(path, trained, data)
+    model: nn.Module
     if exported is not None:
         print(TORCHSCRIPT_NOTE.format(path=path), file=sys.stderr)
         norm = exported["normalisation"]

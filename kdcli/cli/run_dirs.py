@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from kdcli.store.atomic import write_atomic
 
@@ -92,9 +94,14 @@ def put_back(run_dir: Path) -> bool:
             if path.name not in earlier.hydra and path.is_file():
                 path.unlink()
         for name, data in earlier.hydra.items():
-            write_atomic(hydra / name, lambda handle, data=data: handle.write(data))
+            write_atomic(hydra / name, _writer(data))
     if earlier.log_size is None:
         log.unlink(missing_ok=True)
     elif log.is_file():
         os.truncate(log, earlier.log_size)
     return True
+
+
+def _writer(data: bytes) -> Callable[[BinaryIO], int]:
+    """`write_atomic`'s `write` for the bytes `data`."""
+    return lambda handle: handle.write(data)

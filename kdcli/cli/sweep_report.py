@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
@@ -41,13 +41,16 @@ from kdcli.engine.stats import mean_std
 from kdcli.errors import UserError
 from kdcli.store.atomic import atomic_path
 
+if TYPE_CHECKING:  # the type alone: `kd report` does not import the pipeline
+    from kdcli.pipeline.report import Report
+
 
 @dataclass
 class Column:
     """A column: its CSV name, how to read the value from a report, how to show it."""
 
     name: str
-    value: Callable[[dict[str, Any]], Any]
+    value: Callable[[Report], Any]
     show: Callable[[Any], str]
 
 
@@ -67,22 +70,22 @@ def _seconds(value: float) -> str:
     return f"{value:.1f}"
 
 
-def _get(key: str, kind: Kind = NUMBER) -> Callable[[dict[str, Any]], Any]:
+def _get(key: str, kind: Kind = NUMBER) -> Callable[[Report], Any]:
     """A reader of the dotted `key` (None when absent); `WrongShape` when not of `kind`."""
     return lambda report: field(report, key, kind)
 
 
-def _end(at: int) -> Callable[[dict[str, Any]], Any]:
+def _end(at: int) -> Callable[[Report], Any]:
     """A reader of one end of the KD gain's interval."""
     return lambda report: (field(report, "kd_gain_ci", PAIR) or [None, None])[at]
 
 
-def _count(report: dict[str, Any]) -> int | None:
+def _count(report: Report) -> int | None:
     warnings = field(report, "warnings", LIST)
     return None if warnings is None else len(warnings)
 
 
-def _total_seconds(report: dict[str, Any]) -> float | None:
+def _total_seconds(report: Report) -> float | None:
     stages = field(report, "stages", OBJECT)
     if not stages:
         return None

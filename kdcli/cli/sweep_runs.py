@@ -4,8 +4,10 @@
 These files may come from anyone (a copied sweep, an edited report), so each is read as plain
 data and checked for the shape kd report uses: a file that is not JSON or YAML, is larger than
 16 MB, or holds the wrong kind of value (a list where an object belongs, text where a
-number does) is a `UserError` naming the file and the value. YAML aliases are refused: kd never
-writes them, and a few of them can stand for billions of values (a "billion laughs").
+number does) is a `UserError` naming the file and the value. A report is typed as what kd train
+writes (kdcli.pipeline.report.Report), and each value is checked as it is read (`field`). YAML
+aliases are refused: kd never writes them, and a few of them can stand for billions of values
+(a "billion laughs").
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kdcli.errors import UserError
 from kdcli.store.plain import read_json, read_yaml
+
+if TYPE_CHECKING:  # the type alone: `kd report` does not import the pipeline
+    from kdcli.pipeline.report import Report
 
 REPORT = "report.json"
 # Config keys that do not change what a run computes, ignored when grouping with `seed`.
@@ -53,7 +58,7 @@ class WrongShape(Exception):
         self.key, self.value, self.expected = key, value, expected
 
 
-def field(report: dict[str, Any], key: str, kind: Kind) -> Any:
+def field(report: Report, key: str, kind: Kind) -> Any:
     """The value at the dotted `key` (None when it, or an object on the way, is absent or
     null); `WrongShape` when it is not of `kind`, or an object on the way is not an object."""
     node: Any = report
@@ -84,11 +89,12 @@ def wrong_shape(path: Path, error: WrongShape) -> UserError:
 FIX = "Rerun that run, or move the file out of the way."
 
 
-def read_report(path: Path) -> dict[str, Any]:
+def read_report(path: Path) -> Report:
+    """The report at `path`: an object, whose values are checked as they are read (`field`)."""
     report = read_json(path, FIX)
     if not isinstance(report, dict):
         raise wrong_shape(path, WrongShape("the file", report, "an object of figures"))
-    return report
+    return cast("Report", report)
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
@@ -144,7 +150,7 @@ def _keys_as_text(value: Any) -> Any:
 @dataclass
 class Run:
     path: Path
-    report: dict[str, Any]
+    report: Report
     overrides: dict[str, str]
     settings: str | None = None  # its config but the seed, as text; None when unknown
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from kdcli.engine.loop import Recipe
 
 
-def first_line(error: Exception) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

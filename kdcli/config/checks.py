@@ -68,6 +68,11 @@ def parse_overrides(overrides: list[str]) -> list[Override]:
     return parsed
 
 
+def _line(override: Override) -> str:
+    """The override as written (Hydra's parser records it on each override it parses)."""
+    return override.input_line or ""
+
+
 def check_group_choices(overrides: list[Override]) -> None:
     """Every `group=option` names an existing option (with close matches when not)."""
     for override in overrides:
@@ -112,10 +117,10 @@ def sweep_points(overrides: list[Override], multirun: bool) -> list[list[str]]:
     """The override lists of every job the command line asks for (one without -m)."""
     sweeps = [o for o in overrides if o.is_sweep_override()]
     if sweeps and not multirun:
-        names = ", ".join(o.input_line for o in sweeps)
+        names = ", ".join(_line(o) for o in sweeps)
         raise UserError(f"{names} gives several values: add -m (multirun) to sweep over them.")
     if not sweeps:
-        return [[o.input_line for o in overrides]]
+        return [[_line(o) for o in overrides]]
     return split_sweep(overrides)
 
 
@@ -123,7 +128,7 @@ def flat_keys(node: Any, prefix: str = "") -> Iterator[str]:
     """Every dotted key of a config, leaves and inner nodes, without resolving anything."""
     if isinstance(node, DictConfig):
         for key in node:
-            path = f"{prefix}{key}"
+            path = f"{prefix}{key!s}"
             yield path
             yield from flat_keys(node._get_node(key), path + ".")
 
@@ -141,7 +146,7 @@ def unknown_key_error(point: list[str], error: Exception) -> UserError:
     """Explain a composition error caused by overriding a key that does not exist."""
     parser = OverridesParser.create()
     overrides = parser.parse_overrides(point)
-    groups_only = [o.input_line for o in overrides if is_group(o.key_or_group)]
+    groups_only = [_line(o) for o in overrides if is_group(o.key_or_group)]
     try:
         base = compose("train", overrides=groups_only)
     except HydraException:
@@ -363,7 +368,7 @@ def _check_shardable(cfg: DictConfig) -> None:
 
 def _check_dataset_keys(node: DictConfig) -> None:
     """The dataset keys that must be given on the command line are (`dataset.root`)."""
-    missing = sorted(k for k in node if OmegaConf.is_missing(node, k))
+    missing = sorted(str(k) for k in node if OmegaConf.is_missing(node, k))
     if missing:
         keys = " ".join(f"dataset.{k}=..." for k in missing)
         raise UserError(f"this dataset needs {keys} on the command line (`kd train {keys}`).")

@@ -69,9 +69,9 @@ def eval_config(
     if run is not None:  # the run's values, but where dataset.<key>=... says otherwise
         keys = [o.key_or_group for o in parsed]
         given = {k.split(".")[1] for k in keys if k.startswith("dataset.")}
-        for key, value in run[1].items():
-            if key not in given:
-                cfg.dataset[key] = value
+        for name, value in run[1].items():
+            if name not in given:
+                cfg.dataset[name] = value
     check_values(cfg)
     check_device(cfg.device)
     return cfg

@@ -126,7 +126,7 @@ def model_record(cfg: DictConfig, role: str) -> dict[str, Any]:
         option = HydraConfig.get().runtime.choices.get(f"model@{role}.model")
     if option is None:  # built outside `kd train` (tests, scripts): the option that fits
         try:
-            option = option_for_target("model", target, set(values), role, role)
+            option = option_for_target("model", target, {str(k) for k in values}, role, role)
         except UserError:
             return {"model": None, "model_config": values}
     if option_config("model", option).get(TARGET) != target:

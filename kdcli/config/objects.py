@@ -1,11 +1,10 @@
-"""The run's objects, each built once from the config and checked as it is built, before any
-training: the dataset (its files), the loss, the teacher, student and baseline models (the
-layers a feature loss taps, and their shapes), and each stage's optimizer and scheduler."""
+"""The run's objects (kdcli.pipeline.objects.Objects), each built once from the config and
+checked as it is built, before any training: the dataset (its files), the loss, the teacher,
+student and baseline models (the layers a feature loss taps, and their shapes), and each
+stage's optimizer and scheduler."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from kdcli.config.build import build_model, instantiate_config, training_recipe
 from kdcli.config.checks import flat_keys
 from kdcli.config.from_files import model_record
-from kdcli.data import Dataset, DatasetInfo
-from kdcli.engine.compress import Compression
-from kdcli.engine.loop import Recipe
+from kdcli.data import DatasetInfo, DataSource
 from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
 from kdcli.losses import DistillationLoss
 from kdcli.models.lm.hf import check_shared_tokenizer
+from kdcli.pipeline.objects import Objects
 from kdcli.store.checkpoint import load_model
-
-
-@dataclass
-class Objects:
-    data: Dataset
-    loss_fn: DistillationLoss
-    teacher: Built
-    student: Built
-    baseline: Callable[[], Built]  # built when the baseline stage needs it (not when cached)
-    training: dict[str, Recipe]  # role -> how the loop trains it (epochs, optimizer, ...)
-    logger: Callable[[Path], Any]  # run directory -> where the per-epoch rows go
-    compression: Compression  # what the compress stage does to the student
-    task: Any  # kdcli.tasks: what the outputs mean (classify, lm)
 
 
 def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
@@ -49,9 +34,8 @@ def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
 def build(cfg: DictConfig, device: torch.device) -> Objects:
     """Load the data and build the loss and both models (in the order, and from the seeds,
     that the stages used to build them in, so results do not change)."""
-    source = instantiate_config(cfg.dataset, "dataset")
-    if hasattr(source, "check"):
-        source.check()
+    source: DataSource = instantiate_config(cfg.dataset, "dataset")
+    source.check()
     data = source.load().to(device)
     teacher = build_seeded(cfg, "teacher", data.info)
     if cfg.teacher.checkpoint:  # loaded here, so that a checkpoint that does not fit is caught

@@ -256,9 +256,9 @@ def leaf_keys(node: Any, prefix: str) -> Iterator[str]:
         for key in node:
             child = node._get_node(key)
             if isinstance(child, DictConfig) and not child._is_interpolation():
-                yield from leaf_keys(child, f"{prefix}{key}.")
+                yield from leaf_keys(child, f"{prefix}{key!s}.")
             else:
-                yield f"{prefix}{key}"
+                yield f"{prefix}{key!s}"
 
 
 def _shown(value: Any) -> str:

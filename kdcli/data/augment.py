@@ -48,7 +48,9 @@ class ShiftFlip:
         if self.max_shift == 0 and not self.flip:
             return images
         params = params.to(images.device)
-        flip = params[:, 2].bool() if self.flip else torch.zeros_like(params[:, 2], dtype=bool)
+        flip = (
+            params[:, 2].bool() if self.flip else torch.zeros_like(params[:, 2], dtype=torch.bool)
+        )
         return _shift_flip(images, params[:, 0], params[:, 1], flip, self.max_shift)
 
 

@@ -1,7 +1,8 @@
 """What the pipeline needs from any dataset, in memory (`memory.py`) or on disk (`imagefolder.py`).
 
-A dataset config's `_target_` is a cheap *source*: `.info` and `.check()` run before any work
-(kdcli/config/objects.py `build`), `.load()` decodes the data and returns a `Dataset`.
+A dataset config's `_target_` is a cheap *source* (`DataSource`): `.info` and `.check()` run
+before any work (kdcli/config/objects.py `build`), `.load()` decodes the data and returns a
+`Dataset`.
 """
 
 from __future__ import annotations
@@ -143,6 +144,15 @@ class Dataset(Protocol):
     def eval_loader(self, split: str, batch_size: int) -> Loader: ...
 
     def to(self, device: torch.device) -> Dataset: ...
+
+
+class DataSource(Protocol):
+    """What a dataset config builds: `check` finds the files and proves them sound (a
+    `UserError` naming the file and the fix), before anything is trained; `load` decodes them."""
+
+    def check(self) -> None: ...
+
+    def load(self) -> Dataset: ...
 
 
 def normaliser(info: DatasetInfo, device: torch.device):

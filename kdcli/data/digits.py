@@ -35,6 +35,9 @@ class Digits:
             name="digits", num_classes=10, channels=1, image_size=8, mean=(0.305,), std=(0.376,)
         )
 
+    def check(self) -> None:
+        """Nothing to check: scikit-learn ships the data."""
+
     def load(self) -> InMemoryDataset:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split

@@ -20,7 +20,9 @@ from kdcli.errors import UserError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 MAX_NAMED = 5  # files named in a message about many files
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit, max_pixels' default
+# Pillow's decompression-bomb limit, max_pixels' default (Pillow's default value where a program
+# has turned the limit off: None)
+MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 1024 * 1024 * 1024 // 4 // 3
 
 
 @dataclass

@@ -77,16 +77,16 @@ class EpochLoader:
         else:
             order = torch.arange(self.num_samples)
         order = order.to(device)
-        params = None
-        if self.augmentation is not None:
-            params = self.augmentation.sample(self.num_samples, self.seed, epoch).to(device)
+        augmentation, params = self.augmentation, None
+        if augmentation is not None:
+            params = augmentation.sample(self.num_samples, self.seed, epoch).to(device)
         for first in range(start * self.batch_size, len(self) * self.batch_size, self.batch_size):
             index = order[first : first + self.batch_size]
             if index.numel() == 0:
                 break
             images = self.split.images[index]
-            if params is not None:
-                images = self.augmentation.apply(images, params[index])
+            if augmentation is not None and params is not None:
+                images = augmentation.apply(images, params[index])
             yield Batch(self.normalise(images), self.split.labels[index], index)
 
 

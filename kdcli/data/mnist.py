@@ -66,10 +66,17 @@ class MNIST(StandardDataset):
                 return path
         return None
 
+    def _located(self, directory: Path, name: str) -> Path:
+        """`locate`, for a file that `directory()` found there."""
+        path = self.locate(directory, name)
+        if path is None:
+            raise UserError(f"{directory}: {name} (or {name}.gz) is gone; fetch it again.")
+        return path
+
     def read(self, directory: Path, split: str) -> Split:
         image_name, label_name = self.train_files if split == "train" else self.test_files
-        image_path = self.locate(directory, image_name)
-        images, labels = read_idx(image_path), read_idx(self.locate(directory, label_name))
+        image_path = self._located(directory, image_name)
+        images, labels = read_idx(image_path), read_idx(self._located(directory, label_name))
         size = self.info.image_size
         if images.shape[1:] != (size, size) or labels.ndim != 1 or len(images) != len(labels):
             raise UserError(

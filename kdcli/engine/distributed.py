@@ -158,6 +158,11 @@ class ShardedLoader:
         self.rank = rank
         self.world_size = world_size
 
+    @property
+    def num_samples(self) -> int:
+        """The split's samples (every rank's shares together)."""
+        return self.loader.num_samples
+
     def __len__(self) -> int:
         return len(self.loader)
 

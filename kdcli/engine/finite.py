@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from kdcli.errors import RunError
-from kdcli.losses import DistillationLoss, Features
+from kdcli.losses import DistillationLoss, Features, WeightedSum
 
 
 class FiniteWatch:
@@ -86,7 +86,7 @@ class FiniteWatch:
         if not self.loss_fn.needs_teacher:
             return f"the cross-entropy went non-finite on finite logits; lower {lower_lr}."
         terms = [name for name in bad if name != "loss"]
-        if terms:
+        if terms and isinstance(self.loss_fn, WeightedSum):  # the loss that names its terms
             settings = "; ".join(
                 _settings(self.loss_fn.terms[name], f"loss.terms.{name}.loss.")
                 + f", loss.terms.{name}.weight={self.loss_fn.weights[name]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -14,9 +15,15 @@ from kdcli.engine.precision import FP32, Precision
 from kdcli.models.features import FeatureTap
 
 
+class Batches(Protocol):
+    """What `outputs` reads: each epoch's batches (a `Loader`, or every N-th batch of one)."""
+
+    def epoch(self, epoch: int) -> Iterator[Batch]: ...
+
+
 def outputs(
     model: nn.Module,
-    loader: Loader,
+    loader: Batches,
     device: torch.device,
     epochs: Iterable[int] = (0,),
     layers: Sequence[str] = (),

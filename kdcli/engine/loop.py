@@ -18,13 +18,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from rich.progress import Progress, TaskID
 from torch import nn
 
-from kdcli.data import Batch, Loader
+from kdcli.data import Batch, Dataset, Loader
 from kdcli.engine import distributed
 from kdcli.engine import precision as numerics
 from kdcli.engine.epoch_sums import EpochSums, Figures
@@ -47,9 +47,17 @@ class TeacherOutputs:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-KnowledgeSource = Callable[[int, Batch], TeacherOutputs]
-"""(epoch, batch) -> the teacher's outputs for that batch: stored soft labels looked up by
-sample index, or the teacher run online (kdcli/knowledge/teacher.py)."""
+class KnowledgeSource(Protocol):
+    """(epoch, batch) -> the teacher's outputs for that batch: stored soft labels looked up by
+    sample index, or the teacher run online (kdcli/knowledge/teacher.py).
+
+    `train_data`: the dataset whose training split the batches come from when it is not the
+    run's (the teacher-written text of `soft_labels.mode=generate`), else None; the student's
+    loader is made from it (the loop itself only calls the source)."""
+
+    train_data: Dataset | None
+
+    def __call__(self, epoch: int, batch: Batch) -> TeacherOutputs: ...
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,8 @@ class Training:
         self.state = job.state or TrainState(None)
         self.parts = Parts(model, loss_fn, self.optimizer, self.scheduler, self.scaler)
         self.resumed = self.state.resume(self.parts, device)
-        self.trained = distributed.wrap_model(model, device)  # shares `model`'s weights
+        # shares `model`'s weights
+        self.trained: Callable[..., torch.Tensor] = distributed.wrap_model(model, device)
         if recipe.compile:
             self.trained = torch.compile(self.trained)
         self.loader = distributed.shard_loader(trainee.loader)
@@ -210,9 +219,9 @@ class Training:
             # fills tap.outputs with the student's layers
             logits = self.trained(numerics.inputs(batch.x, precision)).float()
         teacher_logits, features = _loss_inputs(loss_fn, self.knowledge, epoch, batch, tap)
-        rows, teacher_rows, targets = self.job.task.flatten(logits, teacher_logits, batch.y)
-        if not batch.labelled:  # the student's own text: nothing to learn from y
-            targets = None
+        rows, teacher_rows, labels = self.job.task.flatten(logits, teacher_logits, batch.y)
+        # the student's own text: nothing to learn from y
+        targets = labels if batch.labelled else None
         loss = loss_fn(rows, teacher_rows, targets, features)
         self.watch.record(step, len(self.loader), teacher_logits, features, logits, loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -277,7 +286,8 @@ def _loss_inputs(
     """The teacher's logits for the batch (when the loss needs them) and, for a feature loss,
     the tapped layers of both sides, all in fp32 (a reduced-precision forward pass's outputs
     are upcast: the losses' softmax, KL and norms run in fp32)."""
-    taught = knowledge(epoch, batch) if loss_fn.needs_teacher else None
+    # (`Training` has checked that a loss that needs the teacher has its knowledge)
+    taught = knowledge(epoch, batch) if loss_fn.needs_teacher and knowledge is not None else None
     teacher_logits = taught.logits.float() if taught is not None else None
     if not loss_fn.uses_features:
         return teacher_logits, None

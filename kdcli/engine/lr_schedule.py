@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -55,6 +56,6 @@ class WarmupCosine(LRScheduler):
         self.warmup_steps = min(round(warmup_epochs * steps_per_epoch), self.total_steps)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | Tensor]:
         factor = warmup_cosine_factor(self.last_epoch, self.total_steps, self.warmup_steps)
         return [base_lr * factor for base_lr in self.base_lrs]

@@ -93,7 +93,10 @@ class Parts:
 
 
 def _rng_states() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    if not isinstance(state, tuple):  # the global generator is MT19937: its state is a tuple
+        raise TypeError(f"numpy's random state is a {type(state).__name__}, not a tuple")
+    kind, keys, pos, has_gauss, gauss = state
     states: dict[str, Any] = {  # plain values and tensors: the file loads with weights_only
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],

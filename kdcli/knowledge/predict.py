@@ -46,7 +46,8 @@ def predict_with_features(
     precision: Precision = FP32,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits and tapped `layers` for every sample of the loader's split, in split order."""
-    logits, features = [], {path: [] for path in layers}
+    logits: list[torch.Tensor] = []
+    features: dict[str, list[torch.Tensor]] = {path: [] for path in layers}
     for _, _, batch_logits, tapped in outputs(model, loader, device, (0,), layers, precision):
         logits.append(batch_logits)
         for path in layers:

@@ -56,6 +56,8 @@ class OnlineTeacher:
     teacher's precision (no autograd graph: no_grad, as inference-mode tensors could not be
     saved by the student's backward pass)."""
 
+    train_data: Dataset | None = None  # it runs on the run's own data
+
     def __init__(self, model: nn.Module, layers: Sequence[str], precision: Precision = FP32):
         self.model = numerics.prepare(model, precision)
         self.layers = list(layers)

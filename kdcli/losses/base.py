@@ -74,6 +74,16 @@ class DistillationLoss(nn.Module):
     def uses_features(self) -> bool:
         return bool(self.student_layers or self.teacher_layers)
 
+    @property
+    def on_policy(self) -> bool:
+        """Whether the student writes some of its training batches itself (on-policy
+        distillation: the token losses' `lmbda`); the pipeline then rewrites that share."""
+        return False
+
+    def on_policy_share(self) -> float:
+        """The share of this epoch's batches that the student writes (as a schedule sets it)."""
+        return 0.0
+
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called with the 0-based epoch before it starts: sets the scheduled parameters."""
         for name, schedule in self.schedules.items():

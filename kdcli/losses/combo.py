@@ -12,7 +12,7 @@ with weight 0 is skipped (e.g. `loss.terms.fitnet.weight=0` in a sweep).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -41,17 +41,21 @@ class WeightedSum(DistillationLoss):
         self.student_layers = _union(loss.student_layers for loss in losses.values())
         self.teacher_layers = _union(loss.teacher_layers for loss in losses.values())
 
+    def term_losses(self) -> dict[str, DistillationLoss]:
+        """Each term's loss by name (`terms` holds them; nn.ModuleDict types them nn.Module)."""
+        return {name: cast(DistillationLoss, loss) for name, loss in self.terms.items()}
+
     def start_epoch(self, epoch: int, epochs: int) -> None:
-        for loss in self.terms.values():
+        for loss in self.term_losses().values():
             loss.start_epoch(epoch, epochs)
 
     def build(self, student_shapes, teacher_shapes) -> None:
-        for loss in self.terms.values():
+        for loss in self.term_losses().values():
             loss.build(student_shapes, teacher_shapes)
 
     def forward(self, student_logits, teacher_logits, targets, features=None):
         total = torch.zeros((), device=student_logits.device)
-        for name, loss in self.terms.items():
+        for name, loss in self.term_losses().items():
             term = loss(student_logits, teacher_logits, targets, features)
             self.last_terms[name] = term.detach()
             total = total + self.weights[name] * term

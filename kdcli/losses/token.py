@@ -92,6 +92,9 @@ class TokenDistillation(DistillationLoss):
         """Whether the student writes some of its batches (`lmbda`, or a schedule of it)."""
         return self.lmbda > 0 or "lmbda" in self.schedules
 
+    def on_policy_share(self) -> float:
+        return float(self.lmbda)
+
     def forward(self, student_logits, teacher_logits, targets, features=None):
         if targets is None:  # the student's own text: the teacher's distributions alone
             return self._divergence(student_logits, teacher_logits)

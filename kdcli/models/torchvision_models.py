@@ -104,18 +104,20 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
 
 
-def _first(model: nn.Module, kind: type[nn.Module]) -> str | None:
-    return next((path for path, m in model.named_modules() if isinstance(m, kind)), None)
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The first convolution and its path, or None."""
+    convs = ((path, m) for path, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    return next(convs, None)
 
 
 def adapt_stem(model: nn.Module, in_channels: int, small_input: bool) -> None:
     """Replace the first convolution for small images and/or another channel count."""
-    conv_path = _first(model, nn.Conv2d)
-    if conv_path is None:
+    first = _first_conv(model)
+    if first is None:
         raise UserError(
             f"{type(model).__name__} has no Conv2d stem to adapt; set small_input=false."
         )
-    conv = model.get_submodule(conv_path)
+    conv_path, conv = first
     if small_input:
         new_conv = nn.Conv2d(
             in_channels, conv.out_channels, 3, 1, padding=1, bias=conv.bias is not None
@@ -127,12 +129,18 @@ def adapt_stem(model: nn.Module, in_channels: int, small_input: bool) -> None:
         new_conv = nn.Conv2d(
             in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
+            _pair(conv.kernel_size),
+            _pair(conv.stride),
+            conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
             bias=conv.bias is not None,
         )
     _set_submodule(model, conv_path, new_conv)
+
+
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's size setting (torch types the attributes tuple[int, ...]; they hold two)."""
+    height, width = size
+    return height, width
 
 
 def _first_stride_two_conv(model: nn.Module, after: str) -> nn.Conv2d:
@@ -160,11 +168,11 @@ def _drop_stem_max_pool(model: nn.Module, conv_path: str) -> None:
 
 def replace_head(model: nn.Module, num_classes: int) -> None:
     """Put a new `nn.Linear` with `num_classes` outputs where the model's last one was."""
-    head_path = [path for path, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
-    if not head_path:
+    heads = [(path, m) for path, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not heads:
         raise UserError(f"{type(model).__name__} has no nn.Linear head to resize.")
-    head = model.get_submodule(head_path[0])
-    _set_submodule(model, head_path[0], nn.Linear(head.in_features, num_classes))
+    head_path, head = heads[-1]
+    _set_submodule(model, head_path, nn.Linear(head.in_features, num_classes))
 
 
 def torchvision_classifier(

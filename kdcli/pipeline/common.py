@@ -18,6 +18,7 @@ from torch import nn
 from kdcli.data import Dataset, DatasetInfo
 from kdcli.engine import distributed
 from kdcli.engine.infer import fastest_batch_size, predict
+from kdcli.engine.loop import KnowledgeSource
 from kdcli.engine.measure import count_params, flops_per_image
 from kdcli.engine.precision import FP32, Precision, native_bf16, resolve
 from kdcli.engine.state import TrainState
@@ -204,7 +205,7 @@ def get_or_make(
     return Entry(Path(path), manifest, reused)
 
 
-def distill_data(ctx: Context, knowledge: Any) -> Dataset:
+def distill_data(ctx: Context, knowledge: KnowledgeSource | None) -> Dataset:
     """What the student trains on: the run's data, or the text the teacher wrote for it
     (`soft_labels.mode=generate`; the knowledge's indices refer to that)."""
-    return getattr(knowledge, "train_data", None) or ctx.data
+    return (knowledge.train_data if knowledge is not None else None) or ctx.data

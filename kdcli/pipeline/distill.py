@@ -111,13 +111,13 @@ def _training_batches(
     `loss.lmbda` share of the batches rewritten by the student itself (on-policy)."""
     cfg = ctx.cfg
     loader = distill_data(ctx, knowledge).train_loader(cfg.student.batch_size, cfg.seed)
-    if not getattr(loss_fn, "on_policy", False):
+    if not loss_fn.on_policy:
         return loader
     writing = cfg.soft_labels.generate
     return OnPolicyBatches(
         loader,
         model,
-        lambda: float(loss_fn.lmbda),  # as the loss's schedule sets it for the epoch
+        loss_fn.on_policy_share,  # as the loss's schedule sets it for the epoch
         float(writing.prompt_fraction),
         float(writing.temperature),
         int(cfg.seed),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from omegaconf import DictConfig
@@ -17,6 +17,31 @@ from kdcli.tasks import Task, teacher_kl
 
 CPU = torch.device("cpu")
 
+ModelFigures = dict[str, Any]
+"""One model's figures (report.json's `teacher`, `student`, ...; `measure` makes them): name,
+the task's metrics (e.g. top1, nll, ece), params, flops, latency_ms, checkpoint_bytes,
+checkpoint, source, reused, precision; sparsity (compressed); agreement and teacher_kl (all
+but the teacher); val_<metric> (a validation split); generation_nll (text)."""
+
+
+class GainImages(TypedDict):
+    """The test items behind the KD gain's p-value."""
+
+    student_only: int  # the student gets right and the baseline wrong
+    baseline_only: int
+    total: int
+
+
+class EvaluationSummary(TypedDict, total=False):
+    """The run's figures beside each model's (report.json keys): with a baseline, the KD gain's
+    95% paired bootstrap interval, exact McNemar p-value and the items behind it; for text,
+    the test prompt and each model's continuation of it (`samples`)."""
+
+    kd_gain_ci: list[float]
+    kd_gain_p: float
+    kd_gain_images: GainImages
+    samples: dict[str, str]
+
 
 def measure(
     model: Model,
@@ -24,8 +49,8 @@ def measure(
     task: Task,
     test_logits: torch.Tensor,
     cfg: DictConfig,
-    size_of: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    size_of: ModelFigures | None = None,
+) -> ModelFigures:
     """The report's figures for one model. `size_of`: the figures of the model it was
     compressed from, whose parameters and FLOPs it keeps (pruning zeroes weights, int8 narrows
     them; neither removes any); its own share of zero weights is then reported too."""
@@ -56,7 +81,7 @@ def eval_splits(data: Dataset) -> list[str]:
 
 def evaluate_stage(
     ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None = None
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, torch.Tensor]]:
+) -> tuple[dict[str, ModelFigures], EvaluationSummary, dict[str, torch.Tensor]]:
     """Stage 4: every model's figures on the test split, with agreement with the teacher and
     KL(teacher || model); the run's summary: the KD gain's interval and p-value (student vs
     baseline on the same test images) and, for text, each model's continuation of one test
@@ -95,6 +120,7 @@ def evaluate_stage(
             test, reference = logits[role]["test"], logits["teacher"]["test"]
             results[role]["agreement"] = task.agreement(test, reference)
             flat, flat_reference, _ = task.flatten(test, reference, labels)
+            assert flat_reference is not None  # given the teacher's logits, flatten keeps them
             results[role]["teacher_kl"] = teacher_kl(flat, flat_reference)
     for role in results:  # text: how the teacher judges what each model writes
         if role == "compressed":  # runs on the CPU only; its figures say how it compares
@@ -102,7 +128,7 @@ def evaluate_stage(
         judged = task.generation_nll(models[role].module, models["teacher"].module, data, cfg.seed)
         if judged is not None:
             results[role]["generation_nll"] = judged
-    summary = {}
+    summary: EvaluationSummary = {}
     if "baseline" in logits:
         summary = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)
     samples = text_samples(task, models, data, cfg.seed)
@@ -129,7 +155,7 @@ def text_samples(
 
 def gain_figures(
     task: Task, student_logits: torch.Tensor, baseline_logits: torch.Tensor, data: Dataset
-) -> dict[str, Any]:
+) -> EvaluationSummary:
     """The KD gain's 95% paired bootstrap interval and exact McNemar p-value (report keys)."""
     labels = data.labels("test")
     student = task.correct(student_logits, labels).cpu().numpy()

@@ -14,9 +14,10 @@ normalisation itself, so a user never copies mean and std. Formats:
 Beside each goes `<file>.json` (e.g. `student.onnx.json`): classes, input shape and dtype,
 normalisation, the source checkpoint and run, kdcli's version, and the verification's
 maximum difference.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: TorchScript reads `Deployable`'s class
+annotations (its buffers') as types, and it cannot read them as strings.
+"""
 
 import json
 import warnings
@@ -40,6 +41,9 @@ TOLERANCE = 1e-4  # max |exported - PyTorch| allowed, relative to the logits' sc
 class Deployable(nn.Module):
     """Raw images in, logits out: scales uint8 to [0, 1] and normalises, then the model."""
 
+    mean: torch.Tensor  # buffers [1, C, 1, 1]
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.model = model
@@ -47,7 +51,7 @@ class Deployable(nn.Module):
         self.register_buffer("std", std.clone().view(1, -1, 1, 1))
 
     @classmethod
-    def for_dataset(cls, model: nn.Module, info: DatasetInfo) -> Deployable:
+    def for_dataset(cls, model: nn.Module, info: DatasetInfo) -> "Deployable":
         return cls(model, torch.tensor(info.mean), torch.tensor(info.std))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -127,6 +131,9 @@ def description_path(path: Path) -> Path:
 class FromNormalised(nn.Module):
     """An exported model (raw images in) fed the normalised batches kdcli's loaders give:
     what `kd eval` evaluates an exported TorchScript file through."""
+
+    mean: torch.Tensor  # buffers [1, C, 1, 1]
+    std: torch.Tensor
 
     def __init__(self, exported: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()

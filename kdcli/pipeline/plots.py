@@ -106,7 +106,7 @@ def _confusion(path: Path, logits: torch.Tensor, labels: torch.Tensor) -> Path:
         for i in range(classes):
             for j in range(classes):
                 if counts[i, j]:
-                    axes.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7)
+                    axes.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7)
     axes.set(xlabel="predicted class", ylabel="true class", title="student: confusion matrix")
     return _save(figure, path)
 

@@ -1,4 +1,5 @@
-"""The run's report: report.json (its one owner), report.md and the table on stdout.
+"""The run's report: report.json (its one owner, and its type, `Report`), report.md and the
+table on stdout.
 
 Also the report's `warnings`: what in the figures says the distillation did not work.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import torch
 from omegaconf import DictConfig
@@ -19,12 +20,68 @@ from kdcli import __version__
 from kdcli.data import DatasetInfo
 from kdcli.engine import distributed
 from kdcli.pipeline.common import StageReport, config_choice, to_container
+from kdcli.pipeline.evaluate import EvaluationSummary, ModelFigures
 from kdcli.pipeline.metrics import METRICS_FILE
+from kdcli.pipeline.soft_labels import SoftLabelSummary
 from kdcli.store.atomic import write_json_atomic, write_text_atomic
-from kdcli.tasks import Task
+from kdcli.tasks import Row, Task
 from kdcli.tasks.classify import TASK
 
-COLUMNS = (
+Role = Literal["teacher", "student", "compressed", "baseline"]
+
+
+class _Models(TypedDict):
+    teacher: ModelFigures
+    student: ModelFigures
+
+
+class Models(_Models, total=False):
+    """Each model's figures by role: the compressed student with `compress=`, the student
+    trained without the teacher with `baseline=true`."""
+
+    baseline: ModelFigures
+    compressed: ModelFigures
+
+
+class CompressionRatios(TypedDict):
+    """How much smaller and faster the student is than the teacher."""
+
+    params: float
+    flops: float
+    latency_speedup: float
+
+
+class _Always(TypedDict):
+    """The keys every report.json has (with `Models`' teacher and student)."""
+
+    kdcli_version: str
+    run_dir: str
+    seed: int
+    device: str
+    processes: int  # torchrun's
+    metric: str  # the headline metric's key in each model's figures
+    metric_label: str
+    dataset: dict[str, Any]  # kdcli.data.DatasetInfo's fields
+    loss: dict[str, Any]  # the loss option's name, then its settings
+    soft_labels: SoftLabelSummary
+    compression: CompressionRatios
+    stages: dict[str, dict[str, Any]]  # stage -> kdcli.pipeline.common.StageReport's fields
+    metrics: str  # metrics.jsonl: the per-epoch rows of every stage trained in the run
+    plots: list[str]  # paths in the run directory (with matplotlib)
+
+
+class Report(_Always, Models, EvaluationSummary, total=False):
+    """report.json: what `build_report` writes and `kd report` reads. The keys come in this
+    order: kdcli_version ... loss, each model's figures (teacher, student, baseline,
+    compressed), soft_labels, compression, stages, metrics, plots; then with a baseline
+    kd_gain (and kd_gain_perplexity for text), the `EvaluationSummary`, and `warnings` last."""
+
+    kd_gain: float  # student - baseline, in the headline metric
+    kd_gain_perplexity: float  # text: baseline - student perplexity
+    warnings: list[str]  # what says the distillation did not work (`warnings`)
+
+
+COLUMNS: tuple[tuple[Role, str], ...] = (
     ("teacher", "teacher"),
     ("student", "student (KD)"),
     ("compressed", "compressed"),
@@ -32,7 +89,7 @@ COLUMNS = (
 )
 
 # (label, report key, formatter) after the task's rows; a missing value shows as "-"
-ROWS = (
+ROWS: tuple[Row, ...] = (
     ("parameters", "params", lambda v: f"{v / 1e6:.3f} M"),
     ("zero weights", "sparsity", lambda v: f"{100 * v:.1f}%"),
     ("FLOPs / image", "flops", lambda v: f"{v / 1e6:.2f} M"),
@@ -43,7 +100,7 @@ ROWS = (
 )
 
 
-def _cells(report: dict[str, Any], task: Task = TASK) -> tuple[list[str], list[list[str]]]:
+def _cells(report: Report, task: Task = TASK) -> tuple[list[str], list[list[str]]]:
     present = [(key, title) for key, title in COLUMNS if key in report]
     header = ["", *(title for _, title in present)]
     rows = []
@@ -63,7 +120,7 @@ def format_p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
 
 
-def gain_line(report: dict[str, Any]) -> str:
+def gain_line(report: Report) -> str:
     """ "KD gain +1.11 pts (95% CI +0.28 to +1.94, p = 0.012): ..." (interval when known)."""
     line = f"KD gain {100 * report['kd_gain']:+.2f} pts"
     metric = report.get("metric_label", TASK.metric_label)
@@ -80,7 +137,7 @@ def gain_line(report: dict[str, Any]) -> str:
     )
 
 
-def warnings(report: dict[str, Any]) -> list[str]:
+def warnings(report: Report) -> list[str]:
     """What says the teacher could not teach: a teacher below the baseline student (on the
     validation split when there is one, else test), or a student significantly worse than its
     baseline (negative gain with exact McNemar p < 0.05)."""
@@ -98,7 +155,7 @@ def warnings(report: dict[str, Any]) -> list[str]:
             "distilling)."
         )
     p, gain = report.get("kd_gain_p"), report.get("kd_gain")
-    if p is not None and gain < 0 and p < SIGNIFICANCE:
+    if p is not None and gain is not None and gain < 0 and p < SIGNIFICANCE:
         on_policy = ", loss.lmbda" if report.get("soft_labels", {}).get("on_policy") else ""
         found.append(
             f"distillation made the student worse: {100 * gain:+.2f} points against its "
@@ -108,7 +165,7 @@ def warnings(report: dict[str, Any]) -> list[str]:
     return found
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
+def summary_lines(report: Report) -> list[str]:
     """KD gain and compression, one line each."""
     lines = []
     if "kd_gain" in report:
@@ -128,7 +185,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def table(report: dict[str, Any], task: Task = TASK) -> Table:
+def table(report: Report, task: Task = TASK) -> Table:
     header, rows = _cells(report, task)
     result = Table(  # Text: names (an ImageFolder's is its folder's) are not markup
         title=Text(
@@ -143,7 +200,7 @@ def table(report: dict[str, Any], task: Task = TASK) -> Table:
     return result
 
 
-def markdown(report: dict[str, Any], task: Task = TASK) -> str:
+def markdown(report: Report, task: Task = TASK) -> str:
     header, rows = _cells(report, task)
     lines = [
         f"# kd report: {report['teacher']['name']} -> {report['student']['name']}",
@@ -194,7 +251,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def final_figures(report: dict[str, Any]) -> dict[str, float]:
+def final_figures(report: Report) -> dict[str, float]:
     """Each model's headline metric, and the KD gain."""
     metric = report["metric"]
     figures = {f"{role}_{metric}": report[role][metric]
@@ -204,7 +261,7 @@ def final_figures(report: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
-def write(report: dict[str, Any], run_dir: Path, console: Console, task: Task = TASK) -> None:
+def write(report: Report, run_dir: Path, console: Console, task: Task = TASK) -> None:
     """Print the table and write report.json and report.md into `run_dir`."""
     write_json_atomic(run_dir / "report.json", report)
     write_text_atomic(run_dir / "report.md", markdown(report, task))
@@ -223,17 +280,17 @@ def build_report(
     task: Task,
     info: DatasetInfo,
     device: torch.device,
-    results: dict[str, dict[str, Any]],
-    soft_labels: dict[str, Any],
+    results: dict[str, ModelFigures],
+    soft_labels: SoftLabelSummary,
     stages: dict[str, StageReport],
     run_dir: Path,
-    summary: dict[str, Any] | None = None,
+    summary: EvaluationSummary | None = None,
     plots: list[str] | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """report.json's contents (its one owner); `summary`: the KD gain's interval and p-value,
     and the text samples (kdcli.pipeline.evaluate)."""
     teacher, student = results["teacher"], results["student"]
-    report: dict[str, Any] = {
+    report: Report = {
         "kdcli_version": __version__,
         "run_dir": str(run_dir),
         "seed": cfg.seed,
@@ -246,7 +303,7 @@ def build_report(
             "name": config_choice("loss", cfg.loss),
             **{k: v for k, v in to_container(cfg.loss).items() if k != "_target_"},
         },
-        **results,
+        **by_role(results),
         "soft_labels": soft_labels,
         "compression": {
             "params": teacher["params"] / student["params"],
@@ -264,3 +321,14 @@ def build_report(
     report.update(summary or {})
     report["warnings"] = warnings(report)
     return report
+
+
+def by_role(results: dict[str, ModelFigures]) -> Models:
+    """The models' figures (role -> figures, from kdcli.pipeline.evaluate) as the report holds
+    them, in evaluate_stage's order."""
+    models: Models = {"teacher": results["teacher"], "student": results["student"]}
+    if "baseline" in results:
+        models["baseline"] = results["baseline"]
+    if "compressed" in results:
+        models["compressed"] = results["compressed"]
+    return models

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -18,16 +17,17 @@ from kdcli.pipeline.common import Context, StageReport, made_by
 from kdcli.pipeline.compress import compress_stage
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import evaluate_stage
+from kdcli.pipeline.objects import Objects
 from kdcli.pipeline.plots import write_plots
-from kdcli.pipeline.report import build_report, final_figures, hyperparameters
-from kdcli.pipeline.soft_labels import teacher_knowledge
+from kdcli.pipeline.report import Report, build_report, final_figures, hyperparameters
+from kdcli.pipeline.soft_labels import SoftLabelSummary, teacher_knowledge
 from kdcli.pipeline.teacher import check_teacher, teacher_stage
 from kdcli.store.cache import ArtifactCache
 
 
-def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dict[str, Any] | None:
-    """The whole pipeline on the run's objects (kdcli.config.objects: built once, checked
-    before any training); returns the report (also written to `run_dir`).
+def run(cfg: DictConfig, run_dir: Path, built: Objects, device: torch.device) -> Report | None:
+    """The whole pipeline on the run's objects (kdcli.config.objects `build`: built once,
+    checked before any training); returns the report (also written to `run_dir`).
 
     Under torchrun, every rank trains; rank 0 alone writes, evaluates and returns the report
     (the other ranks return None).
@@ -40,7 +40,7 @@ def run(cfg: DictConfig, run_dir: Path, built: Any, device: torch.device) -> dic
         return _stages(Context(cfg, built.data, built.task, cache, device, run_dir), built)
 
 
-def _stages(ctx: Context, built: Any) -> dict[str, Any] | None:
+def _stages(ctx: Context, built: Objects) -> Report | None:
     """`run`'s stages, in order, with the run's context."""
     cfg, data, task, device, run_dir = ctx.cfg, ctx.data, ctx.task, ctx.device, ctx.run_dir
     loss_fn = built.loss_fn
@@ -55,7 +55,7 @@ def _stages(ctx: Context, built: Any) -> dict[str, Any] | None:
     teacher_logits = check_teacher(ctx, teacher)  # stops here below teacher.min_top1
     teacher_eval_seconds = time.perf_counter() - started
     knowledge = None
-    soft_report: dict[str, Any] = {"mode": "none", "reused": False}
+    soft_report: SoftLabelSummary = {"mode": "none", "reused": False}
     if loss_fn.needs_teacher:
         knowledge, soft_report, soft_stage = teacher_knowledge(ctx, teacher, loss_fn)
         if soft_stage is not None:
@@ -89,5 +89,6 @@ def _stages(ctx: Context, built: Any) -> dict[str, Any] | None:
     report_io.write(report, run_dir, Console(), task)  # the table goes to stdout
     for state in ctx.finished:  # the run directory now holds what they hold
         state.discard()
-    ctx.metrics.close(hyperparameters(cfg), final_figures(report))
+    if ctx.metrics is not None:  # rank 0's, as this is
+        ctx.metrics.close(hyperparameters(cfg), final_figures(report))
     return report

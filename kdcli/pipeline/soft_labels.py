@@ -10,12 +10,13 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from kdcli.data import Dataset, InMemoryDataset
 from kdcli.data.text import window_split
 from kdcli.engine import distributed
 from kdcli.engine.loop import KnowledgeSource
@@ -58,9 +59,34 @@ from kdcli.store.cache import Entry
 log = logging.getLogger(__name__)
 
 
+class OnPolicySettings(TypedDict, total=False):
+    """What has the student write some of its text, as an online run records it."""
+
+    on_policy: float  # loss.lmbda
+    on_policy_schedule: dict[str, Any]  # loss.schedule.lmbda, when set
+
+
+class _Summary(TypedDict):
+    mode: str  # static, views, generate, online, or none (the loss needs no teacher)
+    reused: bool
+
+
+class SoftLabelSummary(_Summary, OnPolicySettings, total=False):
+    """How the student got the teacher's outputs: report.json's `soft_labels`. A store
+    records where it is and what it holds (`path`, `bytes`, `dtype`, `topk`); `features`:
+    whether the tapped teacher layers are stored, computed online, or none."""
+
+    features: str
+    layers: list[str]
+    path: str
+    bytes: int
+    dtype: str
+    topk: int | None
+
+
 def teacher_knowledge(
     ctx: Context, teacher: Model, loss_fn: DistillationLoss
-) -> tuple[KnowledgeSource, dict[str, Any], StageReport | None]:
+) -> tuple[KnowledgeSource, SoftLabelSummary, StageReport | None]:
     """What the student stage learns from: stored soft labels (`static`, `views` or
     `generate`, and stored teacher features when they match the student's view and fit the
     budget), or the teacher run online (`soft_labels.mode=online`, on-policy distillation,
@@ -70,7 +96,7 @@ def teacher_knowledge(
     if mode == "online":
         return _online(ctx, teacher, layers), _online_report(ctx.cfg, layers), None
     knowledge, entry, stage = soft_label_stage(ctx, teacher, mode, layers)
-    report = {
+    report: SoftLabelSummary = {
         "mode": mode,
         "features": "stored" if layers else "none",
         "layers": list(layers),
@@ -124,13 +150,20 @@ def _online(ctx: Context, teacher: Model, layers: tuple[str, ...]) -> OnlineTeac
     return OnlineTeacher(teacher.module, layers, teacher.precision)
 
 
-def _online_report(cfg: DictConfig, layers: tuple[str, ...]) -> dict[str, Any]:
-    report: dict[str, Any] = {"mode": "online", "features": "online" if layers else "none"}
+def _online_report(cfg: DictConfig, layers: tuple[str, ...]) -> SoftLabelSummary:
+    settings: OnPolicySettings = {}
     if on_policy(cfg):
-        report["on_policy"] = to_container(cfg.loss.lmbda)
+        settings["on_policy"] = to_container(cfg.loss.lmbda)
         if cfg.loss.schedule.get("lmbda") is not None:
-            report["on_policy_schedule"] = to_container(cfg.loss.schedule.lmbda)
-    return {**report, "layers": list(layers), "reused": False, "bytes": 0}
+            settings["on_policy_schedule"] = to_container(cfg.loss.schedule.lmbda)
+    return {
+        "mode": "online",
+        "features": "online" if layers else "none",
+        **settings,
+        "layers": list(layers),
+        "reused": False,
+        "bytes": 0,
+    }
 
 
 def _on_policy_share(cfg: DictConfig) -> str:
@@ -175,7 +208,7 @@ def soft_label_stage(
     log_stage("soft labels", entry, stage)
     train_data = None
     if store.windows is not None:  # the teacher's text: what the stored indices refer to
-        train_data = data.with_train(window_split(store.windows))
+        train_data = _text(data).with_train(window_split(store.windows))
     return StoredKnowledge(store.soft_labels, store.features, train_data), entry, stage
 
 
@@ -234,7 +267,7 @@ def _write_static(
     cfg, data, device = ctx.cfg, ctx.data, ctx.device
     size = eval_batch_size(ctx, teacher.module, teacher.precision)
     windows = _generate_windows(ctx, teacher, size) if mode == "generate" else None
-    source = data if windows is None else data.with_train(window_split(windows))
+    source = data if windows is None else _text(data).with_train(window_split(windows))
     loader = source.eval_loader("train", size)
     features: dict[str, torch.Tensor] = {}
     if layers:
@@ -254,7 +287,7 @@ def _write_static(
 def _generate_windows(ctx: Context, teacher: Model, batch_size: int) -> torch.Tensor:
     """Each training window's prompt, continued by the teacher (knowledge/generate.py); the
     store keeps them, so a rerun trains on the same text."""
-    settings, train = ctx.cfg.soft_labels.generate, ctx.data.train  # text: in memory
+    settings, train = ctx.cfg.soft_labels.generate, _text(ctx.data).train
     windows = torch.cat([train.images, train.labels[:, -1:]], dim=1)  # [N, T + 1]
     prompt = max(1, round(settings.prompt_fraction * windows.shape[1]))
     written = generate_windows(
@@ -273,6 +306,13 @@ def _generate_windows(ctx: Context, teacher: Model, batch_size: int) -> torch.Te
         written.shape[1] - prompt,
     )
     return written
+
+
+def _text(data: Dataset) -> InMemoryDataset:
+    """The run's data where the teacher writes text (`generate`): text is held in memory."""
+    if not isinstance(data, InMemoryDataset):
+        raise RunError(f"dataset {data.info.name}: the teacher writes text only into text data")
+    return data
 
 
 def _check_teacher_output(teacher: Model, values: torch.Tensor, what: str) -> None:

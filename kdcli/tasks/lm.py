@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,15 @@ from kdcli.tasks import Row
 IGNORE = -100
 SAMPLE_TOKENS = 200  # how many tokens each model adds to the prompt
 GENERATION_PROMPTS = 128  # test windows whose second half each model writes (generation_nll)
+
+
+@runtime_checkable
+class CachedDecoding(Protocol):
+    """A model that samples with a key-value cache (the built-in GPT, kdcli/models/lm/gpt.py):
+    `decode(tokens)` gives the next-token logits [B, V] after `tokens` [B, n] and a cache;
+    `decode(token, cache)` the logits after one more token, and the cache grown by it."""
+
+    def decode(self, tokens: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]: ...
 
 
 class LanguageModel:
@@ -128,7 +137,7 @@ def draw_tokens(
         )
         return drawn.to(tokens.device)
 
-    decode = getattr(model, "decode", None) if use_cache else None
+    decode = model.decode if use_cache and isinstance(model, CachedDecoding) else None
     # the last token is drawn from the `length - 1` before it: while those fit the window no
     # position slides out, and the keys and values can be kept
     if decode is not None and length - 1 <= window:

@@ -115,7 +115,9 @@ class ShuffleNetV1(nn.Module):
         if zero_init_residual:
             for unit in self.modules():
                 if isinstance(unit, ShuffleUnitV1) and unit.stride == 1:
-                    nn.init.zeros_(unit.expand[-1].weight)
+                    norm = unit.expand[-1]  # the branch's last BatchNorm
+                    if isinstance(norm, nn.BatchNorm2d):
+                        nn.init.zeros_(norm.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))

@@ -8,6 +8,8 @@ Built from the dataset's facts like every kdcli model: `num_classes` is the voca
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,7 +90,8 @@ class GPT(nn.Module):
         x = self.drop(self.tokens(tokens) + self.positions(positions))
         kept = []
         for number, block in enumerate(self.blocks):
-            x, keys_values = block.step(x, None if past is None else past[number])
+            # nn.Sequential types its items nn.Module: every one is a Block
+            x, keys_values = cast(Block, block).step(x, None if past is None else past[number])
             kept.append(keys_values)
         return self.head(self.norm(x[:, -1])), kept
 

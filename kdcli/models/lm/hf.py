@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from kdcli.data.tokenizer import load_tokenizer, transformers_module
 from kdcli.errors import UserError
+
+if TYPE_CHECKING:  # the optional extra: imported where a model is loaded
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class CausalLM(nn.Module):
     """A transformers causal LM as a kdcli model: token ids [B, T] -> logits [B, T, V], where
     V is the tokenizer's vocabulary (padded embedding rows dropped)."""
 
-    def __init__(self, model: nn.Module, vocabulary: int, path: Path) -> None:
+    def __init__(self, model: PreTrainedModel, vocabulary: int, path: Path) -> None:
         super().__init__()
         self.model = model
         self.vocabulary = vocabulary
