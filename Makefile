@@ -45,5 +45,5 @@ bench: setup ## the benchmarks in scripts/ (they print ratios measured in one ru
 	for script in scripts/bench_*.py; do $(PY) $$script; done
 
 clean: ## remove build outputs and caches (not .venv, not outputs/)
-	rm -rf build dist .pytest_cache .ruff_cache
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
