@@ -14,7 +14,14 @@ from omegaconf import DictConfig
 
 from kdcli.errors import UserError
 
-TEXT_TARGETS = ("kdcli.models.lm.", "kdcli.data.text.", "kdcli.tasks.lm.")
+TEXT_TARGETS = (
+    "kdcli.models.lm.",
+    "kdcli.data.text.",
+    "kdcli.data.instruct.",
+    "kdcli.data.drills.",
+    "kdcli.tasks.lm.",
+    "kdcli.tasks.instruct.",
+)
 READS = {"text": "text", "image": "images"}
 TASKS = {
     "text": "task=lm trains language models on text",

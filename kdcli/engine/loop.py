@@ -169,7 +169,7 @@ def fit(
             images += sums.images
             if job.on_epoch is not None and training.saving:
                 lr = training.optimizer.param_groups[0]["lr"]
-                job.on_epoch(sums.row(epoch, steps, shown, job.task.metric, lr))
+                job.on_epoch(sums.row(epoch, steps, shown, job.task.score_name, lr))
             training.end_epoch(epoch, shown)
     seconds = time.perf_counter() - started
     if training.saving and not job.keep_state:  # the caller's artifact holds the result now

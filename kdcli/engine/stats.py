@@ -91,6 +91,35 @@ def compare(a: np.ndarray, b: np.ndarray, seed: int = BOOTSTRAP_SEED) -> Gain:
     )
 
 
+def compare_scores(a: np.ndarray, b: np.ndarray, seed: int = BOOTSTRAP_SEED) -> Gain:
+    """The gain of mean(a) over mean(b) for paired per-item scores: `compare` when every
+    score is 0 or 1 (right or wrong); otherwise (scores in between, such as ROUGE-L) a
+    percentile interval over items resampled with replacement and the exact sign test on the
+    items where the two differ (McNemar's test is that test for 0/1 scores)."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired scores differ in length or are empty: {a.size} and {b.size}")
+    if np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():
+        return compare(a.astype(bool), b.astype(bool), seed)
+    differences = a - b
+    rng = np.random.default_rng(seed)
+    means = np.empty(RESAMPLES)
+    for start in range(0, RESAMPLES, 1000):  # 1,000 resamples at a time: bounded memory
+        rows = rng.integers(0, a.size, size=(min(1000, RESAMPLES - start), a.size))
+        means[start : start + len(rows)] = differences[rows].mean(axis=1)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    a_better, b_better = int(np.sum(differences > 0)), int(np.sum(differences < 0))
+    return Gain(
+        gain=float(differences.mean()),
+        ci=(float(low), float(high)),
+        p=mcnemar_p(a_better, b_better),
+        a_only=a_better,
+        b_only=b_better,
+        n=int(a.size),
+    )
+
+
 def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (n - 1); the std is None for a single value."""
     array = np.asarray(values, dtype=float)

@@ -83,7 +83,7 @@ def epoch_recorder(ctx: Context, stage: str, module: nn.Module) -> Callable[[dic
         if "val" in ctx.data.splits:
             loader = ctx.data.eval_loader("val", eval_batch_size(ctx, module, FP32))
             logits = predict(module, loader, ctx.device)
-            metric = ctx.task.metrics(logits, ctx.data.labels("val"))[ctx.task.metric]
+            metric = ctx.task.headline(module, logits, ctx.data, "val")
             row = {**row, f"val_{ctx.task.metric}": metric}
         ctx.metrics.row({"stage": stage, **row})
 

@@ -85,7 +85,7 @@ def student_stage(
         f"{result.images_per_s:,.0f}",
         precision.describe(),
         f", resumed at {result.resumed_from}" if result.resumed_from else "",
-        task.metric_label,
+        task.score_label,
         result.final_train_score,
     )
     return (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -13,9 +14,11 @@ from kdcli.engine.infer import predict
 from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
 from kdcli.engine.precision import FP32
 from kdcli.pipeline.common import Context, Model, eval_batch_size
-from kdcli.tasks import Task, teacher_kl
+from kdcli.tasks import Answers, Task, teacher_kl
+from kdcli.tasks.lm import IGNORE
 
 CPU = torch.device("cpu")
+SHOWN = 5  # prompts report.md shows with every model's answer
 
 ModelFigures = dict[str, Any]
 """One model's figures (report.json's `teacher`, `student`, ...; `measure` makes them): name,
@@ -41,6 +44,7 @@ class EvaluationSummary(TypedDict, total=False):
     kd_gain_p: float
     kd_gain_images: GainImages
     samples: dict[str, str]
+    answers: list[dict[str, str]]  # instruction following: prompts, references, answers
 
 
 def measure(
@@ -91,16 +95,8 @@ def evaluate_stage(
     With a validation split (`dataset.val_fraction > 0`) each model's `val_<metric>` is
     reported too, so sweeps can be compared on validation and the test split kept for the end.
     """
-    cfg, data, task, device = ctx.cfg, ctx.data, ctx.task, ctx.device
-    logits: dict[str, dict[str, torch.Tensor]] = {}
-    for role, m in models.items():
-        logits[role] = dict((known or {}).get(role, {}))
-        # an int8 model runs on the CPU only
-        where, split_data = (CPU, data.to(CPU)) if role == "compressed" else (device, data)
-        for split in eval_splits(data):
-            if split not in logits[role]:
-                loader = split_data.eval_loader(split, eval_batch_size(ctx, m.module, FP32))
-                logits[role][split] = predict(m.module, loader, where).to(device)
+    cfg, data, task = ctx.cfg, ctx.data, ctx.task
+    logits = _outputs(ctx, models, known)
     results = {
         role: measure(m, data, task, logits[role]["test"], cfg)
         for role, m in models.items()
@@ -111,17 +107,13 @@ def evaluate_stage(
             models["compressed"], data, task, logits["compressed"]["test"], cfg, results["student"]
         )
     if "val" in data.splits:
-        for role in models:
-            metric = task.metrics(logits[role]["val"], data.labels("val"))[task.metric]
-            results[role][f"val_{task.metric}"] = metric
-    labels = data.labels("test")
-    for role in results:
-        if role != "teacher":
-            test, reference = logits[role]["test"], logits["teacher"]["test"]
-            results[role]["agreement"] = task.agreement(test, reference)
-            flat, flat_reference, _ = task.flatten(test, reference, labels)
-            assert flat_reference is not None  # given the teacher's logits, flatten keeps them
-            results[role]["teacher_kl"] = teacher_kl(flat, flat_reference)
+        for role, m in models.items():
+            headline = task.headline(m.module, logits[role]["val"], data, "val")
+            results[role][f"val_{task.metric}"] = headline
+    _compare_with_teacher(task, logits, results, data.labels("test"))
+    answers = _answers(task, models, data)
+    for role, written in answers.items():
+        results[role].update(written.figures)
     for role in results:  # text: how the teacher judges what each model writes
         if role == "compressed":  # runs on the CPU only; its figures say how it compares
             continue
@@ -129,12 +121,91 @@ def evaluate_stage(
         if judged is not None:
             results[role]["generation_nll"] = judged
     summary: EvaluationSummary = {}
-    if "baseline" in logits:
+    if "baseline" in logits and answers:
+        summary = gain_of(answers["student"].scores, answers["baseline"].scores)
+    elif "baseline" in logits:
         summary = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)
+    if answers:
+        summary["answers"] = side_by_side(answers)
     samples = text_samples(task, models, data, cfg.seed)
     if samples:
         summary["samples"] = samples
     return results, summary, {role: split["test"] for role, split in logits.items()}
+
+
+def _outputs(
+    ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Every model's outputs on every evaluation split (role -> split -> logits), computing
+    those not `known`."""
+    logits: dict[str, dict[str, torch.Tensor]] = {}
+    for role, m in models.items():
+        logits[role] = dict((known or {}).get(role, {}))
+        # an int8 model runs on the CPU only
+        where, split_data = (
+            (CPU, ctx.data.to(CPU)) if role == "compressed" else (ctx.device, ctx.data)
+        )
+        for split in eval_splits(ctx.data):
+            if split not in logits[role]:
+                loader = split_data.eval_loader(split, eval_batch_size(ctx, m.module, FP32))
+                logits[role][split] = predict(m.module, loader, where).to(ctx.device)
+    return logits
+
+
+def _compare_with_teacher(
+    task: Task,
+    logits: dict[str, dict[str, torch.Tensor]],
+    results: dict[str, ModelFigures],
+    labels: torch.Tensor,
+) -> None:
+    """Each model's agreement with the teacher and KL(teacher || model) on the test split."""
+    for role in results:
+        if role != "teacher":
+            test, reference = logits[role]["test"], logits["teacher"]["test"]
+            results[role]["agreement"] = task.agreement(test, reference, labels)
+            flat, flat_reference, flat_labels = task.flatten(test, reference, labels)
+            assert flat_reference is not None  # given the teacher's logits, flatten keeps them
+            counted = flat_labels != IGNORE  # instruction data: the answers' tokens alone
+            if not bool(counted.all()):  # (a copy of the rows only where some do not count)
+                flat, flat_reference = flat[counted], flat_reference[counted]
+            results[role]["teacher_kl"] = teacher_kl(flat, flat_reference)
+
+
+def _answers(task: Task, models: dict[str, Model], data: Dataset) -> dict[str, Answers]:
+    """Each model's answers to the test prompts (instruction following; else none). The int8
+    model runs on the CPU only, so it is left out."""
+    teacher = models["teacher"].module
+    answers = {}
+    for role, m in models.items():
+        written = None if role == "compressed" else task.answers(m.module, teacher, data, "test")
+        if written is not None:
+            answers[role] = written
+    return answers
+
+
+def side_by_side(answers: dict[str, Answers], shown: int = SHOWN) -> list[dict[str, str]]:
+    """The first `shown` test prompts with the reference and every model's answer."""
+    first = next(iter(answers.values()))
+    rows = []
+    for number in range(min(shown, len(first.prompts))):
+        row = {"prompt": first.prompts[number], "reference": first.references[number]}
+        row.update({role: written.texts[number] for role, written in answers.items()})
+        rows.append(row)
+    return rows
+
+
+def gain_of(student: np.ndarray, baseline: np.ndarray) -> EvaluationSummary:
+    """The KD gain's interval and p-value from per-item scores, paired (0/1 or in [0, 1])."""
+    gain = stats.compare_scores(student, baseline)
+    return {
+        "kd_gain_ci": list(gain.ci),
+        "kd_gain_p": gain.p,
+        "kd_gain_images": {
+            "student_only": gain.a_only,
+            "baseline_only": gain.b_only,
+            "total": gain.n,
+        },
+    }
 
 
 def text_samples(
@@ -160,13 +231,4 @@ def gain_figures(
     labels = data.labels("test")
     student = task.correct(student_logits, labels).cpu().numpy()
     baseline = task.correct(baseline_logits, labels).cpu().numpy()
-    gain = stats.compare(student, baseline)
-    return {
-        "kd_gain_ci": list(gain.ci),
-        "kd_gain_p": gain.p,
-        "kd_gain_images": {
-            "student_only": gain.a_only,
-            "baseline_only": gain.b_only,
-            "total": gain.n,
-        },
-    }
+    return gain_of(student, baseline)

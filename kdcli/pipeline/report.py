@@ -129,10 +129,14 @@ def gain_line(report: Report) -> str:
     low, high = report["kd_gain_ci"]
     images = report["kd_gain_images"]
     items = "tokens" if report.get("dataset", {}).get("modality") == "text" else "images"
+    right = "gets {} right"
+    if "answers" in report:  # paired by prompt; ROUGE-L scores are not right or wrong
+        items = "prompts"
+        right = "gets {} right" if report.get("metric") == "exact_match" else "scores higher on {}"
     return (
         f"{line} (95% CI {100 * low:+.2f} to {100 * high:+.2f}, {format_p(report['kd_gain_p'])}): "
         f"student - baseline {metric} on {images['total']} test {items}; "
-        f"the student alone gets {images['student_only']} right, "
+        f"the student alone {right.format(images['student_only'])}, "
         f"the baseline alone {images['baseline_only']}"
     )
 
@@ -143,13 +147,13 @@ def warnings(report: Report) -> list[str]:
     baseline (negative gain with exact McNemar p < 0.05)."""
     found = []
     teacher, baseline = report["teacher"], report.get("baseline")
-    metric = TASK.metric
+    metric, label = report.get("metric", TASK.metric), report.get("metric_label", TASK.metric_label)
     key = f"val_{metric}" if teacher.get(f"val_{metric}") is not None else metric
     split = "validation" if key.startswith("val_") else "test"
     if baseline is not None and teacher[key] < baseline[key]:
         found.append(
             f"teacher weaker than the student alone: the teacher ({teacher['name']}) reaches "
-            f"{100 * teacher[key]:.2f}% {TASK.metric_label} on the {split} split, the student "
+            f"{100 * teacher[key]:.2f}% {label} on the {split} split, the student "
             f"trained without it ({baseline['name']}) {100 * baseline[key]:.2f}%; train the "
             "teacher longer or with another recipe (teacher.min_top1 stops such runs before "
             "distilling)."
@@ -219,6 +223,8 @@ def markdown(report: Report, task: Task = TASK) -> str:
         lines += ["## Warnings", "", *(f"- {text}" for text in report["warnings"]), ""]
     if report.get("samples"):
         lines += sample_lines(report["samples"])
+    if report.get("answers"):
+        lines += answer_lines(report["answers"])
     if report.get("plots"):
         lines += ["## Plots", "", *(f"![{Path(p).stem}]({p})" for p in report["plots"]), ""]
     lines += [f"Per-epoch metrics: [{METRICS_FILE}]({METRICS_FILE})", ""]
@@ -232,6 +238,23 @@ def sample_lines(samples: dict[str, str]) -> list[str]:
         if name in samples:
             lines += [f"**{name}**", "", "```text", samples[name], "```", ""]
     return lines
+
+
+def answer_lines(answers: list[dict[str, str]]) -> list[str]:
+    """report.md's Answers section: held-out prompts with the reference and each model's
+    greedy answer, side by side."""
+    roles = [r for r in ("reference", "teacher", "student", "baseline") if r in answers[0]]
+    lines = ["## Answers", "", "Held-out prompts, answered greedily by each model.", ""]
+    lines += ["| prompt | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|"]
+    for row in answers:
+        cells = [row["prompt"], *(row[r] for r in roles)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return [*lines, ""]
+
+
+def _cell(text: str) -> str:
+    """Text in a markdown table cell: its pipes escaped, its lines joined."""
+    return " ".join(text.split()).replace("|", "\\|")[:200] or " "
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:

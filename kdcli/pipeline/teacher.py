@@ -78,7 +78,7 @@ def train_or_reuse(
             "name": stage_cfg.name,
             "seconds": result.seconds,
             "images_per_s": result.images_per_s,
-            f"train_{task.metric}": result.final_train_score,
+            f"train_{task.score_name}": result.final_train_score,
             "precision": precision.name,
             "resumed_from": result.resumed_from,
         }
@@ -131,7 +131,7 @@ def check_teacher(ctx: Context, teacher: Model) -> dict[str, torch.Tensor]:
     }
     minimum = cfg.teacher.min_top1
     split = "val" if "val" in data.splits else "test"
-    score = task.metrics(logits[split], data.labels(split))[task.metric]
+    score = task.headline(teacher.module, logits[split], data, split)
     where = f"on the {SPLIT_NAMES[split]} split"
     log.info("teacher      %s %.2f%% %s", task.metric_label, 100 * score, where)
     if minimum is not None and score < minimum:

@@ -9,8 +9,10 @@ without a host sync, computes its metrics on a split, and names the report's row
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,9 +22,22 @@ Row = tuple[str, str, Callable[[float], str]]
 """(label, report key, formatter) of one report row."""
 
 
+@dataclass
+class Answers:
+    """A model's answers to a split's prompts, and how they score (kdcli/tasks/instruct.py)."""
+
+    prompts: list[str]
+    references: list[str]
+    texts: list[str]
+    scores: np.ndarray  # per prompt: the headline (exact match 0/1, or ROUGE-L), paired
+    figures: dict[str, float]  # exact_match, rouge_l, and with a teacher generation_nll
+
+
 class Task(Protocol):
     metric: str  # the headline metric's report key (higher is better), e.g. "top1"
     metric_label: str  # how people write it, e.g. "top-1"
+    score_name: str  # what `score` counts in training, e.g. "top1" (per-epoch `train_<it>`)
+    score_label: str  # how people write it
 
     def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
         """The per-sample shape of the model's output (what soft labels store per sample)."""
@@ -50,8 +65,10 @@ class Task(Protocol):
         """Per item: whether the prediction is right (paired comparisons of two models)."""
         ...
 
-    def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
-        """How often two models' predictions agree."""
+    def agreement(
+        self, logits: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor
+    ) -> float:
+        """How often two models' predictions agree (on the items `targets` counts)."""
         ...
 
     def sample(self, model: torch.nn.Module, data: object, seed: int) -> tuple[str, str] | None:
@@ -64,6 +81,20 @@ class Task(Protocol):
     ) -> float | None:
         """How unlikely the teacher finds text the model writes (its NLL per token of the
         model's own continuations; text), or None (images)."""
+        ...
+
+    def headline(
+        self, model: torch.nn.Module, logits: torch.Tensor, data: Any, split: str
+    ) -> float:
+        """The headline metric of `model` on `split`, whose outputs are `logits` (most tasks
+        read it off them; a task judged on what the model writes generates)."""
+        ...
+
+    def answers(
+        self, model: torch.nn.Module, teacher: torch.nn.Module | None, data: Any, split: str
+    ) -> Answers | None:
+        """The model's answers to `split`'s prompts, scored (instruction following), or
+        None where the task has no prompts to answer."""
         ...
 
     def rows(self) -> tuple[Row, ...]:

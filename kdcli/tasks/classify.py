@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,8 @@ class Classify:
 
     metric = "top1"
     metric_label = "top-1"
+    score_name = "top1"
+    score_label = "top-1"
 
     def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
         return (info.num_classes,)
@@ -40,7 +43,9 @@ class Classify:
         """Per image: whether the prediction is right (for paired tests between models)."""
         return logits.argmax(1) == targets
 
-    def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
+    def agreement(
+        self, logits: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor
+    ) -> float:
         return agreement(logits, reference)
 
     def sample(self, model: torch.nn.Module, data: object, seed: int) -> None:
@@ -48,6 +53,16 @@ class Classify:
 
     def generation_nll(
         self, model: torch.nn.Module, teacher: torch.nn.Module, data: object, seed: int
+    ) -> None:
+        return None
+
+    def headline(
+        self, model: torch.nn.Module, logits: torch.Tensor, data: Any, split: str
+    ) -> float:
+        return self.metrics(logits, data.labels(split))[self.metric]
+
+    def answers(
+        self, model: torch.nn.Module, teacher: torch.nn.Module | None, data: Any, split: str
     ) -> None:
         return None
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from kdcli.data import DatasetInfo
-from kdcli.tasks import Row
+from kdcli.tasks import Answers, Row
 
 IGNORE = -100
 SAMPLE_TOKENS = 200  # how many tokens each model adds to the prompt
@@ -36,6 +36,8 @@ class CachedDecoding(Protocol):
 class LanguageModel:
     metric = "top1"
     metric_label = "next-token top-1"
+    score_name = "top1"
+    score_label = "next-token top-1"
 
     def output_shape(self, info: DatasetInfo) -> tuple[int, ...]:
         return (info.image_size, info.num_classes)
@@ -64,11 +66,14 @@ class LanguageModel:
         flat, _, labels = self.flatten(logits, None, targets)
         return flat.argmax(-1) == labels
 
-    def agreement(self, logits: torch.Tensor, reference: torch.Tensor) -> float:
-        return (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
+    def agreement(
+        self, logits: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor
+    ) -> float:
+        same = logits.argmax(-1) == reference.argmax(-1)
+        return same[targets != IGNORE].float().mean().item()
 
     @torch.no_grad()
-    def sample(self, model: torch.nn.Module, data: Any, seed: int) -> tuple[str, str]:
+    def sample(self, model: torch.nn.Module, data: Any, seed: int) -> tuple[str, str] | None:
         """(prompt, continuation): the first test window, then SAMPLE_TOKENS tokens drawn
         from the model's distribution (temperature 1) with a generator seeded by `seed`, the
         window sliding so the model never sees more than it was trained on."""
@@ -83,7 +88,7 @@ class LanguageModel:
     @torch.no_grad()
     def generation_nll(
         self, model: torch.nn.Module, teacher: torch.nn.Module, data: Any, seed: int
-    ) -> float:
+    ) -> float | None:
         """The teacher's mean NLL per token of `model`'s continuations (temperature 1, seeded)
         of the first half of the first GENERATION_PROMPTS test windows. Perplexity scores a
         model on real text; this scores the text it writes itself, where a student's early
@@ -100,6 +105,16 @@ class LanguageModel:
         log_p = F.log_softmax(teacher(tokens[:, :-1])[:, prompt - 1 :].float(), dim=-1)
         written = tokens[:, prompt:].unsqueeze(-1)
         return -log_p.gather(-1, written).mean().item()
+
+    def headline(
+        self, model: torch.nn.Module, logits: torch.Tensor, data: Any, split: str
+    ) -> float:
+        return self.metrics(logits, data.labels(split))[self.metric]
+
+    def answers(
+        self, model: torch.nn.Module, teacher: torch.nn.Module | None, data: Any, split: str
+    ) -> Answers | None:
+        return None
 
     def rows(self) -> tuple[Row, ...]:
         return (
@@ -122,34 +137,52 @@ def draw_tokens(
     temperature: float,
     generator: torch.Generator,
     use_cache: bool = True,
+    stop: int | None = None,
 ) -> torch.Tensor:
     """`tokens` [B, P] continued to `length` tokens, each drawn from `model`'s next-token
-    distribution at `temperature` with `generator`, on the generator's device (a CPU
-    generator draws the same tokens wherever the model runs). The model reads at most the
-    last `window` tokens. A model with a key-value cache (`decode`, the built-in GPT) reads
-    each new token once while the text fits the window; otherwise, or with
-    `use_cache=False`, every token costs a forward pass over the whole (sliding) window."""
+    distribution at `temperature` (0: the most likely token, greedy) with `generator`, on
+    the generator's device (a CPU generator draws the same tokens wherever the model runs).
+    The model reads at most the last `window` tokens. A model with a key-value cache
+    (`decode`, the built-in GPT) reads each new token once while the text fits the window;
+    otherwise, or with `use_cache=False`, every token costs a forward pass over the whole
+    (sliding) window. With `stop` (an end-of-sequence id) drawing ends early once every row
+    has drawn it, so the result may be shorter than `length`."""
 
     def draw(logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float().to(generator.device)
+        if temperature == 0:
+            return logits.argmax(-1, keepdim=True).to(tokens.device)
         drawn = torch.multinomial(
             torch.softmax(logits / temperature, dim=-1), 1, generator=generator
         )
         return drawn.to(tokens.device)
 
-    decode = model.decode if use_cache and isinstance(model, CachedDecoding) else None
+    finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+
+    def all_stopped(drawn: torch.Tensor) -> bool:
+        if stop is None:
+            return False
+        finished.logical_or_(drawn[:, 0] == stop)
+        return bool(finished.all())
+
+    cached = model if isinstance(model, CachedDecoding) and use_cache else None
     # the last token is drawn from the `length - 1` before it: while those fit the window no
     # position slides out, and the keys and values can be kept
-    if decode is not None and length - 1 <= window:
-        logits, past = decode(tokens)
+    if cached is not None and length - 1 <= window:
+        logits, past = cached.decode(tokens)
         while tokens.shape[1] < length:
             drawn = draw(logits)
             tokens = torch.cat([tokens, drawn], dim=1)
-            if tokens.shape[1] < length:
-                logits, past = decode(drawn, past)
+            if tokens.shape[1] < length and not all_stopped(drawn):
+                logits, past = cached.decode(drawn, past)
+            elif stop is not None:
+                break
         return tokens
     while tokens.shape[1] < length:
-        tokens = torch.cat([tokens, draw(model(tokens[:, -window:])[:, -1])], dim=1)
+        drawn = draw(model(tokens[:, -window:])[:, -1])
+        tokens = torch.cat([tokens, drawn], dim=1)
+        if all_stopped(drawn):
+            break
     return tokens
 
 
