@@ -111,8 +111,8 @@ def target_problem(model: nn.Module, targets: Sequence[str]) -> str | None:
         shared = [path for path in tied if matches(path, target)]
         if shared:
             return (
-                f"'{target}' names {shared[0]}, whose weight is {tied[shared[0]]}'s too (tied): "
-                "merging an adapter into it would change both"
+                f"'{target}' names {shared[0]}, which shares its weight with {tied[shared[0]]} "
+                "(tied): merging an adapter into it would change both"
             )
         return f"no layer that LoRA can adapt is named '{target}'"
     return None

@@ -149,8 +149,9 @@ def test_a_fit_with_accumulate_2_takes_the_steps_of_a_fit_at_twice_the_batch():
     not for DIST or BatchNorm, whose statistics are the micro-batch's)."""
     accumulated, rows = train(8, accumulate=2)
     large, large_rows = train(16, accumulate=1)
-    for (name, a), b in zip(accumulated.state_dict().items(), large.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    large_weights = large.state_dict()
+    for name, weight in accumulated.state_dict().items():
+        torch.testing.assert_close(weight, large_weights[name], rtol=1e-4, atol=1e-5, msg=name)
     for row, large_row in zip(rows, large_rows, strict=True):
         assert row["step"] == large_row["step"] == 4 * row["epoch"], "optimizer steps"
         assert row["lr"] == pytest.approx(large_row["lr"], rel=1e-9)
@@ -180,5 +181,6 @@ def test_a_signal_mid_step_saves_at_the_steps_end_and_the_resume_ends_identical(
     assert stop.value.position.endswith("epoch 2, batch 6"), "saved after the step's 3 batches"
     assert torch.load(path, weights_only=True)["step"] == 6
     resumed, _ = train(8, accumulate=3, state=TrainState(path))
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
+    resumed_weights = resumed.state_dict()
+    for name, weight in straight.state_dict().items():
+        assert torch.equal(weight, resumed_weights[name]), name
