@@ -94,9 +94,10 @@ def check_lora_layers(cfg: DictConfig, student: nn.Module) -> None:
         names = short_names(adaptable_layers(student))
         wrong = next((t for t in lora.targets if t not in names), "")
         raise UserError(
-            f"student.lora.target_modules={list(lora.targets)}: {problem} in the student "
-            f"({cfg.student.name}).{did_you_mean(wrong, names)} The layers it can adapt: "
-            f"{', '.join(names) or 'none'} (a name adapts every layer whose path ends with it)."
+            f"student.lora.target_modules={list(lora.targets)}: in the student "
+            f"({cfg.student.name}), {problem}.{did_you_mean(wrong, names)} The layers it can "
+            f"adapt: {', '.join(names) or 'none'} (a name adapts every layer whose path ends "
+            "with it)."
         )
 
 

@@ -186,8 +186,8 @@ def test_lora_layers_that_the_student_lacks_are_named_with_those_it_has():
     with pytest.raises(UserError) as caught:
         check_lora_layers(cfg, student)
     assert str(caught.value).startswith(
-        "student.lora.target_modules=['atn', 'qkv']: no layer that LoRA can adapt is named 'atn' "
-        "in the student (gpt_tiny)."
+        "student.lora.target_modules=['atn', 'qkv']: in the student (gpt_tiny), no layer that "
+        "LoRA can adapt is named 'atn'."
     )
     assert "The layers it can adapt: positions, qkv, proj, mlp.0, mlp.2" in str(caught.value)
 
