@@ -57,7 +57,7 @@ def student_training(cfg: DictConfig) -> dict[str, Any]:
     adapters = Lora.from_settings(to_container(cfg.student.get("lora")))
     return {
         **training_settings(cfg.student),
-        "accumulate": int(cfg.student.get("accumulate") or 1),
+        "accumulate": int(cfg.student.accumulate),
         "lora": asdict(adapters) if adapters is not None else None,
     }
 
