@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kdcli.errors import UserError
 
 if TYPE_CHECKING:
     from kdcli.engine.loop import Recipe
+    from kdcli.models.lora import Lora
 
 
 def first_line(error: BaseException) -> str:
@@ -42,8 +43,10 @@ def build_model(cfg: DictConfig, role: str, info: Any) -> Any:
 
 def training_recipe(stage: DictConfig, role: str) -> Recipe:
     """How the training loop trains a stage (`teacher`, `student`), from its config: its
-    epochs, the optimizer and scheduler factories (partial `_target_` configs) and the gradient
-    clipping norm (`clip_grad_norm`, null: none). The pipeline adds the model's precision."""
+    epochs, the optimizer and scheduler factories (partial `_target_` configs), the gradient
+    clipping norm (`clip_grad_norm`, null: none), the batches per optimizer step
+    (`accumulate`) and LoRA (`lora`, null: none); a stage without the last two keys (the
+    teacher) has neither. The pipeline adds the model's precision."""
     from kdcli.engine.loop import Recipe
 
     clip = stage.get("clip_grad_norm")
@@ -52,4 +55,16 @@ def training_recipe(stage: DictConfig, role: str) -> Recipe:
         optimizer=instantiate_config(stage.optimizer, f"{role}.optimizer"),
         scheduler=instantiate_config(stage.scheduler, f"{role}.scheduler"),
         clip_grad_norm=None if clip is None else float(clip),
+        accumulate=int(stage.get("accumulate") or 1),
+        lora=lora_settings(stage),
+    )
+
+
+def lora_settings(stage: DictConfig) -> Lora | None:
+    """A stage's `lora` (null or absent: None), its defaults filled in."""
+    from kdcli.models.lora import Lora
+
+    node = stage.get("lora")
+    return Lora.from_settings(
+        OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     )

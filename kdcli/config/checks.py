@@ -158,6 +158,13 @@ def unknown_key_error(point: list[str], error: Exception) -> UserError:
             continue
         if key in RENAMED:
             return UserError(f"{key} is no longer a setting: {RENAMED[key]}")
+        parent, _, name = key.rpartition(".")
+        if parent and OmegaConf.select(base, parent, default=_ABSENT) is None:
+            return UserError(
+                f"{key}: {parent} is null by default, and holds only the keys it is given: "
+                f"give it whole, {parent}={{{name}:...}} with its other keys, or add this one "
+                f"with +{override.input_line}."
+            )
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             return UserError(
                 f"{key}: no such config key.{did_you_mean(key, known)} `kd train --cfg job` "
@@ -319,6 +326,22 @@ def _check_compress(cfg: DictConfig) -> None:
         raise UserError(
             f"compress.epochs={epochs} is more than student.epochs={cfg.student.epochs}: the "
             "fine-tune reuses the student's soft labels epoch by epoch; lower compress.epochs."
+        )
+    _check_lora(cfg, epochs)
+
+
+def _check_lora(cfg: DictConfig, epochs: int) -> None:
+    """LoRA (student.lora) needs peft, and no pruning fine-tune (of every weight) after it."""
+    if cfg.student.get("lora") and epochs and OmegaConf.select(cfg, "compress.amount"):
+        raise UserError(
+            "student.lora with a pruning fine-tune (compress.amount > 0, compress.epochs > 0): "
+            "a merged LoRA update is dense, so adapters would undo the pruning, and a fine-tune "
+            "of every weight is what LoRA avoids. Use compress=int8, or compress.epochs=0."
+        )
+    if cfg.student.get("lora") and importlib.util.find_spec("peft") is None:
+        raise UserError(
+            "student.lora needs the peft package, which is not installed: "
+            "`pip install kdcli[lora]` (or `pip install peft`)."
         )
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from kdcli.config.build import build_model, instantiate_config, training_recipe
+from kdcli.config.build import build_model, instantiate_config, lora_settings, training_recipe
 from kdcli.config.checks import flat_keys
 from kdcli.config.from_files import model_record
 from kdcli.data import DatasetInfo, DataSource
@@ -20,6 +21,7 @@ from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
 from kdcli.losses import DistillationLoss
 from kdcli.models.lm.hf import check_shared_tokenizer
+from kdcli.models.lora import adaptable_layers, short_names, target_problem
 from kdcli.pipeline.objects import Objects
 from kdcli.store.checkpoint import load_model
 
@@ -44,6 +46,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         load_model(teacher.module, path, "teacher.checkpoint", described)
     loss_fn: DistillationLoss = instantiate_config(cfg.loss, "loss")
     student = build_seeded(cfg, "student", data.info)
+    check_lora_layers(cfg, student.module)
     models = {"teacher": teacher.module, "student": student.module}
     check_shared_tokenizer(models, cfg.dataset.get("tokenizer"))
     student.module.to(device)
@@ -78,6 +81,24 @@ def check_layers(cfg: DictConfig, loss: Any, models: dict[str, Any]) -> None:
                     f"`kd list {role} --layers {cfg[role].name}` shows the layers that can be "
                     "tapped."
                 )
+
+
+def check_lora_layers(cfg: DictConfig, student: nn.Module) -> None:
+    """The layers `student.lora.target_modules` names exist in the student and LoRA can adapt
+    them (the baseline is built from the same config: the same layers)."""
+    lora = lora_settings(cfg.student)
+    if lora is None:
+        return
+    problem = target_problem(student, lora.targets)
+    if problem is not None:
+        names = short_names(adaptable_layers(student))
+        wrong = next((t for t in lora.targets if t not in names), "")
+        raise UserError(
+            f"student.lora.target_modules={list(lora.targets)}: in the student "
+            f"({cfg.student.name}), {problem}.{did_you_mean(wrong, names)} The layers it can "
+            f"adapt: {', '.join(names) or 'none'} (a name adapts every layer whose path ends "
+            "with it)."
+        )
 
 
 def _layer_key(loss: DictConfig, role: str, path: str) -> str:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kdcli.config.build import first_line
-from kdcli.errors import UserError
+from kdcli.errors import UserError, did_you_mean
 
 SECTIONS = (
     "teacher.optimizer",
@@ -235,6 +235,7 @@ BY_KEY: dict[str, Rule] = {
     "student.epochs": _rule(whole(1), "10"),
     "teacher.batch_size": _rule(whole(1), "64"),
     "student.batch_size": _rule(whole(1), "64"),
+    "student.accumulate": _rule(whole(1), "4"),
     "eval.batch_size": _rule(choice("auto", otherwise=whole(1)), "256"),
     "eval.latency_runs": _rule(whole(1), "50"),
     "checkpoint.every_s": _rule(number(0), "300"),
@@ -248,6 +249,45 @@ BY_KEY: dict[str, Rule] = {
     "soft_labels.generate.temperature": _rule(number(0, low_in=False), "1.0"),
     "soft_labels.feature_budget_mb": _rule(number(0), "512"),
 }
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+
+
+# `student.lora`'s settings (kdcli/models/lora.py; r, alpha and dropout have defaults there)
+LORA: dict[str, Rule] = {
+    "r": _rule(whole(1), "8"),
+    "alpha": _rule(number(0, low_in=False), "16"),
+    "dropout": _rule(number(0, 1), "0.05"),
+    "target_modules": _rule((_names, "a list of layer names"), "[qkv,proj]"),
+}
+
+
+def check_lora(cfg: DictConfig) -> None:
+    """`student.lora` is null or a mapping of LORA's settings, each following its rule, with
+    the layers named (whether they exist is checked on the built student)."""
+    lora = _plain(cfg, "student.lora")
+    if lora is None or lora is _UNSET:
+        return
+    example = "student.lora={r:8,alpha:16,target_modules:[qkv,proj]}"
+    if not isinstance(lora, dict):
+        raise UserError(f"student.lora={_shown(lora)} must be null or a mapping, e.g. {example}.")
+    for name in lora:
+        if name not in LORA:
+            raise UserError(
+                f"student.lora.{name} is not a LoRA setting.{did_you_mean(str(name), list(LORA))}"
+                f" The settings: {', '.join(LORA)}, e.g. {example}."
+            )
+    if "target_modules" not in lora:
+        raise UserError(
+            "student.lora.target_modules is not set: name the layers to adapt, e.g. "
+            f"{example} for the built-in GPT (`kd list student --layers NAME task=lm` shows a "
+            "student's layers)."
+        )
+    for name, rule in LORA.items():
+        if name in lora:
+            check_rule(cfg, f"student.lora.{name}", rule)
 
 
 def leaf_keys(node: Any, prefix: str) -> Iterator[str]:
@@ -333,6 +373,7 @@ def check_values(cfg: DictConfig) -> None:
     for section in SECTIONS:
         check_section(cfg, section)
     check_loss(cfg)
+    check_lora(cfg)
 
 
 def check_section(cfg: DictConfig, section: str) -> None:

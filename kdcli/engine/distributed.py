@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
@@ -148,6 +148,15 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     # that its gradient's layout differs from the bucket's, which costs nothing here.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def no_sync(model: nn.Module) -> AbstractContextManager[Any]:
+    """Within it, DDP's backward passes keep their gradients on this process, to be summed
+    with the next ones' (accumulation: averaged over the processes once, at the step's last
+    backward pass); alone, or for a model DDP does not wrap, it does nothing."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return nullcontext()
 
 
 class ShardedLoader:

@@ -33,15 +33,20 @@ class Figures:
 
 
 class EpochSums:
-    """The running sums of one epoch, on the device (no host sync per step): the loss and the
-    task's score weighted by each batch's size, the samples (or tokens) scored, a combo loss's
-    terms, and the images of all ranks. A state saved within the epoch carries the first three
-    (`saved`); the resumed epoch goes on from them."""
+    """The running sums of one epoch, on the device (no host sync per step): the loss (and a
+    combo loss's terms) weighted by each batch's counted items (the rows its loss averages
+    over: engine/loop.py `counted_items`) and those items, so the epoch's loss is the mean over
+    every counted row, however the rows fell into batches; the task's score and the samples (or
+    tokens) scored; the images of all ranks. A state saved within the epoch carries the sums
+    but the images and terms (`saved`); the resumed epoch goes on from them."""
 
     def __init__(self, saved: dict[str, float], device: torch.device) -> None:
         self.loss = torch.tensor(saved.get("loss", 0.0), device=device)
         self.correct = torch.tensor(int(saved.get("correct", 0)), device=device, dtype=torch.long)
         self.seen = int(saved.get("seen", 0))
+        # (a state saved before the items were kept weighted the loss by the scored ones)
+        items = int(saved.get("items", self.seen))
+        self.items = torch.tensor(items, device=device, dtype=torch.long)
         self.terms: dict[str, torch.Tensor] = {}
         self.images = 0
         self.started = time.perf_counter()
@@ -52,25 +57,34 @@ class EpochSums:
         batch: Batch,
         logits: torch.Tensor,
         loss: torch.Tensor,
+        counted: torch.Tensor,
         terms: dict[str, torch.Tensor],
     ) -> None:
-        """Count one trained batch: its loss, score and, for a combo loss, `terms`."""
-        size = task.count(batch.y)  # images, or scored tokens
-        self.loss += loss.detach().float() * size
+        """Count one trained batch: its (mean) loss over `counted` items, its score and, for a
+        combo loss, `terms`."""
+        self.loss += loss.detach().float() * counted
+        self.items += counted
         self.correct += task.score(logits.detach(), batch.y)
-        self.seen += size
+        self.seen += task.count(batch.y)  # images, or scored tokens
         for name, term in terms.items():  # a combo loss's parts
-            self.terms[name] = self.terms.get(name, 0) + term.float() * size
+            self.terms[name] = self.terms.get(name, 0) + term.detach().float() * counted
         self.images += batch.x.shape[0] * distributed.world_size()
 
     def saved(self) -> dict[str, float]:
-        return {"loss": float(self.loss), "correct": float(self.correct), "seen": float(self.seen)}
+        return {
+            "loss": float(self.loss),
+            "correct": float(self.correct),
+            "seen": float(self.seen),
+            "items": float(self.items),
+        }
 
     def figures(self, watch: FiniteWatch, epoch: int) -> Figures:
         """One host sync: the epoch's loss and score so far (summed over ranks), failing fast on
         NaN or inf with the diagnosis of what went non-finite first."""
-        loss_sum, correct, seen = distributed.sum_over_ranks(self.loss, self.correct, self.seen)
-        loss = float(loss_sum) / float(seen)
+        loss_sum, items, correct, seen = distributed.sum_over_ranks(
+            self.loss, self.items, self.correct, self.seen
+        )
+        loss = float(loss_sum) / max(float(items), 1.0)
         if not math.isfinite(loss):
             raise watch.diagnose(epoch, loss)
         watch.rows.clear()
@@ -83,7 +97,7 @@ class EpochSums:
             "epoch": epoch + 1,
             "step": (epoch + 1) * steps,
             "loss": shown.loss,
-            **{f"loss_{k}": float(v) / max(self.seen, 1) for k, v in self.terms.items()},
+            **{f"loss_{k}": float(v) / max(float(self.items), 1.0) for k, v in self.terms.items()},
             f"train_{metric}": shown.score,
             "lr": lr,
             "images_per_s": self.images / max(seconds, 1e-9),

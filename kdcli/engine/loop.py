@@ -11,12 +11,29 @@ every `every_s` seconds the loop saves its whole state (engine/state.py); it res
 that state when it finds one, and a signal (engine/interrupt.py) makes it save and stop. The
 task (kdcli/tasks/) flattens the outputs for the loss and scores each batch; the loop assumes
 no shape of the logits. No config objects here: plain values in.
+
+Gradient accumulation (`Recipe.accumulate` = N): each optimizer step sums the gradients of N
+batches (micro-batches), each one's mean loss weighted by its share of the items the N count
+(`counted_items`: the rows whose target is not -100, e.g. a prompt's tokens do not count), so
+the loss and the gradients are those of one batch N times larger. That holds for losses that
+are means over rows (cross-entropy, KD and the other logit losses, the token losses, feature
+losses' per-sample terms), not for losses with batch statistics (DIST's correlations across
+the batch) nor for models with BatchNorm (its statistics are the micro-batch's). An epoch is
+`len(loader) // N` steps of N micro-batches (the last incomplete step is dropped as the loader
+drops its last incomplete batch, so batch B with N steps as batch N*B does); the learning rate
+schedule counts steps, the state is saved only between steps (a resumed epoch starts on one).
+
+LoRA (`Recipe.lora`, kdcli/models/lora.py): adapters are attached to the model before the
+optimizer is built, over the trainable parameters only (the adapters'), and merged into the
+weights when training ends, so the caller gets the plain model back, trained.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +52,9 @@ from kdcli.engine.progress import stage_progress
 from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.losses import DistillationLoss, Features
 from kdcli.models.features import FeatureTap
+from kdcli.models.lora import Adapters, Lora
 from kdcli.tasks import Task
+from kdcli.tasks.lm import IGNORE
 
 
 @dataclass
@@ -77,7 +96,9 @@ class Recipe:
     gradients of every trained parameter to that total L2 norm at most before each step.
     `precision` is the model's forward pass's (engine/precision.py; the loss runs in fp32).
     `compile` runs the forward and backward passes through torch.compile (the weights stay
-    the model's; the first steps pay for the compilation)."""
+    the model's; the first steps pay for the compilation). `accumulate` batches make one
+    optimizer step (see the module); `lora` trains LoRA adapters merged at the end instead of
+    the model's weights."""
 
     epochs: int
     optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -85,6 +106,8 @@ class Recipe:
     clip_grad_norm: float | None = None
     precision: Precision = FP32
     compile: bool = False
+    accumulate: int = 1
+    lora: Lora | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +163,7 @@ def fit(
     rank 0 shows progress and saves the state.
     """
     training = Training(trainee, recipe, job, knowledge)
-    loader, epochs, steps = training.loader, recipe.epochs, len(training.loader)
+    epochs, batches = recipe.epochs, training.batches
     start = training.resumed or Position()
     shown = Figures.saved_in(start.sums)  # the last logged figures
     images, started = 0, time.perf_counter()
@@ -149,28 +172,29 @@ def fit(
         FeatureTap(trainee.model, trainee.loss_fn.student_layers) as tap,
         deferred(),  # a signal is acted on between steps: save, then stop
     ):
-        bar = _add_bar(progress, job.label, epochs * steps, start.epoch * steps + start.step)
+        bar = _add_bar(progress, job.label, epochs * batches, start.epoch * batches + start.step)
         for epoch in range(start.epoch, epochs):
             trainee.loss_fn.start_epoch(epoch, epochs)
             trainee.model.train()
             first = start.step if epoch == start.epoch else 0
             sums = EpochSums(start.sums if epoch == start.epoch else {}, job.device)
-            for step, batch in enumerate(loader.epoch(epoch, first), start=first):
-                logits, loss = training.step(epoch, step, batch, tap)
-                sums.add(job.task, batch, logits, loss, trainee.loss_fn.last_terms)
-                last = step + 1 == steps
-                if (step + 1) % job.log_every == 0 or last:
-                    shown = sums.figures(training.watch, epoch)
-                    rate = (images + sums.images) / max(time.perf_counter() - started, 1e-9)
-                    done = epoch * steps + step + 1
-                    _show(progress, bar, done, f"{epoch + 1}/{epochs}", shown, rate)
-                if not last and (training.state.due() or pending() is not None):
-                    training.save_or_stop(Position(epoch, step + 1, sums.saved()))
+            for window in training.windows(epoch, first):
+                for step, batch, logits, loss, counted in training.update(epoch, window, tap):
+                    sums.add(job.task, batch, logits, loss, counted, trainee.loss_fn.last_terms)
+                    if (step + 1) % job.log_every == 0 or step + 1 == batches:
+                        shown = sums.figures(training.watch, epoch)
+                        rate = (images + sums.images) / max(time.perf_counter() - started, 1e-9)
+                        done = epoch * batches + step + 1
+                        _show(progress, bar, done, f"{epoch + 1}/{epochs}", shown, rate)
+                end = window.start + len(window.batches)  # saved only between steps
+                if end < batches and (training.state.due() or pending() is not None):
+                    training.save_or_stop(Position(epoch, end, sums.saved()))
             images += sums.images
             if job.on_epoch is not None and training.saving:
                 lr = training.optimizer.param_groups[0]["lr"]
-                job.on_epoch(sums.row(epoch, steps, shown, job.task.score_name, lr))
+                job.on_epoch(sums.row(epoch, training.steps, shown, job.task.score_name, lr))
             training.end_epoch(epoch, shown)
+    training.merge()
     seconds = time.perf_counter() - started
     if training.saving and not job.keep_state:  # the caller's artifact holds the result now
         training.state.discard()
@@ -179,11 +203,34 @@ def fit(
     return FitResult(seconds, images_per_s, epochs, shown.loss, shown.score, resumed_from)
 
 
+def counted_items(batch: Batch) -> torch.Tensor:
+    """How many rows of `batch` its loss averages over (a device tensor: no host sync): those
+    whose target is not -100 (every image; a token that is not masked, e.g. a response's), or
+    every row of text the student wrote itself (its loss has no targets)."""
+    if not batch.labelled:
+        return torch.tensor(batch.y.numel(), device=batch.y.device)
+    return (batch.y != IGNORE).sum()
+
+
+@dataclass
+class Window:
+    """The batches of one optimizer step; `start` is the first one's number in the epoch."""
+
+    start: int
+    batches: list[Batch]
+
+
+Trained = tuple[int, Batch, torch.Tensor, torch.Tensor, torch.Tensor]
+"""One trained batch: its number in the epoch, the batch, its logits, its (mean) loss and its
+counted items."""
+
+
 class Training:
     """What `fit` builds once, in this order: the model on its device and in its memory
-    format, the optimizer (over the model's and the loss's parameters), the scheduler, fp16's
-    loss scaler, the state (resumed from when a saved one is found), the model as trained
-    (DDP, torch.compile) and the loader of this rank's share; then one step at a time."""
+    format (with LoRA adapters, when asked), the optimizer (over the trainable parameters of
+    the model and the loss), the scheduler, fp16's loss scaler, the state (resumed from when a
+    saved one is found), the model as trained (DDP, torch.compile) and the loader of this
+    rank's share; then one optimizer step at a time."""
 
     def __init__(
         self, trainee: Trainee, recipe: Recipe, job: Job, knowledge: KnowledgeSource | None
@@ -193,27 +240,62 @@ class Training:
             raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
         self.trainee, self.recipe, self.job, self.knowledge = trainee, recipe, job, knowledge
         numerics.prepare(model.to(device), recipe.precision)
+        # LoRA: the model's own weights frozen until `merge`
+        self.adapters = Adapters(model, recipe.lora) if recipe.lora is not None else None
         loss_fn.to(device)
-        self.optimizer = recipe.optimizer([*model.parameters(), *loss_fn.parameters()])
-        self.scheduler = build_scheduler(recipe.scheduler, self.optimizer, len(trainee.loader))
+        trainable = [p for p in (*model.parameters(), *loss_fn.parameters()) if p.requires_grad]
+        self.optimizer = recipe.optimizer(trainable)
+        self.loader = distributed.shard_loader(trainee.loader)
+        # optimizer steps per epoch (at least one), and the batches they take
+        self.steps = max(1, len(self.loader) // recipe.accumulate)
+        self.batches = min(len(self.loader), self.steps * recipe.accumulate)
+        self.scheduler = build_scheduler(recipe.scheduler, self.optimizer, self.steps)
         self.per_batch = getattr(self.scheduler, "per_batch", False)
         self.scaler = numerics.grad_scaler(recipe.precision, device)
         self.state = job.state or TrainState(None)
         self.parts = Parts(model, loss_fn, self.optimizer, self.scheduler, self.scaler)
         self.resumed = self.state.resume(self.parts, device)
-        # shares `model`'s weights
-        self.trained: Callable[..., torch.Tensor] = distributed.wrap_model(model, device)
+        self.ddp = distributed.wrap_model(model, device)  # shares `model`'s weights
+        self.trained: Callable[..., torch.Tensor] = self.ddp
         if recipe.compile:
-            self.trained = torch.compile(self.trained)
-        self.loader = distributed.shard_loader(trainee.loader)
+            self.trained = torch.compile(self.ddp)
         lr = self.optimizer.defaults.get("lr")  # the configured rate, named in a NaN message
         self.watch = FiniteWatch(job.label, loss_fn, lr, recipe.precision.name)
         self.saving = distributed.is_main()
 
-    def step(
+    def windows(self, epoch: int, first: int) -> Iterator[Window]:
+        """The epoch's batches from the `first`-th on, `accumulate` at a time (drawn before
+        the step that trains on them, which counts their items first)."""
+        size, batches = self.recipe.accumulate, self.loader.epoch(epoch, first)
+        for start in range(first, self.batches, size):
+            window = list(itertools.islice(batches, min(size, self.batches - start)))
+            if not window:
+                return
+            yield Window(start, window)
+
+    def update(self, epoch: int, window: Window, tap: FeatureTap) -> Iterator[Trained]:
+        """One optimizer step on `window`: each batch's forward pass, loss and backward pass
+        of its share of the window's loss (yielded as it is done), then the update."""
+        counts = [counted_items(batch) for batch in window.batches]
+        total = torch.stack(counts).sum().clamp_min(1)
+        last = len(window.batches) - 1
+        self.optimizer.zero_grad(set_to_none=True)
+        for offset, (batch, counted) in enumerate(zip(window.batches, counts, strict=True)):
+            step = window.start + offset
+            # DDP averages the gradients over the processes once, at the last backward pass
+            with distributed.no_sync(self.ddp) if offset < last else nullcontext():
+                logits, loss = self._loss(epoch, step, batch, tap)
+                share = loss if last == 0 else loss * (counted / total)
+                (share if self.scaler is None else self.scaler.scale(share)).backward()
+            yield step, batch, logits, loss, counted
+        self._step()
+        if self.per_batch:
+            self.scheduler.step()
+
+    def _loss(
         self, epoch: int, step: int, batch: Batch, tap: FeatureTap
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch: forward pass, loss, backward pass and update; its logits and loss."""
+        """One batch's forward pass: its logits and (mean) loss."""
         precision, loss_fn = self.recipe.precision, self.trainee.loss_fn
         with numerics.autocast(precision, self.job.device):
             # fills tap.outputs with the student's layers
@@ -223,18 +305,13 @@ class Training:
         # the student's own text: nothing to learn from y
         targets = labels if batch.labelled else None
         loss = loss_fn(rows, teacher_rows, targets, features)
-        self.watch.record(step, len(self.loader), teacher_logits, features, logits, loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        self._update(loss)
-        if self.per_batch:
-            self.scheduler.step()
+        self.watch.record(step, self.batches, teacher_logits, features, logits, loss)
         return logits, loss
 
-    def _update(self, loss: torch.Tensor) -> None:
-        """Backward, gradient clipping and optimizer step (through fp16's loss scaler when
-        there is one: gradients are unscaled before they are clipped)."""
+    def _step(self) -> None:
+        """Gradient clipping and optimizer step (through fp16's loss scaler when there is
+        one: gradients are unscaled before they are clipped)."""
         optimizer, scaler, clip = self.optimizer, self.scaler, self.recipe.clip_grad_norm
-        (loss if scaler is None else scaler.scale(loss)).backward()
         distributed.average_gradients(self.trainee.loss_fn)
         if clip is not None:
             if scaler is not None:
@@ -261,6 +338,11 @@ class Training:
         if signum is not None:
             saved = self.state.path if self.saving else None
             raise Interrupted(signum, saved, f"{self.job.label}, {position.describe()}")
+
+    def merge(self) -> None:
+        """Fold LoRA adapters into the model's weights (the plain model again)."""
+        if self.adapters is not None:
+            self.adapters.merge()
 
 
 def _add_bar(progress: Progress, label: str, total: int, completed: int) -> TaskID:

@@ -75,7 +75,8 @@ def _fine_tune(ctx, plan, model, training, loss_fn, knowledge) -> None:
     loader = distill_data(ctx, knowledge).train_loader(ctx.cfg.student.batch_size, ctx.cfg.seed)
     fit(
         Trainee(model, loader, loss_fn),
-        Recipe(plan.epochs, optimizer, scheduler),  # fp32, no gradient clipping
+        # fp32, no gradient clipping; the student's batches per step (never LoRA: checks.py)
+        Recipe(plan.epochs, optimizer, scheduler, accumulate=training.accumulate),
         Job("fine-tune", ctx.task, ctx.device, on_epoch=epoch_recorder(ctx, "compressed", model)),
         knowledge if loss_fn.needs_teacher else None,
     )

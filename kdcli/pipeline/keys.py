@@ -3,8 +3,9 @@ named settings that determine it, so that runs and sweep points with the same se
 the artifact and runs with other settings never do:
 
     teacher      its model and training settings, dataset, seed, precision
-    baseline     the student's model and training settings, dataset, seed, precision
-                 (no teacher, no loss settings: a sweep over the loss shares it)
+    baseline     the student's model and training settings (with accumulate and LoRA: the
+                 baseline is trained as the student is), dataset, seed, precision (no
+                 teacher, no loss settings: a sweep over the loss shares it)
     checkpoint   (a teacher loaded from teacher.checkpoint) its model, the file's contents
     soft labels  the teacher's key and precision, dataset, mode, dtype, top-k, tapped layers,
                  encoding; `views`: the student's epochs, batch size and seed (the views it
@@ -20,6 +21,7 @@ states, setting by setting, which keys each one changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from omegaconf import DictConfig
 
 from kdcli.engine.precision import Precision
 from kdcli.knowledge.format import SOFT_LABEL_FORMAT, stored_topk
+from kdcli.models.lora import Lora
 from kdcli.pipeline.common import to_container
 from kdcli.store.cache import file_sha256, fingerprint
 
@@ -47,11 +50,24 @@ def training_settings(stage_cfg: DictConfig) -> dict[str, Any]:
     return {k: to_container(stage_cfg.get(k)) for k in keys}
 
 
-def _trained(artifact: str, stage_cfg: DictConfig, cfg: DictConfig, precision: Precision) -> str:
+def student_training(cfg: DictConfig) -> dict[str, Any]:
+    """The student's training settings, which its baseline shares: with the batches per
+    optimizer step and LoRA (with its defaults filled in, so that spelling one out keeps the
+    key; the teacher has neither)."""
+    adapters = Lora.from_settings(to_container(cfg.student.get("lora")))
+    return {
+        **training_settings(cfg.student),
+        "accumulate": int(cfg.student.accumulate),
+        "lora": asdict(adapters) if adapters is not None else None,
+    }
+
+
+def _trained(artifact: str, role: str, cfg: DictConfig, precision: Precision) -> str:
+    training = student_training(cfg) if role == "student" else training_settings(cfg[role])
     return _key(
         artifact,
-        model=to_container(stage_cfg.model),
-        training=training_settings(stage_cfg),
+        model=to_container(cfg[role].model),
+        training=training,
         dataset=to_container(cfg.dataset),
         seed=cfg.seed,
         precision=precision.name,
@@ -60,12 +76,12 @@ def _trained(artifact: str, stage_cfg: DictConfig, cfg: DictConfig, precision: P
 
 def teacher_key(cfg: DictConfig, precision: Precision) -> str:
     """A teacher trained with cross-entropy, running in `precision`."""
-    return _trained("teacher", cfg.teacher, cfg, precision)
+    return _trained("teacher", "teacher", cfg, precision)
 
 
 def baseline_key(cfg: DictConfig, precision: Precision) -> str:
     """The baseline: the student trained with plain cross-entropy, in `precision`."""
-    return _trained("baseline", cfg.student, cfg, precision)
+    return _trained("baseline", "student", cfg, precision)
 
 
 def checkpoint_key(cfg: DictConfig) -> str:
@@ -116,7 +132,7 @@ def student_key(cfg: DictConfig, *, teacher: str, precision: Precision) -> str:
     return _key(
         "student",
         model=to_container(cfg.student.model),
-        training=training_settings(cfg.student),
+        training=student_training(cfg),
         loss=to_container(cfg.loss),
         dataset=to_container(cfg.dataset),
         seed=cfg.seed,

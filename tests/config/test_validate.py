@@ -170,3 +170,30 @@ def test_min_top1_must_be_a_fraction(value):
 def test_min_top1_accepts_a_fraction_or_null():
     for value in ("0", "0.97", "1", "null"):
         check_overrides(["teacher=smallcnn", "student=mlp", f"teacher.min_top1={value}"])
+
+
+LORA = "student.lora={r:4,target_modules:[qkv,proj]}"
+
+
+def test_lora_layers_that_the_student_lacks_are_named_with_those_it_has():
+    from kdcli.config.objects import check_lora_layers
+    from kdcli.models.lm.gpt import GPT
+
+    student = GPT(13, image_size=8, layers=1, heads=2, width=16)
+    [cfg] = check_overrides(["task=lm", LORA])
+    check_lora_layers(cfg, student)  # both exist
+    [cfg] = check_overrides(["task=lm", "student.lora={target_modules:[qkv,atn]}"])
+    with pytest.raises(UserError) as caught:
+        check_lora_layers(cfg, student)
+    assert str(caught.value).startswith(
+        "student.lora.target_modules=['atn', 'qkv']: in the student (gpt_tiny), no layer that "
+        "LoRA can adapt is named 'atn'."
+    )
+    assert "The layers it can adapt: positions, qkv, proj, mlp.0, mlp.2" in str(caught.value)
+
+
+def test_lora_is_refused_with_a_pruning_fine_tune_and_kept_with_int8():
+    with pytest.raises(UserError, match="student.lora with a pruning fine-tune"):
+        check_overrides(["task=lm", LORA, "compress=prune"])
+    check_overrides(["task=lm", LORA, "compress=int8"])
+    check_overrides(["task=lm", LORA, "compress=prune", "compress.epochs=0"])

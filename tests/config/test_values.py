@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from kd_command import REPO
 from omegaconf import DictConfig, OmegaConf
 
+from kdcli.config.build import lora_settings
 from kdcli.config.checks import check_overrides
-from kdcli.config.values import BY_KEY, BY_NAME, LOSS, SECTIONS, check_values, leaf_keys
+from kdcli.config.values import BY_KEY, BY_NAME, LORA, LOSS, SECTIONS, check_values, leaf_keys
 from kdcli.errors import UserError
 
 CONFIGS = REPO / "configs"
@@ -69,11 +70,26 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_accepted(role, override
         ("loss.schedule.alpha={start:0.1,epochs:abc}", "loss.schedule.alpha.epochs='abc' must"),
         ("loss.schedule.alpha={start:0.1,epochs:0}", "alpha.epochs=0 must be null or a whole"),
         ("dataset.max_shift=-1", "dataset.max_shift=-1 must be a whole number >= 0"),
+        ("student.accumulate=0", "student.accumulate=0 must be a whole number >= 1"),
+        ("student.accumulate=1.5", "student.accumulate=1.5 must be a whole number >= 1"),
+        ("student.lora={r:0,target_modules:[qkv]}", "student.lora.r=0 must be a whole number >= 1"),
+        (
+            "student.lora={alpha:0,target_modules:[qkv]}",
+            "student.lora.alpha=0 must be a number > 0",
+        ),
+        ("student.lora={dropout:1,target_modules:[qkv]}", "dropout=1 must be a number in [0, 1)"),
+        ("student.lora={target_modules:[]}", "target_modules=[] must be a list of layer names"),
+        ("student.lora={target_modules:qkv}", "target_modules='qkv' must be a list of layer"),
+        ("student.lora={rank:8,target_modules:[qkv]}", "student.lora.rank is not a LoRA setting"),
+        ("student.lora={r:8}", "student.lora.target_modules is not set: name the layers"),
+        ("student.lora=8", "student.lora=8 must be null or a mapping"),
+        ("student.lora.r=8", "student.lora is null by default, and holds only the keys it is"),
+        ("student.lora={target_modules:[qkv]} student.lora.r=8", "with +student.lora.r=8."),
     ],
 )
 def test_a_bad_run_setting_names_the_key(override, expected):
     with pytest.raises(UserError) as caught:
-        check_overrides([override])
+        check_overrides(override.split())
     assert expected in str(caught.value)
 
 
@@ -197,3 +213,22 @@ def test_any_plain_value_passes_or_is_a_user_error(key, value):
         check_values(cfg)
     except UserError as error:
         assert key in str(error) or "could not be resolved" in str(error)
+
+
+LORA_VALUES = PLAIN | st.dictionaries(st.sampled_from([*LORA, "rank"]), PLAIN, max_size=4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(LORA_VALUES)
+def test_any_lora_value_passes_and_builds_or_is_a_user_error(value):
+    try:
+        cfg = _with(BASE, "student.lora", value)
+    except Exception:  # OmegaConf refuses to store it
+        return
+    try:
+        check_values(cfg)
+    except UserError as error:
+        assert "student.lora" in str(error) or "could not be resolved" in str(error)
+        return
+    lora = lora_settings(cfg.student)  # what passes the checks builds
+    assert lora is None or (lora.targets and lora.r >= 1 and lora.alpha > 0)

@@ -21,6 +21,7 @@ TRAINED = {"teacher", "baseline", "soft_labels", "student"}  # all but a loaded 
 WITH_TEACHER = {"teacher", "soft_labels", "student"}  # what a trained teacher's key reaches
 WITH_STUDENT = {"baseline", "student"}
 IMAGEFOLDER = ["dataset=imagefolder", "dataset.root=/data"]  # a base for dataset file rows
+LORA = "student.lora={target_modules:[qkv]}"  # a base for LoRA rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,20 @@ ROWS = [
     ("student.clip_grad_norm=1.0", Facts(), WITH_STUDENT),
     ("student=mlp", Facts(), WITH_STUDENT),
     ("student.model.width=8", Facts(), WITH_STUDENT),
+    # how the student trains, which the baseline shares (trained the same way, the KD gain
+    # compares like with like); accumulating draws the same views
+    ("student.accumulate=2", Facts(), WITH_STUDENT),
+    ("student.accumulate=2", Facts(mode="static"), WITH_STUDENT),
+    ("student.lora={target_modules:[qkv]}", Facts(), WITH_STUDENT, ["task=lm"]),
+    ("+student.lora.r=4", Facts(), WITH_STUDENT, ["task=lm", LORA]),
+    ("+student.lora.alpha=8", Facts(), WITH_STUDENT, ["task=lm", LORA]),
+    ("+student.lora.dropout=0.1", Facts(), WITH_STUDENT, ["task=lm", LORA]),
+    ("student.lora.target_modules=[qkv,proj]", Facts(), WITH_STUDENT, ["task=lm", LORA]),
+    # the defaults spelled out, the names in another order: the same adapters, the same keys
+    ("+student.lora.r=8", Facts(), set(), ["task=lm", LORA]),
+    ("+student.lora.alpha=16", Facts(), set(), ["task=lm", LORA]),
+    ("student.lora.target_modules=[proj,qkv]", Facts(), set(),
+     ["task=lm", "student.lora={target_modules:[qkv,proj]}"]),
     # loss settings: the student alone (a loss sweep shares teacher, soft labels, baseline)
     ("loss.alpha=0.5", Facts(), {"student"}),
     ("loss.temperature=2", Facts(), {"student"}),
