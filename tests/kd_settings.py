@@ -24,3 +24,14 @@ TINY_LM = [
     "eval.latency_runs=2",
     "plots=false",
 ]
+
+# `task=instruct` on 300 drills with the smallest GPT, one epoch each
+TINY_INSTRUCT = [
+    "task=instruct",
+    "teacher=gpt_tiny",
+    "teacher.epochs=1",
+    "student.epochs=1",
+    "dataset.count=300",
+    "eval.latency_runs=2",
+    "plots=false",
+]

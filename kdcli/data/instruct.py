@@ -230,7 +230,51 @@ def _render_template(turns: Conversation, tokens: HFTokens) -> tuple[list[int], 
     return ids, answer
 
 
+# ---- answers as tensors ----------------------------------------------------------------------
+
+
+def prompt_lengths(targets: torch.Tensor) -> torch.Tensor:
+    """Per sample [N], how many input tokens come before its (first) answer: the position of
+    the first counted target, plus one."""
+    return (targets != IGNORE).float().argmax(1) + 1
+
+
+def sequences(x: torch.Tensor, y: torch.Tensor, pad: int) -> torch.Tensor:
+    """Samples as whole token sequences [N, T + 1]: the inputs and the last target (padding
+    where it does not count)."""
+    last = torch.where(y[:, -1:] == IGNORE, torch.full_like(y[:, -1:], pad), y[:, -1:])
+    return torch.cat([x, last], dim=1)
+
+
+def answer_split(written: torch.Tensor, prompts: torch.Tensor, eos: int, pad: int) -> Split:
+    """Sequences [N, T + 1] whose answers were written after each sample's `prompts` tokens,
+    as (inputs, targets): the targets count the answer through its first end-of-sequence
+    token, and everything after that becomes padding."""
+    position = torch.arange(written.shape[1], device=written.device)
+    after_prompt = position[None, :] >= prompts[:, None]
+    ends = (written == eos) & after_prompt
+    end = torch.where(ends.any(1), ends.float().argmax(1), written.shape[1])
+    answer = after_prompt & (position[None, :] <= end[:, None])
+    written = torch.where(position[None, :] > end[:, None], torch.full_like(written, pad), written)
+    targets = torch.where(answer[:, 1:], written[:, 1:], torch.full_like(written[:, 1:], IGNORE))
+    return Split(written[:, :-1].contiguous(), targets.contiguous())
+
+
 # ---- the dataset -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class InstructDataset(InMemoryDataset):
+    """Instruction samples in memory: answers, not windows, so the text a model writes
+    (sequence-level and on-policy distillation) is an answer to each sample's prompt."""
+
+    def written_split(self, written: torch.Tensor) -> Split:
+        """The training split with its answers replaced by `written` [N, T + 1] (the same
+        prompts, answers someone else wrote)."""
+        tokens = self.vocabulary
+        return answer_split(
+            written, prompt_lengths(self.train.labels), tokens.eos_id, tokens.pad_id
+        )
 
 
 @dataclass
@@ -340,4 +384,4 @@ class InstructData:
         info = text_info(self.name, len(tokens), encoded.x.shape[1])
         split = lambda index: Split(encoded.x[index], encoded.y[index])  # noqa: E731
         val_split = split(val) if len(val) else None
-        return InMemoryDataset(info, split(train), split(test), None, val_split, tokens)
+        return InstructDataset(info, split(train), split(test), None, val_split, tokens)

@@ -121,13 +121,8 @@ class InMemoryDataset:
 
     def to(self, device: torch.device) -> InMemoryDataset:
         val = self.val.to(device) if self.val is not None else None
-        return InMemoryDataset(
-            self.info,
-            self.train.to(device),
-            self.test.to(device),
-            self.augmentation,
-            val,
-            self.vocabulary,
+        return dataclasses.replace(
+            self, train=self.train.to(device), test=self.test.to(device), val=val
         )
 
     def train_loader(self, batch_size: int, seed: int) -> EpochLoader:

@@ -203,12 +203,24 @@ def fit(
     return FitResult(seconds, images_per_s, epochs, shown.loss, shown.score, resumed_from)
 
 
+def learned_rows(
+    rows: torch.Tensor, teacher_rows: torch.Tensor | None, labels: torch.Tensor, labelled: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """What the loss gets of a batch: its rows, the teacher's, and the targets. Text the
+    student wrote itself (not `labelled`) has no targets to learn, only the teacher's
+    distributions, on the rows that count (an answer's, in instruction data)."""
+    if labelled:
+        return rows, teacher_rows, labels
+    counted = labels != IGNORE
+    if teacher_rows is not None and not bool(counted.all()):
+        rows, teacher_rows = rows[counted], teacher_rows[counted]
+    return rows, teacher_rows, None
+
+
 def counted_items(batch: Batch) -> torch.Tensor:
     """How many rows of `batch` its loss averages over (a device tensor: no host sync): those
-    whose target is not -100 (every image; a token that is not masked, e.g. a response's), or
-    every row of text the student wrote itself (its loss has no targets)."""
-    if not batch.labelled:
-        return torch.tensor(batch.y.numel(), device=batch.y.device)
+    whose target is not -100 (every image; a token that is not masked, e.g. an answer's), in
+    text the student wrote itself too (its loss learns the teacher on those rows alone)."""
     return (batch.y != IGNORE).sum()
 
 
@@ -301,10 +313,8 @@ class Training:
             # fills tap.outputs with the student's layers
             logits = self.trained(numerics.inputs(batch.x, precision)).float()
         teacher_logits, features = _loss_inputs(loss_fn, self.knowledge, epoch, batch, tap)
-        rows, teacher_rows, labels = self.job.task.flatten(logits, teacher_logits, batch.y)
-        # the student's own text: nothing to learn from y
-        targets = labels if batch.labelled else None
-        loss = loss_fn(rows, teacher_rows, targets, features)
+        flat = self.job.task.flatten(logits, teacher_logits, batch.y)
+        loss = loss_fn(*learned_rows(*flat, batch.labelled), features)
         self.watch.record(step, self.batches, teacher_logits, features, logits, loss)
         return logits, loss
 

@@ -25,23 +25,32 @@ from kdcli.tasks.lm import draw_tokens
 def generate_windows(
     model: nn.Module,
     windows: torch.Tensor,
-    prompt: int,
+    prompt: int | torch.Tensor,
     temperature: float,
     seed: int,
     batch_size: int,
     precision: Precision,
+    stop: int | None = None,
+    pad: int = 0,
 ) -> torch.Tensor:
-    """Token windows [N, T + 1] whose first `prompt` tokens are those of `windows` [N, T + 1]
-    and whose rest the teacher `model` sampled; its input never exceeds T tokens."""
+    """Token sequences [N, T + 1] whose first `prompt` tokens (one length, or one per
+    sequence) are those of `windows` [N, T + 1] and whose rest the teacher `model` sampled;
+    its input never exceeds T tokens. With `stop` (instruction data: the end-of-sequence id) a
+    sequence's writing may end early; what follows is `pad`."""
     device = windows.device
     length = windows.shape[1] - 1  # what the model reads at most
     numerics.prepare(model.eval(), precision)
     generator = torch.Generator(device=device).manual_seed(seed)
-
-    batches = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    prompts = torch.full((len(windows),), prompt) if isinstance(prompt, int) else prompt.cpu()
+    written = torch.full_like(windows, pad)
     with numerics.autocast(precision, device):
-        written = [
-            draw_tokens(model, batch[:, :prompt], length + 1, length, temperature, generator)
-            for batch in batches
-        ]
-    return torch.cat(written)
+        for size in sorted(set(prompts.tolist())):  # sequences with one prompt length at once
+            rows = (prompts == size).nonzero().flatten().to(device)
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                drawn = draw_tokens(
+                    model, windows[batch, :size], length + 1, length, temperature, generator,
+                    stop=stop,
+                )  # fmt: skip
+                written[batch, : drawn.shape[1]] = drawn
+    return written

@@ -21,6 +21,7 @@ from torch import nn
 
 from kdcli.data import Batch
 from kdcli.data.base import Loader
+from kdcli.data.instruct import answer_split, prompt_lengths, sequences
 from kdcli.engine import precision as numerics
 from kdcli.engine.precision import Precision
 from kdcli.tasks.lm import draw_tokens
@@ -46,8 +47,10 @@ class OnPolicyBatches:
         temperature: float,
         seed: int,
         precision: Precision,
+        answers: tuple[int, int] | None = None,
     ) -> None:
         self.loader, self.student, self.lmbda = loader, student, lmbda
+        self.answers = answers  # instruction data: (end-of-sequence id, padding id)
         self.prompt_fraction, self.temperature = prompt_fraction, temperature
         self.seed, self.precision = seed, precision
 
@@ -68,21 +71,44 @@ class OnPolicyBatches:
 
     @torch.no_grad()
     def rewrite(self, batch: Batch, generator: torch.Generator) -> Batch:
-        """`batch`'s windows [B, T]: the prompt kept, the rest sampled by the student."""
-        length = batch.x.shape[1]
-        prompt = max(1, min(length - 1, round(self.prompt_fraction * length)))
+        """`batch` with its text rewritten by the student: each window's prompt kept and the
+        rest sampled, or (instruction data) each answer written anew after its prompt, up to
+        the end-of-sequence token."""
         was_training = self.student.training
         self.student.eval()  # no dropout while writing
         try:
             with numerics.autocast(self.precision, batch.x.device):
-                tokens = draw_tokens(
-                    self.student,
-                    batch.x[:, :prompt],
-                    length + 1,
-                    length,
-                    self.temperature,
-                    generator,
-                )
+                if self.answers is None:
+                    x, y = self._windows(batch, generator)
+                else:
+                    x, y = self._answers(batch, generator, *self.answers)
         finally:
             self.student.train(was_training)
-        return Batch(tokens[:, :-1], tokens[:, 1:], batch.index, labelled=False)
+        return Batch(x, y, batch.index, labelled=False)
+
+    def _windows(
+        self, batch: Batch, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        length = batch.x.shape[1]
+        prompt = max(1, min(length - 1, round(self.prompt_fraction * length)))
+        tokens = draw_tokens(
+            self.student, batch.x[:, :prompt], length + 1, length, self.temperature, generator
+        )
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def _answers(
+        self, batch: Batch, generator: torch.Generator, eos: int, pad: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        length = batch.x.shape[1]
+        whole = sequences(batch.x, batch.y, pad)
+        prompts = prompt_lengths(batch.y)
+        written = torch.full_like(whole, pad)
+        for size in sorted(set(prompts.tolist())):
+            rows = (prompts == size).nonzero().flatten()
+            drawn = draw_tokens(
+                self.student, whole[rows, :size], length + 1, length, self.temperature,
+                generator, stop=eos,
+            )  # fmt: skip
+            written[rows, : drawn.shape[1]] = drawn
+        split = answer_split(written, prompts, eos, pad)
+        return split.images, split.labels

@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from torch import nn
 
 from kdcli.data.base import Loader
+from kdcli.data.instruct import InstructDataset
 from kdcli.engine import distributed
 from kdcli.engine.loop import Job, KnowledgeSource, Recipe, Trainee, fit
 from kdcli.engine.precision import Precision
@@ -110,10 +111,14 @@ def _training_batches(
     """The student's training batches: the run's data (or the teacher's text), with a
     `loss.lmbda` share of the batches rewritten by the student itself (on-policy)."""
     cfg = ctx.cfg
-    loader = distill_data(ctx, knowledge).train_loader(cfg.student.batch_size, cfg.seed)
+    data = distill_data(ctx, knowledge)
+    loader = data.train_loader(cfg.student.batch_size, cfg.seed)
     if not loss_fn.on_policy:
         return loader
     writing = cfg.soft_labels.generate
+    answers = None  # instruction data: the student writes each answer to its end
+    if isinstance(data, InstructDataset):
+        answers = (data.vocabulary.eos_id, data.vocabulary.pad_id)
     return OnPolicyBatches(
         loader,
         model,
@@ -122,6 +127,7 @@ def _training_batches(
         float(writing.temperature),
         int(cfg.seed),
         precision,
+        answers,
     )
 
 

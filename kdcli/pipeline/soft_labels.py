@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdcli.data import Dataset, InMemoryDataset
+from kdcli.data.instruct import InstructDataset, prompt_lengths, sequences
 from kdcli.data.text import window_split
 from kdcli.engine import distributed
 from kdcli.engine.loop import KnowledgeSource
@@ -208,7 +209,7 @@ def soft_label_stage(
     log_stage("soft labels", entry, stage)
     train_data = None
     if store.windows is not None:  # the teacher's text: what the stored indices refer to
-        train_data = _text(data).with_train(window_split(store.windows))
+        train_data = written_data(data, store.windows)
     return StoredKnowledge(store.soft_labels, store.features, train_data), entry, stage
 
 
@@ -267,7 +268,7 @@ def _write_static(
     cfg, data, device = ctx.cfg, ctx.data, ctx.device
     size = eval_batch_size(ctx, teacher.module, teacher.precision)
     windows = _generate_windows(ctx, teacher, size) if mode == "generate" else None
-    source = data if windows is None else _text(data).with_train(window_split(windows))
+    source = data if windows is None else written_data(data, windows)
     loader = source.eval_loader("train", size)
     features: dict[str, torch.Tensor] = {}
     if layers:
@@ -285,11 +286,21 @@ def _write_static(
 
 
 def _generate_windows(ctx: Context, teacher: Model, batch_size: int) -> torch.Tensor:
-    """Each training window's prompt, continued by the teacher (knowledge/generate.py); the
-    store keeps them, so a rerun trains on the same text."""
-    settings, train = ctx.cfg.soft_labels.generate, _text(ctx.data).train
-    windows = torch.cat([train.images, train.labels[:, -1:]], dim=1)  # [N, T + 1]
-    prompt = max(1, round(settings.prompt_fraction * windows.shape[1]))
+    """Each training sample's prompt, continued by the teacher (knowledge/generate.py): a
+    window's first `prompt_fraction`, or an instruction's prompt, whose answer the teacher then
+    writes up to its end-of-sequence token. The store keeps them, so a rerun trains on the
+    same text."""
+    settings, data = ctx.cfg.soft_labels.generate, _text(ctx.data)
+    train = data.train
+    if isinstance(data, InstructDataset):
+        tokens = data.vocabulary
+        windows = sequences(train.images, train.labels, tokens.pad_id)
+        prompt: int | torch.Tensor = prompt_lengths(train.labels)
+        stop, pad = tokens.eos_id, tokens.pad_id
+    else:
+        windows = torch.cat([train.images, train.labels[:, -1:]], dim=1)  # [N, T + 1]
+        prompt = max(1, round(settings.prompt_fraction * windows.shape[1]))
+        stop, pad = None, 0
     written = generate_windows(
         teacher.module,
         windows,
@@ -298,14 +309,19 @@ def _generate_windows(ctx: Context, teacher: Model, batch_size: int) -> torch.Te
         int(ctx.cfg.seed),
         batch_size,
         teacher.precision,
+        stop,
+        pad,
     )
-    log.info(
-        "soft labels  the teacher wrote %d windows (%d prompt tokens each, %d sampled)",
-        written.shape[0],
-        prompt,
-        written.shape[1] - prompt,
-    )
+    log.info("soft labels  the teacher wrote %d samples' continuations", written.shape[0])
     return written
+
+
+def written_data(data: Dataset, written: torch.Tensor) -> InMemoryDataset:
+    """The run's data with the text the teacher wrote as its training split."""
+    text = _text(data)
+    if isinstance(text, InstructDataset):
+        return text.with_train(text.written_split(written))
+    return text.with_train(window_split(written))
 
 
 def _text(data: Dataset) -> InMemoryDataset:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdcli.data.instruct import prompt_lengths
 from kdcli.tasks import Answers, Row
 from kdcli.tasks.lm import IGNORE, LanguageModel, draw_tokens
 
@@ -55,13 +56,6 @@ def rouge_l(answer: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(a), common / len(b)
     return 2 * precision * recall / (precision + recall)
-
-
-def prompt_lengths(targets: torch.Tensor) -> torch.Tensor:
-    """Per sample, how many input tokens come before its (first) answer: the position of
-    the first counted target, plus one."""
-    counted = targets != IGNORE
-    return counted.float().argmax(1) + 1
 
 
 class Instruct(LanguageModel):

@@ -147,3 +147,37 @@ def test_kd_train_on_policy_runs_the_teacher_online_on_the_students_text(kd):
     assert report["loss"]["lmbda"] == 1.0
     assert math.isfinite(report["student"]["perplexity"])
     assert "100% of them written by the student (loss.lmbda)" in result.stderr
+
+
+def test_on_instruction_data_the_student_answers_each_prompt_to_its_end_token():
+    from kdcli.data.drills import Drills
+    from kdcli.data.instruct import IGNORE, prompt_lengths
+
+    data = Drills(count=60, seed=1).load()
+    tokens = data.vocabulary
+    letter, newline = tokens.encode("q")[0], tokens.encode("\n")[0]
+
+    class Says(torch.nn.Module):  # after the prompt's newline: "qq", then the end token
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.full((*x.shape, len(tokens)), -30.0)
+            answering = (x == newline).long().cumsum(1) > 0
+            written = ((x == letter) & answering).long().cumsum(1)
+            logits[..., letter] = torch.where(written < 2, 30.0, -30.0)
+            logits[..., tokens.eos_id] = torch.where(written < 2, -30.0, 30.0)
+            return logits
+
+    batches = OnPolicyBatches(
+        data.train_loader(8, seed=0), Says(), lambda: 1.0, 0.5, 1.0, seed=0, precision=FP32,
+        answers=(tokens.eos_id, tokens.pad_id),
+    )  # fmt: skip
+    original = next(iter(data.train_loader(8, seed=0).epoch(0)))
+    batch = next(iter(batches.epoch(0)))
+    assert not batch.labelled
+    prompts = prompt_lengths(original.y)
+    for row in range(8):
+        size = int(prompts[row])
+        assert torch.equal(batch.x[row, :size], original.x[row, :size]), "the prompt is kept"
+        counted = batch.y[row][batch.y[row] != IGNORE].tolist()
+        assert tokens.decode(counted) == "qq" and counted[-1] == tokens.eos_id
+        assert (batch.y[row, : size - 1] == IGNORE).all()
+        assert (batch.x[row, size + 3 :] == tokens.pad_id).all(), "padding after the end"
