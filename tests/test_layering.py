@@ -107,3 +107,11 @@ def test_the_rule_catches_an_upward_import(tmp_path):
     bad.write_text("from kdcli.pipeline.run import run\n")
     assert (1, "kdcli.pipeline.run") in imports(bad)
     assert rank("pipeline") < rank("engine")
+
+
+def test_test_files_have_names_of_their_own():
+    """pytest imports test files by their base name (tests/ has no __init__.py): two files
+    named alike in two folders stop the whole run at collection."""
+    tests = Path(__file__).resolve().parent
+    names = [path.name for path in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

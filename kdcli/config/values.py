@@ -12,15 +12,28 @@ key for the settings of the run itself. Values are resolved first, so an interpo
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kdcli.config.build import first_line
+from kdcli.config.specs import (
+    ANY_NUMBER,
+    SEED,
+    Rule,
+    choice,
+    file_name,
+    increasing,
+    number,
+    numbers,
+    rule_of,
+    some_of,
+    whole,
+    whole_lists,
+)
+from kdcli.data.drills import KINDS as DRILL_KINDS
 from kdcli.errors import UserError, did_you_mean
 
 SECTIONS = (
@@ -32,122 +45,6 @@ SECTIONS = (
     "student.model",
     "dataset",
 )
-
-
-@dataclass(frozen=True)
-class Rule:
-    accepts: Callable[[Any], bool]
-    accepted: str  # what is accepted, after "must be"
-    example: str  # a value that is accepted
-
-
-Spec = tuple[Callable[[Any], bool], str]  # a test of a plain value, and what it accepts
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-ANY_NUMBER = (_is_number, "a number")
-
-
-def number(low: float, high: float = math.inf, *, low_in: bool = True, high_in: bool = False):
-    """A finite number between `low` and `high` (each end included or not)."""
-
-    def accepts(value: Any) -> bool:
-        if not _is_number(value):
-            return False
-        above = value >= low if low_in else value > low
-        below = value <= high if high_in else value < high
-        return above and below
-
-    if high == math.inf:
-        return accepts, f"a number {'>=' if low_in else '>'} {low:g}"
-    ends = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
-    return accepts, f"a number in {ends}"
-
-
-def whole(minimum: int, maximum: float = math.inf) -> Spec:
-    def accepts(value: Any) -> bool:
-        return _is_whole(value) and minimum <= value <= maximum
-
-    if maximum == math.inf:
-        return accepts, f"a whole number >= {minimum}"
-    return accepts, f"a whole number in [{minimum}, {maximum}]"
-
-
-SEED = whole(0, 2**32 - 1)  # numpy (and scikit-learn's splits) take no larger seed
-
-
-def file_name(longest: int) -> Spec:
-    """A name that is one path component: the cache names a model's files after it, so a `/`,
-    `..` or NUL would put them elsewhere (or fail)."""
-
-    def accepts(value: Any) -> bool:
-        name = value if isinstance(value, str) else str(value) if _is_whole(value) else ""
-        return 0 < len(name) <= longest and name not in (".", "..") and not set(name) & set("/\\\0")
-
-    return accepts, (
-        f"a name of 1 to {longest} characters that can name a file (no / or \\, no NUL byte, "
-        "not . or ..)"
-    )
-
-
-def whole_lists(minimum: int) -> Spec:
-    """A list of whole numbers >= `minimum`, or of such lists (VGG's blocks)."""
-
-    def accepts(value: Any) -> bool:
-        if not isinstance(value, list):
-            return False
-        return all(
-            accepts(v) if isinstance(v, list) else _is_whole(v) and v >= minimum for v in value
-        )
-
-    return accepts, f"a list of whole numbers >= {minimum}"
-
-
-def increasing(minimum: int) -> Spec:
-    def accepts(value: Any) -> bool:
-        if not isinstance(value, list) or not all(_is_whole(v) and v >= minimum for v in value):
-            return False
-        return all(a < b for a, b in zip(value, value[1:], strict=False))
-
-    return accepts, f"a list of increasing whole numbers >= {minimum}"
-
-
-def numbers(length: int | None, spec: Spec) -> Spec:
-    """A list (of `length` items, when given) whose every item is what `spec` accepts."""
-    item, described = spec
-
-    def accepts(value: Any) -> bool:
-        right_length = length is None or (isinstance(value, list) and len(value) == length)
-        return isinstance(value, list) and right_length and all(item(v) for v in value)
-
-    count = f"{length} " if length else ""
-    each = described.removeprefix("a number")
-    return accepts, f"a list of {count}numbers" + (f", each{each}" if each else "")
-
-
-def choice(*words: Any, otherwise: Spec | None = None) -> Spec:
-    """One of `words` (null, auto, ...), or what `otherwise` accepts."""
-    names = [("null" if w is None else str(w)) for w in words]
-    if otherwise is not None:
-        names.append(otherwise[1])
-
-    def accepts(value: Any) -> bool:
-        if not isinstance(value, bool) and value in words:
-            return True
-        return otherwise is not None and otherwise[0](value)
-
-    return accepts, ", ".join(names[:-1]) + f" or {names[-1]}"
-
-
-def _rule(spec: Spec, example: str) -> Rule:
-    return Rule(spec[0], spec[1], example)
 
 
 POSITIVE_WHOLE = (
@@ -166,88 +63,97 @@ POSITIVE_LISTS = ("hidden", "widths", "blocks", "stage_channels", "stage_units")
 # leaf name -> rule, for every leaf of that name under SECTIONS
 BY_NAME: dict[str, Rule] = {
     # optimizers
-    "lr": _rule(number(0, low_in=False), "0.05"),
-    "momentum": _rule(number(0, 1), "0.9"),
-    "dampening": _rule(number(0, 1, high_in=True), "0"),
-    "weight_decay": _rule(number(0), "5e-4"),
-    "eps": _rule(number(0, low_in=False), "1e-8"),
-    "betas": _rule(numbers(2, number(0, 1)), "[0.9,0.999]"),
+    "lr": rule_of(number(0, low_in=False), "0.05"),
+    "momentum": rule_of(number(0, 1), "0.9"),
+    "dampening": rule_of(number(0, 1, high_in=True), "0"),
+    "weight_decay": rule_of(number(0), "5e-4"),
+    "eps": rule_of(number(0, low_in=False), "1e-8"),
+    "betas": rule_of(numbers(2, number(0, 1)), "[0.9,0.999]"),
     # schedulers
-    "milestones": _rule(increasing(0), "[150,180,210]"),
-    "gamma": _rule(number(0, low_in=False), "0.1"),
-    "warmup_epochs": _rule(number(0), "2"),
-    "epochs": _rule(whole(1), "10"),
-    "T_max": _rule(whole(1), "10"),
-    "eta_min": _rule(number(0), "0"),
-    "factor": _rule(number(0, 1, high_in=True), "1.0"),
-    "total_iters": _rule(whole(0), "0"),
-    "step_size": _rule(whole(1), "30"),
+    "milestones": rule_of(increasing(0), "[150,180,210]"),
+    "gamma": rule_of(number(0, low_in=False), "0.1"),
+    "warmup_epochs": rule_of(number(0), "2"),
+    "epochs": rule_of(whole(1), "10"),
+    "T_max": rule_of(whole(1), "10"),
+    "eta_min": rule_of(number(0), "0"),
+    "factor": rule_of(number(0, 1, high_in=True), "1.0"),
+    "total_iters": rule_of(whole(0), "0"),
+    "step_size": rule_of(whole(1), "30"),
     # models
-    **{name: _rule(whole(1), "16") for name in POSITIVE_WHOLE},
-    **{name: _rule(whole_lists(1), "[64,128]") for name in POSITIVE_LISTS},
-    "width_mult": _rule(number(0, low_in=False), "0.5"),
-    "dropout": _rule(number(0, 1), "0.1"),
-    "bn_momentum": _rule(choice(None, otherwise=number(0, 1, high_in=True)), "0.1"),
-    "stem_stride": _rule(choice(None, otherwise=whole(1)), "1"),
+    **{name: rule_of(whole(1), "16") for name in POSITIVE_WHOLE},
+    **{name: rule_of(whole_lists(1), "[64,128]") for name in POSITIVE_LISTS},
+    "width_mult": rule_of(number(0, low_in=False), "0.5"),
+    "dropout": rule_of(number(0, 1), "0.1"),
+    "bn_momentum": rule_of(choice(None, otherwise=number(0, 1, high_in=True)), "0.1"),
+    "stem_stride": rule_of(choice(None, otherwise=whole(1)), "1"),
     # datasets
-    "val_fraction": _rule(number(0, 1), "0.1"),
-    "test_fraction": _rule(number(0, 1, low_in=False), "0.2"),
-    "max_shift": _rule(whole(0), "2"),
-    "split_seed": _rule(SEED, "0"),
-    "max_chars": _rule(choice(None, otherwise=whole(100)), "100000"),
-    "image_size": _rule(whole(8), "64"),
-    "workers": _rule(whole(0), "4"),
-    "stats_images": _rule(whole(1), "256"),
-    "max_pixels": _rule(whole(1, 2 * 89_478_485), "89478485"),  # Pillow refuses more itself
-    "eval_crop": _rule(number(0, 1, low_in=False, high_in=True), "0.875"),
-    "crop_scale": _rule(numbers(2, number(0, 1, low_in=False, high_in=True)), "[0.08,1.0]"),
-    "channels": _rule(choice("auto", 1, 3), "auto"),
-    "mean": _rule(choice(None, otherwise=numbers(None, ANY_NUMBER)), "[0.5,0.5,0.5]"),
-    "std": _rule(
+    "val_fraction": rule_of(number(0, 1), "0.1"),
+    "noise": rule_of(number(0, 1), "0.25"),
+    "count": rule_of(whole(30), "8000"),
+    "letters": rule_of(whole(3), "6"),
+    "digits": rule_of(whole(1), "3"),
+    "max_length": rule_of(whole(2), "256"),
+    "kinds": rule_of(some_of(DRILL_KINDS), "[rev,sort]"),
+    "seed": rule_of(SEED, "0"),
+    "test_fraction": rule_of(number(0, 1, low_in=False), "0.2"),
+    "max_shift": rule_of(whole(0), "2"),
+    "split_seed": rule_of(SEED, "0"),
+    "max_chars": rule_of(choice(None, otherwise=whole(100)), "100000"),
+    "image_size": rule_of(whole(8), "64"),
+    "workers": rule_of(whole(0), "4"),
+    "stats_images": rule_of(whole(1), "256"),
+    "max_pixels": rule_of(whole(1, 2 * 89_478_485), "89478485"),  # Pillow refuses more itself
+    "eval_crop": rule_of(number(0, 1, low_in=False, high_in=True), "0.875"),
+    "crop_scale": rule_of(numbers(2, number(0, 1, low_in=False, high_in=True)), "[0.08,1.0]"),
+    "channels": rule_of(choice("auto", 1, 3), "auto"),
+    "mean": rule_of(choice(None, otherwise=numbers(None, ANY_NUMBER)), "[0.5,0.5,0.5]"),
+    "std": rule_of(
         choice(None, otherwise=numbers(None, number(0, low_in=False))), "[0.25,0.25,0.25]"
     ),
 }
 
 # loss parameter -> rule, for the loss, the terms of a combo and the ends of a schedule
 LOSS: dict[str, Rule] = {
-    "alpha": _rule(number(0, 1, high_in=True), "0.9"),
-    "temperature": _rule(number(0, low_in=False), "4"),
-    "beta": _rule(number(0), "1.0"),
-    "skew": _rule(number(0, 1), "0.1"),
-    "lmbda": _rule(number(0, 1, high_in=True), "0.5"),
-    "gamma": _rule(number(0), "1.0"),
-    "p": _rule(number(0, low_in=False), "2"),
-    "ce_weight": _rule(number(0), "1.0"),
-    "weight": _rule(number(0), "1.0"),
-    "label_smoothing": _rule(number(0, 1, high_in=True), "0.1"),
-    "warmup": _rule(whole(0), "5"),
-    "schedule.epochs": _rule(choice(None, otherwise=whole(1)), "5"),
+    "alpha": rule_of(number(0, 1, high_in=True), "0.9"),
+    "temperature": rule_of(number(0, low_in=False), "4"),
+    "beta": rule_of(number(0), "1.0"),
+    "skew": rule_of(number(0, 1), "0.1"),
+    "lmbda": rule_of(number(0, 1, high_in=True), "0.5"),
+    "gamma": rule_of(number(0), "1.0"),
+    "p": rule_of(number(0, low_in=False), "2"),
+    "ce_weight": rule_of(number(0), "1.0"),
+    "weight": rule_of(number(0), "1.0"),
+    "label_smoothing": rule_of(number(0, 1, high_in=True), "0.1"),
+    "warmup": rule_of(whole(0), "5"),
+    "schedule.epochs": rule_of(choice(None, otherwise=whole(1)), "5"),
 }
 
 # full key -> rule, for the run's own settings
 BY_KEY: dict[str, Rule] = {
-    "seed": _rule(SEED, "0"),
-    "teacher.name": _rule(file_name(100), "resnet18"),
-    "student.name": _rule(file_name(100), "smallcnn"),
-    "teacher.epochs": _rule(whole(1), "10"),
-    "teacher.clip_grad_norm": _rule(choice(None, otherwise=number(0, low_in=False)), "1.0"),
-    "student.clip_grad_norm": _rule(choice(None, otherwise=number(0, low_in=False)), "1.0"),
-    "student.epochs": _rule(whole(1), "10"),
-    "teacher.batch_size": _rule(whole(1), "64"),
-    "student.batch_size": _rule(whole(1), "64"),
-    "student.accumulate": _rule(whole(1), "4"),
-    "eval.batch_size": _rule(choice("auto", otherwise=whole(1)), "256"),
-    "eval.latency_runs": _rule(whole(1), "50"),
-    "checkpoint.every_s": _rule(number(0), "300"),
-    "compress.amount": _rule(number(0, 1), "0.5"),
-    "compress.epochs": _rule(whole(0), "3"),
-    "compress.lr_scale": _rule(number(0, low_in=False), "0.1"),
-    "compress.calibration_images": _rule(whole(1), "512"),
-    "soft_labels.max_gb": _rule(number(0, low_in=False), "2"),
-    "soft_labels.topk": _rule(choice(None, otherwise=whole(1)), "5"),
-    "soft_labels.generate.prompt_fraction": _rule(number(0, 1, low_in=False, high_in=False), "0.5"),
-    "soft_labels.generate.temperature": _rule(number(0, low_in=False), "1.0"),
-    "soft_labels.feature_budget_mb": _rule(number(0), "512"),
+    "seed": rule_of(SEED, "0"),
+    "teacher.name": rule_of(file_name(100), "resnet18"),
+    "student.name": rule_of(file_name(100), "smallcnn"),
+    "teacher.epochs": rule_of(whole(1), "10"),
+    "teacher.clip_grad_norm": rule_of(choice(None, otherwise=number(0, low_in=False)), "1.0"),
+    "student.clip_grad_norm": rule_of(choice(None, otherwise=number(0, low_in=False)), "1.0"),
+    "student.epochs": rule_of(whole(1), "10"),
+    "teacher.batch_size": rule_of(whole(1), "64"),
+    "student.batch_size": rule_of(whole(1), "64"),
+    "student.accumulate": rule_of(whole(1), "4"),
+    "eval.batch_size": rule_of(choice("auto", otherwise=whole(1)), "256"),
+    "eval.latency_runs": rule_of(whole(1), "50"),
+    "checkpoint.every_s": rule_of(number(0), "300"),
+    "compress.amount": rule_of(number(0, 1), "0.5"),
+    "compress.epochs": rule_of(whole(0), "3"),
+    "compress.lr_scale": rule_of(number(0, low_in=False), "0.1"),
+    "compress.calibration_images": rule_of(whole(1), "512"),
+    "soft_labels.max_gb": rule_of(number(0, low_in=False), "2"),
+    "soft_labels.topk": rule_of(choice(None, otherwise=whole(1)), "5"),
+    "soft_labels.generate.prompt_fraction": rule_of(
+        number(0, 1, low_in=False, high_in=False), "0.5"
+    ),
+    "soft_labels.generate.temperature": rule_of(number(0), "1.0"),
+    "soft_labels.feature_budget_mb": rule_of(number(0), "512"),
 }
 
 
@@ -257,10 +163,10 @@ def _names(value: Any) -> bool:
 
 # `student.lora`'s settings (kdcli/models/lora.py; r, alpha and dropout have defaults there)
 LORA: dict[str, Rule] = {
-    "r": _rule(whole(1), "8"),
-    "alpha": _rule(number(0, low_in=False), "16"),
-    "dropout": _rule(number(0, 1), "0.05"),
-    "target_modules": _rule((_names, "a list of layer names"), "[qkv,proj]"),
+    "r": rule_of(whole(1), "8"),
+    "alpha": rule_of(number(0, low_in=False), "16"),
+    "dropout": rule_of(number(0, 1), "0.05"),
+    "target_modules": rule_of((_names, "a list of layer names"), "[qkv,proj]"),
 }
 
 

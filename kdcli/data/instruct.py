@@ -356,6 +356,11 @@ class InstructData:
         characters |= set("abcdefghijklmnopqrstuvwxyz: \n")  # the plain template's words
         return CharTokens("".join(sorted(characters)))
 
+    def training_answers(self, samples: list[Conversation], train: list[int]) -> list[Conversation]:
+        """The samples with the training split's answers as they are to be learnt (as read;
+        kdcli/data/drills.py puts mistakes in some)."""
+        return samples
+
     @property
     def info(self) -> DatasetInfo:
         """The facts models are built from (`kd list`): without encoding the samples."""
@@ -365,6 +370,10 @@ class InstructData:
     def load(self) -> InMemoryDataset:
         samples = self.samples()
         tokens = self.tokens(samples)
+        train, val, test = split_samples(
+            len(samples), self.val_fraction, self.test_fraction, self.split_seed
+        )
+        samples = self.training_answers(samples, train.tolist())
         encoded = encode(samples, tokens, self.max_length)
         if encoded.truncated:
             log.warning(
@@ -374,9 +383,6 @@ class InstructData:
                 len(samples),
                 self.max_length,
             )
-        train, val, test = split_samples(
-            len(samples), self.val_fraction, self.test_fraction, self.split_seed
-        )
         if len(train) == 0:
             raise UserError(
                 "dataset.val_fraction + dataset.test_fraction leave no training samples."

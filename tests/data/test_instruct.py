@@ -114,8 +114,9 @@ def test_the_split_is_by_sample_and_seeded(tmp_path):
 
 
 def test_the_drills_are_distinct_right_and_the_same_for_a_seed():
-    samples = drills(300, seed=1)
-    assert samples == drills(300, seed=1) and samples != drills(300, seed=2)
+    samples = drills(300, seed=1, kinds=("add", "rev", "sort"))
+    assert samples == drills(300, seed=1, kinds=("add", "rev", "sort"))
+    assert samples != drills(300, seed=2, kinds=("add", "rev", "sort"))
     prompts = [turns[0].content for turns in samples]
     assert len(set(prompts)) == 300
     for turns in samples:
@@ -130,3 +131,14 @@ def test_the_drills_are_distinct_right_and_the_same_for_a_seed():
             assert answer == "".join(sorted(argument))
     data = Drills(count=300, seed=1).load()
     assert len(data.train) + len(data.val) + len(data.test) == 300
+
+
+def test_a_noise_share_of_training_answers_is_shuffled_and_no_held_out_one():
+    clean = Drills(count=600, seed=1, noise=0.0, test_fraction=0.2).load()
+    noisy = Drills(count=600, seed=1, noise=0.5, test_fraction=0.2).load()
+    assert torch.equal(clean.test.labels, noisy.test.labels), "test answers stay right"
+    assert torch.equal(clean.val.labels, noisy.val.labels) if clean.val is not None else True
+    changed = (clean.train.labels != noisy.train.labels).any(1).float().mean().item()
+    assert 0.3 < changed < 0.5, "about half, less those whose shuffle is the answer itself"
+    same = (clean.train.labels != IGNORE) == (noisy.train.labels != IGNORE)
+    assert same.all(), "the same positions count: only the letters moved"

@@ -87,12 +87,13 @@ REPORT_SHAPE = {
     "baseline.teacher_kl": "float",
 }
 
-# The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose three
+# The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose four
 # times: teachers train with warm-up then cosine by default (new teacher key), soft labels are
-# stored shifted by their row maximum (soft-label format 2 in the key), and every key became
-# named settings, all always present (kdcli/pipeline/keys.py, KEY_VERSION 2).
+# stored shifted by their row maximum (soft-label format 2 in the key), every key became
+# named settings, all always present (kdcli/pipeline/keys.py, KEY_VERSION 2), and the
+# student's batches per optimizer step and LoRA settings entered the baseline's key.
 CACHE_ENTRIES = [
-    "baselines/mlp-4820f67e2503f3ff",
+    "baselines/mlp-76fd0ce40537a1dc",
     "soft_labels/smallcnn-7666064364e3ee6e",
     "teachers/smallcnn-f2d5c895e79ce1aa",
 ]
