@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from kdcli.data.instruct import IGNORE
 from kdcli.pipeline.metrics import read_metrics
 from kdcli.store.atomic import atomic_path
 from kdcli.tasks.classify import confusion_matrix, expected_calibration_error
@@ -40,31 +41,41 @@ MAX_CONFUSION_CLASSES = 200  # beyond, a confusion matrix is unreadable (and a 5
 
 
 def write_plots(
-    run_dir: Path, logits: dict[str, torch.Tensor], labels: torch.Tensor, metric: str
+    run_dir: Path,
+    logits: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    metric: str,
+    score_name: str | None = None,
 ) -> list[str]:
-    """Draw the run's figures; their paths relative to `run_dir` (none without matplotlib)."""
+    """Draw the run's figures; their paths relative to `run_dir` (none without matplotlib).
+    `metric` is what validation measures, `score_name` what training does when it is another
+    (instruction data: the answer tokens' top-1 in training, exact match in validation)."""
     if not matplotlib_installed():
         log.info("plots        none drawn: `pip install kdcli[plot]` adds them")
         return []
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
-    if labels.dim() > 1:  # token windows: one row per token
+    if labels.dim() > 1:  # token sequences: one row per counted token (answers' alone)
         labels = labels.reshape(-1)
-        logits = {role: values.reshape(-1, values.shape[-1]) for role, values in logits.items()}
+        counted = labels != IGNORE
+        labels = labels[counted]
+        logits = {
+            role: values.reshape(-1, values.shape[-1])[counted] for role, values in logits.items()
+        }
     directory = run_dir / "plots"
     directory.mkdir(exist_ok=True)
     drawn = []
     rows = read_metrics(run_dir)
     if rows:
-        drawn.append(_curves(directory / "curves.png", rows, metric))
+        drawn.append(_curves(directory / "curves.png", rows, metric, score_name or metric))
     if "student" in logits and logits["student"].shape[-1] <= MAX_CONFUSION_CLASSES:
         drawn.append(_confusion(directory / "confusion.png", logits["student"], labels))
     drawn.append(_reliability(directory / "reliability.png", logits, labels))
     return [str(path.relative_to(run_dir)) for path in drawn]
 
 
-def _curves(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
+def _curves(path: Path, rows: list[dict[str, Any]], metric: str, score_name: str) -> Path:
     import matplotlib.pyplot as plt
 
     figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(10, 4))
@@ -72,8 +83,12 @@ def _curves(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
         mine = [row for row in rows if row["stage"] == stage]
         epochs = [row["epoch"] for row in mine]
         loss_axes.plot(epochs, [row["loss"] for row in mine], marker="o", label=stage)
+        train = "train" if score_name == metric else f"train {score_name}"
         line = metric_axes.plot(
-            epochs, [row[f"train_{metric}"] for row in mine], marker="o", label=f"{stage} train"
+            epochs,
+            [row[f"train_{score_name}"] for row in mine],
+            marker="o",
+            label=f"{stage} {train}",
         )
         if all(f"val_{metric}" in row for row in mine):
             metric_axes.plot(
@@ -81,12 +96,13 @@ def _curves(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
                 [row[f"val_{metric}"] for row in mine],
                 linestyle="--",
                 color=line[0].get_color(),
-                label=f"{stage} validation",
+                label=f"{stage} validation" + ("" if score_name == metric else f" {metric}"),
             )
     from matplotlib.ticker import MaxNLocator
 
     loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss")
-    metric_axes.set(xlabel="epoch", ylabel=metric, title=metric)
+    shown = metric if score_name == metric else f"{score_name} (train), {metric} (validation)"
+    metric_axes.set(xlabel="epoch", ylabel=shown, title=shown)
     for axes in (loss_axes, metric_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)

@@ -114,6 +114,21 @@ def test_plots_are_drawn_from_the_rows_and_the_test_logits(tmp_path):
     assert all((tmp_path / p).stat().st_size > 1000 for p in drawn)
 
 
+def test_curves_plot_a_training_score_that_is_not_the_validation_metric(tmp_path):
+    """Instruction data: top-1 of the answer tokens in training, exact match in validation."""
+    pytest.importorskip("matplotlib")
+    log = JsonlLog(tmp_path)
+    for epoch in (1, 2):
+        log.row({**ROW, "epoch": epoch, "val_exact_match": 0.3})
+    logits = {"student": torch.randn(4, 7, 12)}
+    labels = torch.randint(0, 12, (4, 7))
+    labels[:, :3] = -100  # the prompts' positions, which nothing counts
+    drawn = write_plots(tmp_path, logits, labels, "exact_match", "top1")
+    assert drawn == ["plots/curves.png", "plots/confusion.png", "plots/reliability.png"]
+    with pytest.raises(KeyError):  # the training rows have no train_exact_match
+        write_plots(tmp_path, logits, labels, "exact_match")
+
+
 def test_logger_csv_end_to_end_with_a_validation_split(kd, tiny):
     result = kd("train", *tiny, "logger=csv", "dataset.val_fraction=0.1", "baseline=false")
     assert result.returncode == 0, result.stderr
