@@ -22,6 +22,7 @@ TEXT_TARGETS = (
     "kdcli.tasks.lm.",
     "kdcli.tasks.instruct.",
 )
+INSTRUCTION_DATA = ("kdcli.data.instruct.", "kdcli.data.drills.")
 READS = {"text": "text", "image": "images"}
 TASKS = {
     "text": "task=lm trains language models on text",
@@ -44,6 +45,7 @@ def check_modalities(cfg: DictConfig, choices: Mapping[str, str | None]) -> None
     """The dataset, the teacher and the student read what the task does; `choices` are the
     options picked for the config groups (Hydra's runtime choices), to name them."""
     task = modality(cfg.task)
+    _check_instruction_data(cfg, choices)
     parts = {"dataset": cfg.dataset, "teacher": cfg.teacher.model, "student": cfg.student.model}
     for group, node in parts.items():
         reads = modality(node)
@@ -54,4 +56,15 @@ def check_modalities(cfg: DictConfig, choices: Mapping[str, str | None]) -> None
             f"{group}={choices.get(group)} reads {READS[reads]}, but {TASKS[task]}: pick a "
             f"{group} that reads {READS[task]}, e.g. {group}={EXAMPLES[task][group]} "
             f"(`kd list {group}`){other if group == 'dataset' else ''}."
+        )
+
+
+def _check_instruction_data(cfg: DictConfig, choices: Mapping[str, str | None]) -> None:
+    """task=instruct learns answers to prompts: its data must have prompts."""
+    instruct = str(cfg.task.get("_target_", "")).startswith("kdcli.tasks.instruct.")
+    if instruct and not str(cfg.dataset.get("_target_", "")).startswith(INSTRUCTION_DATA):
+        raise UserError(
+            f"dataset={choices.get('dataset')} holds no prompts, but task=instruct learns "
+            "answers to prompts: pick a dataset of prompts, dataset=drills (bundled) or "
+            "dataset=instruct dataset.path=FILE.jsonl, or task=lm for plain text."
         )

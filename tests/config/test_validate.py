@@ -79,6 +79,7 @@ def test_bad_values_are_refused_naming_the_key_and_the_range(overrides, expected
         (["dataset=shakespeare"], "or task=lm for text"),
         (["teacher=gpt_tiny"], "teacher=gpt_tiny reads text, but task=classify classifies"),
         (["student=hf", "student.path=/x"], "student=hf reads text, but task=classify"),
+        (["task=instruct", "dataset=shakespeare"], "dataset=shakespeare holds no prompts"),
     ],
 )
 def test_models_and_dataset_that_read_another_modality_than_the_task_are_refused(
