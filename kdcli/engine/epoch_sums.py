@@ -43,9 +43,9 @@ class EpochSums:
     def __init__(self, saved: dict[str, float], device: torch.device) -> None:
         self.loss = torch.tensor(saved.get("loss", 0.0), device=device)
         self.correct = torch.tensor(int(saved.get("correct", 0)), device=device, dtype=torch.long)
-        self.seen = int(saved.get("seen", 0))
+        self.seen = torch.tensor(int(saved.get("seen", 0)), device=device, dtype=torch.long)
         # (a state saved before the items were kept weighted the loss by the scored ones)
-        items = int(saved.get("items", self.seen))
+        items = int(saved.get("items", saved.get("seen", 0)))
         self.items = torch.tensor(items, device=device, dtype=torch.long)
         self.terms: dict[str, torch.Tensor] = {}
         self.images = 0

@@ -53,8 +53,9 @@ class Task(Protocol):
         """The batch's summed training score (a device tensor: no host sync)."""
         ...
 
-    def count(self, targets: torch.Tensor) -> int:
-        """How many scored items the batch holds."""
+    def count(self, targets: torch.Tensor) -> int | torch.Tensor:
+        """How many scored items the batch holds (a tensor where counting them on the device
+        saves a host sync)."""
         ...
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

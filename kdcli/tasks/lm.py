@@ -52,8 +52,10 @@ class LanguageModel:
     def score(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
 
-    def count(self, targets: torch.Tensor) -> int:
-        return int(targets.numel())
+    def count(self, targets: torch.Tensor) -> torch.Tensor:
+        """The tokens scored: the answers' alone in instruction data (prompt and padding are
+        IGNORE), on the device, so that the count costs no host sync."""
+        return (targets != IGNORE).sum()
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         flat, _, labels = self.flatten(logits.float(), None, targets)
