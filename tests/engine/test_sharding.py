@@ -20,6 +20,7 @@ from kdcli.config.checks import check_overrides
 from kdcli.config.objects import student_strategy
 from kdcli.engine import sharding
 from kdcli.engine.precision import FP32, Precision
+from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.errors import UserError
 from kdcli.models.lm.gpt import GPT
 
@@ -102,6 +103,17 @@ def test_each_repeated_block_is_a_unit_and_a_model_without_any_is_one():
     assert sharding.units(stack) == list(stack.layers), "the outermost repeated items only"
 
 
+@pytest.mark.slow  # importing transformers
+def test_a_hugging_face_models_decoder_layers_are_its_units():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=2,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config)
+    assert sharding.units(model) == list(model.model.layers)
+
+
 def test_bf16_gathers_weights_in_bf16_and_reduces_gradients_in_fp32():
     mixed = sharding.policy(Precision("bf16"))
     assert (mixed.param_dtype, mixed.reduce_dtype) == (torch.bfloat16, torch.float32)
@@ -146,3 +158,22 @@ def test_fsdp_alone_trains_whole_with_a_warning(caplog, monkeypatch):
 def test_a_strategy_that_does_not_exist_exits_2():
     with pytest.raises(UserError, match="distributed.strategy='zero' must be ddp or fsdp"):
         check_overrides(["distributed.strategy=zero"])
+
+
+def test_a_state_fsdp_saved_is_not_resumed_by_ddp(tmp_path, caplog):
+    """FSDP's state holds the optimizer's state by parameter name: DDP's path starts over."""
+
+    def parts() -> Parts:
+        model = nn.Linear(2, 2)
+        optimizer = torch.optim.AdamW(model.parameters())
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        return Parts(model, nn.Module(), optimizer, scheduler)
+
+    saved = parts()
+    sharded_state = saved.state
+    saved.state = lambda: {**sharded_state(), "layout": sharding.LAYOUT}  # what FSDP writes
+    state = TrainState(tmp_path / "s.state.pt")
+    state.save(saved, Position(1, 0))
+    with caplog.at_level(logging.WARNING):
+        assert state.resume(parts(), torch.device("cpu")) is None
+    assert "saved by distributed.strategy=fsdp, not ddp" in caplog.text
