@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -178,7 +178,7 @@ def fit(
         bar = add_bar(progress, job.label, epochs * batches, start.epoch * batches + start.step)
         for epoch in range(start.epoch, epochs):
             trainee.loss_fn.start_epoch(epoch, epochs)
-            trainee.model.train()
+            training.model.train()
             first = start.step if epoch == start.epoch else 0
             sums = EpochSums(start.sums if epoch == start.epoch else {}, job.device)
             for window in training.windows(epoch, first):
@@ -201,9 +201,10 @@ def fit(
                 if end < batches and training.save_due():
                     training.save_or_stop(Position(epoch, end, sums.saved()))
             images += sums.images
-            if job.on_epoch is not None and training.saving:
-                lr = training.optimizer.param_groups[0]["lr"]
-                job.on_epoch(sums.row(epoch, training.steps, shown, job.task.score_name, lr))
+            with training.whole(job.on_epoch is not None):  # the weights so far, whole
+                if job.on_epoch is not None and training.saving:
+                    lr = training.optimizer.param_groups[0]["lr"]
+                    job.on_epoch(sums.row(epoch, training.steps, shown, job.task.score_name, lr))
             training.end_epoch(epoch, shown)
     training.merge()
     seconds = time.perf_counter() - started
@@ -352,6 +353,19 @@ class Training:
         if signum is not None:
             saved = self.state.path if self.saving else None
             raise Interrupted(signum, saved, f"{self.job.label}, {position.describe()}")
+
+    @contextmanager
+    def whole(self, needed: bool) -> Iterator[None]:
+        """When `needed`, the caller's model holds the weights trained so far within the block
+        (under FSDP: gathered by every rank onto the device, back on the CPU after)."""
+        if not (needed and self.sharded):
+            yield
+            return
+        sharding.gather_into(self.model, self.trainee.model, self.job.device)
+        try:
+            yield
+        finally:
+            self.trainee.model.to(CPU)
 
     def merge(self) -> None:
         """The trained weights in the caller's model, whole on every rank (gathered from FSDP's

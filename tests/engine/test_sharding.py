@@ -3,6 +3,7 @@ processes: the sharded student takes DDP's steps, and a run stopped mid-way resu
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -88,6 +89,17 @@ def test_fsdp_student_takes_ddp_steps_and_a_stopped_run_resumes(tmp_path):
         assert gap < 1e-5, f"{name} is {gap:.1e} from DDP's student"
     headline = report["student"][report["metric"]]
     assert headline == pytest.approx(ddp.report()["student"][report["metric"]], abs=1e-4)
+    # each epoch's validation pass sees the weights trained so far, gathered whole
+    assert last_validation(fsdp.runs()[0]) == pytest.approx(last_validation(ddp.runs()[0]))
+
+
+def last_validation(run: Path) -> dict[str, float]:
+    """The student's last epoch's validation figures in the run's metrics.jsonl."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    [*_, last] = [row for row in rows if row.get("stage") == "student"]
+    figures = {key: value for key, value in last.items() if key.startswith("val_")}
+    assert figures, last
+    return figures
 
 
 # ---- units, precision and what FSDP refuses (no processes) ----------------------------------
