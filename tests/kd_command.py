@@ -93,11 +93,16 @@ def run_kd(
     return Result(done.returncode, done.stdout, done.stderr, cwd)
 
 
-def start_kd(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+def start_kd(
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    launcher: Sequence[str] | None = None,
+) -> subprocess.Popen:
     """Start `kd ARGS` in `cwd` (made if missing) without waiting: text pipes for its output."""
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        command_line(args),
+        command_line(args, launcher),
         cwd=cwd,
         env=kd_environment(env),
         stdout=subprocess.PIPE,

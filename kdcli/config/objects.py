@@ -5,6 +5,8 @@ stage's optimizer and scheduler."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from kdcli.config.build import build_model, instantiate_config, lora_settings, t
 from kdcli.config.checks import flat_keys
 from kdcli.config.from_files import model_record
 from kdcli.data import DatasetInfo, DataSource
+from kdcli.engine.distributed import launched_by_torchrun
 from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
@@ -24,6 +27,8 @@ from kdcli.models.lm.hf import check_shared_tokenizer
 from kdcli.models.lora import adaptable_layers, short_names, target_problem
 from kdcli.pipeline.objects import Objects
 from kdcli.store.checkpoint import load_model
+
+log = logging.getLogger(__name__)
 
 
 def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
@@ -56,6 +61,8 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         build_feature_loss(loss_fn, student.module, teacher.module.to(device), example_batch(data))
         student.rng = torch.get_rng_state()
     training = {role: training_recipe(cfg[role], role) for role in ("teacher", "student")}
+    # the student and its baseline train under distributed.strategy; the teacher under DDP
+    training["student"] = replace(training["student"], strategy=student_strategy(cfg, loss_fn))
     return Objects(
         data,
         loss_fn,
@@ -110,3 +117,33 @@ def _layer_key(loss: DictConfig, role: str, path: str) -> str:
         if value == path or (not isinstance(value, str) and path in list(value or [])):
             return key
     return f"loss.{role}_layers"
+
+
+def student_strategy(cfg: DictConfig, loss_fn: DistillationLoss) -> str:
+    """`distributed.strategy` (its value checked by values.py), once what FSDP does not train
+    is refused: a feature loss (FSDP's units do not expose the student's layers whole), the
+    student writing its own text (on-policy: its generation is not sharded), LoRA,
+    torch.compile and fp16 (its loss scaler's overflow check would be each rank's own)."""
+    strategy = str(OmegaConf.select(cfg, "distributed.strategy", default="ddp"))
+    if strategy != "fsdp":
+        return strategy
+    refused = {
+        "the loss taps the student's layers (a feature loss)": loss_fn.uses_features,
+        "the student writes its own text (loss.lmbda)": loss_fn.on_policy,
+        "student.lora is set": bool(cfg.student.get("lora")),
+        "compile=true": bool(cfg.compile),
+        "precision=fp16": cfg.precision == "fp16",
+    }
+    for what, applies in refused.items():
+        if applies:
+            raise UserError(
+                f"distributed.strategy=fsdp does not train this run: {what}. Use "
+                "distributed.strategy=ddp (the default), or change that setting "
+                "(docs/clusters-and-sweeps.md#fsdp)."
+            )
+    if not launched_by_torchrun():
+        log.warning(
+            "distributed.strategy=fsdp in one process: nothing to shard the student over, so it "
+            "trains whole; start it with `torchrun --nproc_per_node=N -m kdcli train ...`"
+        )
+    return strategy

@@ -34,6 +34,7 @@ from kdcli.config.specs import (
     whole_lists,
 )
 from kdcli.data.drills import KINDS as DRILL_KINDS
+from kdcli.engine.distributed import STRATEGIES
 from kdcli.errors import UserError, did_you_mean
 
 SECTIONS = (
@@ -143,6 +144,7 @@ BY_KEY: dict[str, Rule] = {
     "eval.batch_size": rule_of(choice("auto", otherwise=whole(1)), "256"),
     "eval.latency_runs": rule_of(whole(1), "50"),
     "checkpoint.every_s": rule_of(number(0), "300"),
+    "distributed.strategy": rule_of(choice(*STRATEGIES), "fsdp"),
     "compress.amount": rule_of(number(0, 1), "0.5"),
     "compress.epochs": rule_of(whole(0), "3"),
     "compress.lr_scale": rule_of(number(0, low_in=False), "0.1"),

@@ -44,6 +44,9 @@ from kdcli.engine.precision import FP32, Precision
 # may be training a teacher for hours: the default 30 minutes would be too short.
 COLLECTIVE_TIMEOUT = timedelta(hours=24)
 
+STRATEGIES = ("ddp", "fsdp")
+"""`distributed.strategy`: DDP (here) or FSDP (kdcli/engine/sharding.py)."""
+
 
 def env_world_size() -> int:
     """How many processes torchrun started (1 without torchrun), before the group exists."""
@@ -220,6 +223,16 @@ def sum_over_ranks(*values: torch.Tensor | int) -> list[torch.Tensor | int]:
     return list(stacked.unbind())
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true on any rank (alone: `flag`), so that all ranks take a decision
+    that each takes alone (save now: a timer, a signal) together. Every rank must call it."""
+    if not active():
+        return flag
+    vote = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
 def average_gradients(module: nn.Module) -> None:
     """Average over ranks the gradients of parameters that DDP does not own (a feature loss's
     adapters live in the loss, not the model). Alone this does nothing."""
@@ -241,20 +254,26 @@ def predict_sharded(
     """Logits for every sample of the loader's split, in split order, computed by all ranks.
 
     Each rank predicts every N-th batch; the parts are gathered so that every rank ends with
-    the whole [num_samples, num_classes] tensor.
+    the whole tensor, shaped as one process's would be: [num_samples, num_classes] for images,
+    [num_samples, T, V] for text.
     """
     if not active():
         return predict(model, loader, device, precision)
     logits = [torch.empty(0, device=device)]
     index = [torch.empty(0, device=device, dtype=torch.long)]
+    shape: list[int] = []  # one sample's logits' shape
     mine = ShardedBatches(loader, rank(), world_size())
     for _, batch, batch_logits, _ in outputs(model, mine, device, precision=precision):
         logits.append(batch_logits.flatten())
         index.append(batch.index)
+        shape = list(batch_logits.shape[1:])
+    shapes: list[list[int]] = [[] for _ in range(world_size())]
+    dist.all_gather_object(shapes, shape)  # a rank without batches learns it from the others
+    sample = max(shapes, key=len)
     all_logits = torch.cat(_gather(torch.cat(logits), device))
     all_index = torch.cat(_gather(torch.cat(index), device))
-    result = torch.empty_like(all_logits).view(loader.num_samples, -1)
-    result[all_index] = all_logits.view(loader.num_samples, -1)
+    result = torch.empty_like(all_logits).view(loader.num_samples, *sample)
+    result[all_index] = all_logits.view(loader.num_samples, *sample)
     return result
 
 

@@ -35,7 +35,7 @@ class Figures:
 class EpochSums:
     """The running sums of one epoch, on the device (no host sync per step): the loss (and a
     combo loss's terms) weighted by each batch's counted items (the rows its loss averages
-    over: engine/loop.py `counted_items`) and those items, so the epoch's loss is the mean over
+    over: engine/rows.py `counted_items`) and those items, so the epoch's loss is the mean over
     every counted row, however the rows fell into batches; the task's score and the samples (or
     tokens) scored; the images of all ranks. A state saved within the epoch carries the sums
     but the images and terms (`saved`); the resumed epoch goes on from them."""

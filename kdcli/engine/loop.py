@@ -33,28 +33,29 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-from rich.progress import Progress, TaskID
 from torch import nn
 
 from kdcli.data import Batch, Dataset, Loader
-from kdcli.engine import distributed
+from kdcli.engine import distributed, sharding
 from kdcli.engine import precision as numerics
 from kdcli.engine.epoch_sums import EpochSums, Figures
 from kdcli.engine.finite import FiniteWatch
 from kdcli.engine.interrupt import Interrupted, deferred, pending
 from kdcli.engine.precision import FP32, Precision
-from kdcli.engine.progress import stage_progress
+from kdcli.engine.progress import add_bar, show, stage_progress
+from kdcli.engine.rows import counted_items, learned_rows
 from kdcli.engine.state import Parts, Position, TrainState
 from kdcli.losses import DistillationLoss, Features
 from kdcli.models.features import FeatureTap
 from kdcli.models.lora import Adapters, Lora
 from kdcli.tasks import Task
-from kdcli.tasks.lm import IGNORE
+
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -98,7 +99,8 @@ class Recipe:
     `compile` runs the forward and backward passes through torch.compile (the weights stay
     the model's; the first steps pay for the compilation). `accumulate` batches make one
     optimizer step (see the module); `lora` trains LoRA adapters merged at the end instead of
-    the model's weights."""
+    the model's weights. `strategy` (under torchrun): `ddp` keeps the whole model on every
+    process, `fsdp` shards it (kdcli/engine/sharding.py)."""
 
     epochs: int
     optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -108,6 +110,7 @@ class Recipe:
     compile: bool = False
     accumulate: int = 1
     lora: Lora | None = None
+    strategy: str = "ddp"
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,10 @@ def fit(
         FeatureTap(trainee.model, trainee.loss_fn.student_layers) as tap,
         deferred(),  # a signal is acted on between steps: save, then stop
     ):
-        bar = _add_bar(progress, job.label, epochs * batches, start.epoch * batches + start.step)
+        bar = add_bar(progress, job.label, epochs * batches, start.epoch * batches + start.step)
         for epoch in range(start.epoch, epochs):
             trainee.loss_fn.start_epoch(epoch, epochs)
-            trainee.model.train()
+            training.model.train()
             first = start.step if epoch == start.epoch else 0
             sums = EpochSums(start.sums if epoch == start.epoch else {}, job.device)
             for window in training.windows(epoch, first):
@@ -185,14 +188,23 @@ def fit(
                         shown = sums.figures(training.watch, epoch)
                         rate = (images + sums.images) / max(time.perf_counter() - started, 1e-9)
                         done = epoch * batches + step + 1
-                        _show(progress, bar, done, f"{epoch + 1}/{epochs}", shown, rate)
+                        show(
+                            progress,
+                            bar,
+                            done,
+                            f"{epoch + 1}/{epochs}",
+                            shown.loss,
+                            shown.score,
+                            rate,
+                        )
                 end = window.start + len(window.batches)  # saved only between steps
-                if end < batches and (training.state.due() or pending() is not None):
+                if end < batches and training.save_due():
                     training.save_or_stop(Position(epoch, end, sums.saved()))
             images += sums.images
-            if job.on_epoch is not None and training.saving:
-                lr = training.optimizer.param_groups[0]["lr"]
-                job.on_epoch(sums.row(epoch, training.steps, shown, job.task.score_name, lr))
+            with training.whole(job.on_epoch is not None):  # the weights so far, whole
+                if job.on_epoch is not None and training.saving:
+                    lr = training.optimizer.param_groups[0]["lr"]
+                    job.on_epoch(sums.row(epoch, training.steps, shown, job.task.score_name, lr))
             training.end_epoch(epoch, shown)
     training.merge()
     seconds = time.perf_counter() - started
@@ -201,27 +213,6 @@ def fit(
     resumed_from = training.resumed.describe() if training.resumed else None
     images_per_s = images / max(seconds, 1e-9)
     return FitResult(seconds, images_per_s, epochs, shown.loss, shown.score, resumed_from)
-
-
-def learned_rows(
-    rows: torch.Tensor, teacher_rows: torch.Tensor | None, labels: torch.Tensor, labelled: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """What the loss gets of a batch: its rows, the teacher's, and the targets. Text the
-    student wrote itself (not `labelled`) has no targets to learn, only the teacher's
-    distributions, on the rows that count (an answer's, in instruction data)."""
-    if labelled:
-        return rows, teacher_rows, labels
-    counted = labels != IGNORE
-    if teacher_rows is not None and not bool(counted.all()):
-        rows, teacher_rows = rows[counted], teacher_rows[counted]
-    return rows, teacher_rows, None
-
-
-def counted_items(batch: Batch) -> torch.Tensor:
-    """How many rows of `batch` its loss averages over (a device tensor: no host sync): those
-    whose target is not -100 (every image; a token that is not masked, e.g. an answer's), in
-    text the student wrote itself too (its loss learns the teacher on those rows alone)."""
-    return (batch.y != IGNORE).sum()
 
 
 @dataclass
@@ -251,11 +242,15 @@ class Training:
         if loss_fn.needs_teacher and knowledge is None:
             raise ValueError(f"{type(loss_fn).__name__} needs teacher knowledge; none was given")
         self.trainee, self.recipe, self.job, self.knowledge = trainee, recipe, job, knowledge
+        self.sharded = recipe.strategy == "fsdp" and distributed.active()
         numerics.prepare(model.to(device), recipe.precision)
         # LoRA: the model's own weights frozen until `merge`
         self.adapters = Adapters(model, recipe.lora) if recipe.lora is not None else None
+        # FSDP trains a sharded copy, gathered back into `model` by `merge`
+        self.model = sharding.shard(model, device, recipe.precision) if self.sharded else model
         loss_fn.to(device)
-        trainable = [p for p in (*model.parameters(), *loss_fn.parameters()) if p.requires_grad]
+        every = (*self.model.parameters(), *loss_fn.parameters())
+        trainable = [p for p in every if p.requires_grad]
         self.optimizer = recipe.optimizer(trainable)
         self.loader = distributed.shard_loader(trainee.loader)
         # optimizer steps per epoch (at least one), and the batches they take
@@ -265,9 +260,12 @@ class Training:
         self.per_batch = getattr(self.scheduler, "per_batch", False)
         self.scaler = numerics.grad_scaler(recipe.precision, device)
         self.state = job.state or TrainState(None)
-        self.parts = Parts(model, loss_fn, self.optimizer, self.scheduler, self.scaler)
-        self.resumed = self.state.resume(self.parts, device)
-        self.ddp = distributed.wrap_model(model, device)  # shares `model`'s weights
+        parts = sharding.ShardedParts if self.sharded else Parts
+        self.parts = parts(self.model, loss_fn, self.optimizer, self.scheduler, self.scaler)
+        # a sharded state is read whole by every rank: into host memory
+        self.resumed = self.state.resume(self.parts, CPU if self.sharded else device)
+        # DDP shares `model`'s weights; FSDP's copy is trained as it is
+        self.ddp = self.model if self.sharded else distributed.wrap_model(model, device)
         self.trained: Callable[..., torch.Tensor] = self.ddp
         if recipe.compile:
             self.trained = torch.compile(self.ddp)
@@ -340,32 +338,42 @@ class Training:
             self.scheduler.step()
         self.save_or_stop(Position(epoch + 1, 0, shown.to_save()))
 
+    def save_due(self) -> bool:
+        """Whether to save within the epoch now: `every_s` has passed or a signal came in
+        (under FSDP, on any rank: the ranks gather the state together)."""
+        due = self.state.due() or pending() is not None
+        return distributed.any_rank(due, self.job.device) if self.sharded else due
+
     def save_or_stop(self, position: Position) -> None:
-        """Save the state at `position` (rank 0), then stop when a signal came in meanwhile."""
-        if self.saving:
-            self.state.save(self.parts, position)
+        """Save the state at `position` (rank 0 writes; under FSDP every rank gathers it),
+        then stop when a signal came in meanwhile."""
+        if self.saving or self.sharded:
+            self.state.save(self.parts, position, write=self.saving)
         signum = pending()
         if signum is not None:
             saved = self.state.path if self.saving else None
             raise Interrupted(signum, saved, f"{self.job.label}, {position.describe()}")
 
+    @contextmanager
+    def whole(self, needed: bool) -> Iterator[None]:
+        """When `needed`, the caller's model holds the weights trained so far within the block
+        (under FSDP: gathered by every rank onto the device, back on the CPU after)."""
+        if not (needed and self.sharded):
+            yield
+            return
+        sharding.gather_into(self.model, self.trainee.model, self.job.device)
+        try:
+            yield
+        finally:
+            self.trainee.model.to(CPU)
+
     def merge(self) -> None:
-        """Fold LoRA adapters into the model's weights (the plain model again)."""
+        """The trained weights in the caller's model, whole on every rank (gathered from FSDP's
+        shards), with LoRA adapters folded into them (the plain model again)."""
+        if self.sharded:
+            sharding.gather_into(self.model, self.trainee.model, self.job.device)
         if self.adapters is not None:
             self.adapters.merge()
-
-
-def _add_bar(progress: Progress, label: str, total: int, completed: int) -> TaskID:
-    return progress.add_task(
-        label, total=total, completed=completed, epoch="-", loss="-", acc="-", speed="-"
-    )
-
-
-def _show(
-    progress: Progress, bar: TaskID, completed: int, epoch: str, shown: Figures, rate: float
-) -> None:
-    loss, acc, speed = f"{shown.loss:.4f}", f"{shown.score:.3f}", f"{rate:,.0f}"
-    progress.update(bar, completed=completed, epoch=epoch, loss=loss, acc=acc, speed=speed)
 
 
 def _loss_inputs(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
 
@@ -21,4 +21,31 @@ def stage_progress(visible: bool = True) -> Progress:
         console=console,
         transient=False,
         disable=not visible,
+    )
+
+
+def add_bar(progress: Progress, label: str, total: int, completed: int) -> TaskID:
+    """A stage's bar, `completed` of `total` batches done (a resumed stage starts there)."""
+    return progress.add_task(
+        label, total=total, completed=completed, epoch="-", loss="-", acc="-", speed="-"
+    )
+
+
+def show(
+    progress: Progress,
+    bar: TaskID,
+    completed: int,
+    epoch: str,
+    loss: float,
+    score: float,
+    rate: float,
+) -> None:
+    """The bar at `completed` batches, with the running loss, score and images/s."""
+    progress.update(
+        bar,
+        completed=completed,
+        epoch=epoch,
+        loss=f"{loss:.4f}",
+        acc=f"{score:.3f}",
+        speed=f"{rate:,.0f}",
     )

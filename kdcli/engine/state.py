@@ -84,12 +84,21 @@ class Parts:
         }
 
     def load(self, state: dict[str, Any]) -> None:
+        if state.get("layout") is not None:  # kdcli/engine/sharding.py's
+            raise ValueError("saved by distributed.strategy=fsdp, not ddp")
         self.model.load_state_dict(state["model"])
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
+
+    def backup(self) -> dict[str, Any]:
+        """A copy of the parts as they are, for `restore` when a saved state does not fit."""
+        return copy.deepcopy(self.state())
+
+    def restore(self, backup: dict[str, Any]) -> None:
+        self.load(backup)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -128,7 +137,9 @@ class TrainState:
         """Whether `every_s` seconds have passed since the last save (within an epoch)."""
         return self.path is not None and time.monotonic() - self.last_save >= self.every_s
 
-    def save(self, parts: Parts, position: Position) -> None:
+    def save(self, parts: Parts, position: Position, write: bool = True) -> None:
+        """Save the parts at `position`. A sharded model's parts are gathered by every rank
+        together, and written by the one whose `write` is true."""
         if self.path is None:
             return
         state = {
@@ -139,7 +150,8 @@ class TrainState:
             "sums": position.sums,
             "rng": _rng_states(),
         }
-        write_atomic(self.path, lambda handle: torch.save(state, handle))
+        if write:
+            write_atomic(self.path, lambda handle: torch.save(state, handle))
         self.last_save = time.monotonic()
 
     def resume(self, parts: Parts, device: torch.device) -> Position | None:
@@ -151,7 +163,7 @@ class TrainState:
         self._remove_torn_writes()
         if not self.path.is_file():
             return None
-        before = copy.deepcopy(parts.state())
+        before = parts.backup()
         try:
             state = torch.load(self.path, map_location=device, weights_only=True)
             if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -160,7 +172,7 @@ class TrainState:
             _restore_rng(state["rng"])
             position = Position(int(state["epoch"]), int(state["step"]), dict(state["sums"]))
         except Exception as error:  # torch.load and load_state_dict raise many types
-            parts.load(before)
+            parts.restore(before)
             log.warning(
                 "ignoring the saved training state %s: it cannot be used (%s: %s); this stage "
                 "starts from scratch",

@@ -101,6 +101,11 @@ def _split(samples: int) -> tuple[Split, DatasetInfo]:
     return Split(images, torch.arange(samples) % 3), info
 
 
+def _sequence_model(model: torch.nn.Module) -> torch.nn.Module:
+    """`model`'s 3 outputs as a sequence of 3 positions of 1 (a language model's [B, T, V])."""
+    return torch.nn.Sequential(model, torch.nn.Unflatten(1, (3, 1)))
+
+
 def _worker(rank: int, store: str, out: str) -> None:
     """One of two gloo processes: shard a loader, predict a split and average gradients
     together."""
@@ -110,6 +115,7 @@ def _worker(rank: int, store: str, out: str) -> None:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     loader = EpochLoader(split, info, 4, train=False)
     logits = distributed.predict_sharded(model, loader, torch.device("cpu"))
+    tokens = distributed.predict_sharded(_sequence_model(model), loader, torch.device("cpu"))
     train = EpochLoader(split, info, 8, train=True, seed=1)
     shards = [b.index for b in distributed.shard_loader(train).epoch(0)]
     totals = distributed.sum_over_ranks(torch.tensor(float(rank + 1)), rank)
@@ -119,7 +125,13 @@ def _worker(rank: int, store: str, out: str) -> None:
     distributed.average_gradients(adapter)
     averaged = [parameter.grad for parameter in adapter.parameters()]
     torch.save(
-        {"logits": logits, "shards": shards, "totals": totals, "averaged": averaged},
+        {
+            "logits": logits,
+            "tokens": tokens,
+            "shards": shards,
+            "totals": totals,
+            "averaged": averaged,
+        },
         f"{out}/{rank}.pt",
     )
     dist.destroy_process_group()
@@ -137,6 +149,8 @@ def test_two_ranks_shard_batches_gather_predictions_and_average_gradients(tmp_pa
     expected = predict(model, EpochLoader(split, info, 4, train=False), torch.device("cpu"))
     for result in results:
         torch.testing.assert_close(result["logits"], expected)
+        # shaped as one process's: [N, T, V] stays so (flattened, top-k would pick positions)
+        torch.testing.assert_close(result["tokens"], expected.view(23, 3, 1))
         assert [float(t) for t in result["totals"]] == [3.0, 1.0]
         assert all(bool((grad == 1.5).all()) for grad in result["averaged"]), "(1 + 2) / 2"
 

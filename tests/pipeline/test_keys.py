@@ -124,6 +124,8 @@ ROWS = [
     ("checkpoint.save=false", Facts(), set()),
     ("checkpoint.every_s=10", Facts(), set()),
     ("compile=true", Facts(), set()),
+    # FSDP takes DDP's steps; a state saved by the other strategy is not resumed (a warning)
+    ("distributed.strategy=fsdp", Facts(), set()),
     ("plots=false", Facts(), set()),
     ("logger=csv", Facts(), set()),
     ("compress=int8", Facts(), set()),
