@@ -153,6 +153,7 @@ class HFTokens:
     """A Hugging Face tokenizer (`dataset.tokenizer=DIR`), with its chat template if any."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         self.tokenizer = Tokens(path).tokenizer
         eos = self.tokenizer.eos_token_id
         if eos is None:
@@ -178,6 +179,22 @@ class HFTokens:
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def chat(self, messages: list[dict[str, str]], prompt: bool) -> list[int]:
+        """`messages` rendered by the chat template (with the generation prompt: `prompt`),
+        as token ids. Rendered as text, then encoded like any text (the template writes its
+        special tokens, such as bos, itself): `apply_chat_template(tokenize=True)` returns a
+        list in transformers 4 and a dict in 5."""
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=prompt
+            )
+        except Exception as error:  # the template's own error (jinja2's, or raise_exception)
+            raise UserError(
+                f"dataset.tokenizer={self.path}: its chat template could not render a "
+                f"conversation ({type(error).__name__}: {error})."
+            ) from None
+        return self.encode(str(text))
 
 
 Tokenizer = CharTokens | HFTokens
@@ -206,28 +223,44 @@ def render(turns: Conversation, tokens: Tokenizer) -> tuple[list[int], list[bool
 
 def _render_template(turns: Conversation, tokens: HFTokens) -> tuple[list[int], list[bool]]:
     """The chat template's rendering, each assistant turn found as what the template adds
-    between the conversation before it (with the generation prompt) and the one through it."""
-    template = tokens.tokenizer.apply_chat_template
+    between the conversation before it (with the generation prompt) and the one through it.
+    The answer runs through the first end-of-sequence token the template writes there (what
+    it writes after that, such as ChatML's newline, does not count); a template that writes
+    none gets one after the answer, which the model must learn to end with."""
     messages = [{"role": t.role, "content": t.content} for t in turns]
+    rendered: list[int] = []  # the template's tokens so far (without any eos added)
     ids: list[int] = []
     answer: list[bool] = []
     for end, turn in enumerate(turns, start=1):
         if turn.role != "assistant":
             continue
-        before = list(template(messages[: end - 1], add_generation_prompt=True, tokenize=True))
-        through = list(template(messages[:end], tokenize=True))
-        if before[: len(ids)] != ids or through[: len(before)] != before:
+        before = tokens.chat(messages[: end - 1], prompt=True)
+        through = tokens.chat(messages[:end], prompt=False)
+        if before[: len(rendered)] != rendered or through[: len(before)] != before:
             raise UserError(
-                "dataset.tokenizer's chat template does not render a conversation as the "
-                "turns before an answer followed by the answer; use a tokenizer whose template "
-                "does, or give prompt/response lines with a tokenizer without a chat template."
+                f"dataset.tokenizer={tokens.path}: its chat template does not render a "
+                "conversation as the turns before an answer (with the generation prompt) "
+                f"followed by the answer (messages[{end - 1}] of {_short(messages)}), so "
+                "the answer's tokens cannot be told apart. Save the tokenizer with a template "
+                "that does (tokenizer.chat_template = ...; tokenizer.save_pretrained(DIR)) "
+                "and set dataset.tokenizer=DIR."
             )
-        said = through[len(before) :]
-        if not said or said[-1] != tokens.eos_id:
+        said, after = through[len(before) :], []
+        if tokens.eos_id in said:
+            cut = said.index(tokens.eos_id) + 1
+            said, after = said[:cut], said[cut:]
+        else:
             said.append(tokens.eos_id)
-        answer += [False] * (len(before) - len(ids)) + [True] * len(said)
-        ids = before + said
+        ids += before[len(rendered) :] + said + after
+        answer += [False] * (len(before) - len(rendered)) + [True] * len(said)
+        answer += [False] * len(after)
+        rendered = through
     return ids, answer
+
+
+def _short(messages: list[dict[str, str]]) -> str:
+    text = json.dumps(messages)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # ---- answers as tensors ----------------------------------------------------------------------
