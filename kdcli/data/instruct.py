@@ -34,7 +34,7 @@ import torch
 from kdcli.data.base import DatasetInfo
 from kdcli.data.memory import InMemoryDataset, Split
 from kdcli.data.text import text_info
-from kdcli.data.tokenizer import Tokens
+from kdcli.data.tokenizer import Tokens, chat_template_tokens
 from kdcli.errors import UserError
 from kdcli.store.plain import MAX_BYTES
 
@@ -138,11 +138,12 @@ class CharTokens:
     def encode(self, text: str) -> list[int]:
         return [self.index[c] for c in text]
 
-    def decode(self, tokens: list[int]) -> str:
-        """The text of `tokens`, up to the first end-of-sequence, without padding."""
+    def decode(self, tokens: list[int], stop: bool = True) -> str:
+        """The text of `tokens`, up to the first end-of-sequence (all of it without `stop`: a
+        prompt's), without padding."""
         text = []
         for token in tokens:
-            if token == self.eos_id:
+            if token == self.eos_id and stop:
                 break
             if token >= 2:
                 text.append(self.characters[token - 2])
@@ -171,30 +172,16 @@ class HFTokens:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def decode(self, tokens: list[int]) -> str:
-        if self.eos_id in tokens:
+    def decode(self, tokens: list[int], stop: bool = True) -> str:
+        """The text of `tokens` up to the first end-of-sequence (all of it without `stop`: a
+        prompt, whose template may end turns with it), without special tokens."""
+        if stop and self.eos_id in tokens:
             tokens = tokens[: tokens.index(self.eos_id)]
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def chat(self, messages: list[dict[str, str]], prompt: bool) -> list[int]:
-        """`messages` rendered by the chat template (with the generation prompt: `prompt`),
-        as token ids. Rendered as text, then encoded like any text (the template writes its
-        special tokens, such as bos, itself): `apply_chat_template(tokenize=True)` returns a
-        list in transformers 4 and a dict in 5."""
-        try:
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=prompt
-            )
-        except Exception as error:  # the template's own error (jinja2's, or raise_exception)
-            raise UserError(
-                f"dataset.tokenizer={self.path}: its chat template could not render a "
-                f"conversation ({type(error).__name__}: {error})."
-            ) from None
-        return self.encode(str(text))
 
 
 Tokenizer = CharTokens | HFTokens
@@ -204,7 +191,8 @@ def render(turns: Conversation, tokens: Tokenizer) -> tuple[list[int], list[bool
     """A conversation's token ids and, for each, whether it is part of an assistant's answer
     (the answer's own tokens and the end-of-sequence after it)."""
     if isinstance(tokens, HFTokens) and tokens.has_chat_template:
-        return _render_template(turns, tokens)
+        messages = [{"role": t.role, "content": t.content} for t in turns]
+        return chat_template_tokens(messages, tokens.tokenizer, tokens.eos_id, tokens.path)
     ids: list[int] = []
     answer: list[bool] = []
     pair = [t.role for t in turns] == ["user", "assistant"]  # written without the roles
@@ -219,48 +207,6 @@ def render(turns: Conversation, tokens: Tokenizer) -> tuple[list[int], list[bool
             ids += line
             answer += [False] * len(line)
     return ids, answer
-
-
-def _render_template(turns: Conversation, tokens: HFTokens) -> tuple[list[int], list[bool]]:
-    """The chat template's rendering, each assistant turn found as what the template adds
-    between the conversation before it (with the generation prompt) and the one through it.
-    The answer runs through the first end-of-sequence token the template writes there (what
-    it writes after that, such as ChatML's newline, does not count); a template that writes
-    none gets one after the answer, which the model must learn to end with."""
-    messages = [{"role": t.role, "content": t.content} for t in turns]
-    rendered: list[int] = []  # the template's tokens so far (without any eos added)
-    ids: list[int] = []
-    answer: list[bool] = []
-    for end, turn in enumerate(turns, start=1):
-        if turn.role != "assistant":
-            continue
-        before = tokens.chat(messages[: end - 1], prompt=True)
-        through = tokens.chat(messages[:end], prompt=False)
-        if before[: len(rendered)] != rendered or through[: len(before)] != before:
-            raise UserError(
-                f"dataset.tokenizer={tokens.path}: its chat template does not render a "
-                "conversation as the turns before an answer (with the generation prompt) "
-                f"followed by the answer (messages[{end - 1}] of {_short(messages)}), so "
-                "the answer's tokens cannot be told apart. Save the tokenizer with a template "
-                "that does (tokenizer.chat_template = ...; tokenizer.save_pretrained(DIR)) "
-                "and set dataset.tokenizer=DIR."
-            )
-        said, after = through[len(before) :], []
-        if tokens.eos_id in said:
-            cut = said.index(tokens.eos_id) + 1
-            said, after = said[:cut], said[cut:]
-        else:
-            said.append(tokens.eos_id)
-        ids += before[len(rendered) :] + said + after
-        answer += [False] * (len(before) - len(rendered)) + [True] * len(said)
-        answer += [False] * len(after)
-        rendered = through
-    return ids, answer
-
-
-def _short(messages: list[dict[str, str]]) -> str:
-    text = json.dumps(messages)
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # ---- answers as tensors ----------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Hugging Face tokenizers read from local directories (`dataset.tokenizer=DIR`, and the
 tokenizers saved beside `teacher=hf` / `student=hf` models), with the optional extra
-`kdcli[hf]`. Nothing is downloaded (`local_files_only`, `HF_HUB_OFFLINE=1`)."""
+`kdcli[hf]`, and their chat templates. Nothing is downloaded (`local_files_only`,
+`HF_HUB_OFFLINE=1`)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,58 @@ class Tokens:
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)
+
+
+def chat_template_tokens(
+    messages: list[dict[str, str]], tokenizer: Any, eos: int, path: str
+) -> tuple[list[int], list[bool]]:
+    """A conversation's token ids as `tokenizer`'s chat template renders it (the tokenizer of
+    `dataset.tokenizer=path`), and for each whether it is part of an assistant's answer.
+
+    Each assistant turn is what the template adds between the conversation before it (with
+    the generation prompt) and the conversation through it; a template that does not render
+    the one as a prefix of the other is refused. The answer runs through the first `eos` the
+    template writes there (what it writes after that, such as ChatML's newline, is not the
+    answer's); a template that writes none gets one after the answer, to learn to end with."""
+    rendered: list[int] = []  # the template's tokens so far (without any eos added)
+    ids: list[int] = []
+    answer: list[bool] = []
+    for end, message in enumerate(messages, start=1):
+        if message["role"] != "assistant":
+            continue
+        before = _chat(tokenizer, messages[: end - 1], True, path)
+        through = _chat(tokenizer, messages[:end], False, path)
+        if before[: len(rendered)] != rendered or through[: len(before)] != before:
+            shown = json.dumps(messages)
+            raise UserError(
+                f"dataset.tokenizer={path}: its chat template does not render a conversation "
+                "as the turns before an answer (with the generation prompt) followed by the "
+                f"answer (messages[{end - 1}] of {shown[:200]}{'...' * (len(shown) > 200)}), "
+                "so the answer's tokens cannot be told apart. Save the tokenizer with a "
+                "template that does (tokenizer.chat_template = ...; "
+                "tokenizer.save_pretrained(DIR)) and set dataset.tokenizer=DIR."
+            )
+        said, after = through[len(before) :], []
+        if eos in said:
+            said, after = said[: said.index(eos) + 1], said[said.index(eos) + 1 :]
+        else:
+            said.append(eos)
+        ids += before[len(rendered) :] + said + after
+        answer += [False] * (len(before) - len(rendered)) + [True] * len(said)
+        answer += [False] * len(after)
+        rendered = through
+    return ids, answer
+
+
+def _chat(tokenizer: Any, messages: list[dict[str, str]], prompt: bool, path: str) -> list[int]:
+    """`messages` rendered by the chat template (with the generation prompt: `prompt`), as
+    text, then encoded like any text: the template writes its special tokens (bos) itself.
+    (`apply_chat_template(tokenize=True)` returns a list in transformers 4, a dict in 5.)"""
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+    except Exception as error:  # the template's own error (jinja2's, or raise_exception)
+        raise UserError(
+            f"dataset.tokenizer={path}: its chat template could not render a conversation "
+            f"({type(error).__name__}: {error})."
+        ) from None
+    return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])

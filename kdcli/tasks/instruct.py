@@ -96,7 +96,7 @@ class Instruct(LanguageModel):
             for tokens, length, targets in _by_prompt_length(batch.x, batch.y):
                 written = _answer(model, tokens[:, :length], tokens.shape[1], vocabulary.eos_id)
                 for row in range(len(tokens)):
-                    prompts.append(vocabulary.decode(tokens[row, :length].tolist()))
+                    prompts.append(vocabulary.decode(tokens[row, :length].tolist(), stop=False))
                     references.append(vocabulary.decode(_reference(targets[row])))
                     texts.append(vocabulary.decode(written[row, length:].tolist()))
                 if teacher is not None:
