@@ -134,11 +134,12 @@ def _table(result: dict[str, Any]) -> Table:
     table.add_column("")
     for split in splits:
         table.add_column(f"{SPLITS[split]} ({result[split][items]} {items})", justify="right")
-    rows = [("top-1 accuracy", "top1"), ("top-5 accuracy", "top5"), ("NLL", "nll"), ("ECE", "ece"),
+    rows = [("exact match", "exact_match"), ("ROUGE-L", "rouge_l"), ("top-1 accuracy", "top1"),
+            ("top-5 accuracy", "top5"), ("NLL", "nll"), ("ECE", "ece"),
             ("perplexity", "perplexity"), ("bits per character", "bpc")]  # fmt: skip
     for label, key in rows:
         if key in result[splits[0]]:
-            percent = key in ("top1", "top5", "ece")
+            percent = key in ("exact_match", "rouge_l", "top1", "top5", "ece")
             cells = [f"{100 * result[s][key]:.2f}%" if percent else f"{result[s][key]:.4f}"
                      for s in splits]  # fmt: skip
             table.add_row(label, *cells)

@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from kdcli.data import Dataset, DatasetInfo
+from kdcli.data.instruct import IGNORE, InstructDataset
 from kdcli.engine.infer import predict
 from kdcli.errors import UserError
 from kdcli.store.checkpoint import ModelFile, read_exported_model, read_model_file
 from kdcli.tasks.classify import TASK, confusion_matrix, topk_accuracy
+from kdcli.tasks.instruct import Instruct
 from kdcli.tasks.lm import TASK as LANGUAGE_MODEL
 
 KEY = "checkpoint"  # how messages name the file
@@ -47,7 +49,8 @@ def evaluate_model(
     name: str | None = None,
 ) -> dict[str, Any]:
     """Every split's metrics (test, and validation when there is one) for `model` (loaded
-    from `path`): a classifier's, or a language model's on token windows."""
+    from `path`): a classifier's, or a language model's on token windows or on instruction
+    data's answers (with its greedy answers' exact match and ROUGE-L)."""
     model.to(device).eval()
     task = LANGUAGE_MODEL if data.info.modality == "text" else TASK
     result: dict[str, Any] = {
@@ -63,7 +66,11 @@ def evaluate_model(
             if task is TASK:
                 result[split] = split_figures(logits, labels)
             else:
-                result[split] = {**task.metrics(logits, labels), "tokens": labels.numel()}
+                counted = int((labels != IGNORE).sum())  # instruction data: the answers'
+                result[split] = {**task.metrics(logits, labels), "tokens": counted}
+                if isinstance(data, InstructDataset):  # and the greedy answers, judged
+                    answers = Instruct().answers(model, None, data, split)
+                    result[split].update(answers.figures, answers=len(answers.texts))
     return result
 
 
