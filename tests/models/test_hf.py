@@ -69,7 +69,9 @@ def test_a_padded_vocabulary_is_cut_to_the_tokenizers(hf_dirs):
 
 
 def test_a_window_longer_than_the_model_reads_is_refused(hf_dirs):
-    with pytest.raises(UserError, match=r"dataset.block_size=100: .* at most 64 positions"):
+    with pytest.raises(
+        UserError, match=r"dataset.block_size=100 \(dataset.max_length .* at most 64 positions"
+    ):
         hf_causal_lm(str(hf_dirs["student"]), num_classes=26, image_size=100)
 
 

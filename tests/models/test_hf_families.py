@@ -5,15 +5,19 @@ counted, and chat data distilled between families end to end."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 from hf_families import chats, save_model, tokenizer, write_chats
 
+from kdcli.cli.main import main
 from kdcli.data.instruct import IGNORE, HFTokens, Turn, encode, render
 from kdcli.errors import UserError
-from kdcli.models.lm.hf import hf_causal_lm
+from kdcli.models.lm.hf import check_shared_tokenizer, hf_causal_lm
+from kdcli.tasks.instruct import words
 
 if importlib.util.find_spec("transformers") is None:  # found without importing it (6 s)
     pytest.skip("kdcli[hf] absent", allow_module_level=True)
@@ -115,3 +119,82 @@ def test_a_template_whose_answers_do_not_follow_its_prompt_is_refused(families):
     tokens = HFTokens(str(families["unsplittable"]))
     with pytest.raises(UserError, match="does not render a conversation as the turns before"):
         encode([conversation(2)], tokens, max_length=200)
+
+
+def test_a_tokenizer_that_extends_the_teachers_with_a_token_of_its_own_is_shared(
+    families, tmp_path, caplog
+):
+    """A fine-tune's added token (ids past the teacher's): the data never holds it, and the
+    student's logits are cut to the data's tokenizer."""
+    extended = tokenizer("chatml")
+    extended.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
+    vocabulary = len(HFTokens(str(families["qwen2"])))
+    teacher = hf_causal_lm(str(families["qwen2"]), vocabulary, image_size=64)
+    student_dir = save_model(tmp_path / "student", "gpt2", extended)
+    student = hf_causal_lm(str(student_dir), vocabulary, image_size=64)
+    with caplog.at_level(logging.INFO):
+        check_shared_tokenizer({"teacher": teacher, "student": student}, str(families["qwen2"]))
+    assert f"its tokenizer has {vocabulary + 1} tokens, teacher.path's {vocabulary}" in caplog.text
+    assert student(torch.zeros(1, 4, dtype=torch.long)).shape[-1] == vocabulary
+
+
+def chat_run(families: dict[str, Path], teacher: str, student: str) -> list[str]:
+    return [
+        "task=instruct",
+        "dataset=instruct",
+        f"dataset.path={families['chats']}",
+        "dataset.max_length=64",
+        "teacher=hf",
+        f"teacher.path={families[teacher]}",
+        "student=hf",
+        f"student.path={families[student]}",
+        "teacher.epochs=1",
+        "student.epochs=1",
+        "eval.latency_runs=2",
+        "plots=false",
+    ]
+
+
+def test_chat_data_distils_from_a_llama_teacher_into_a_qwen2_student(kd, families):
+    """The student's directory holds the Llama tokenizer (transformers 5 reads it as its model
+    type's, Qwen2Tokenizer, which adds <|endoftext|>: a vocabulary that extends the data's)."""
+    result = kd("train", *chat_run(families, "llama", "qwen2 (llama's tokenizer)"))
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    vocabulary = len(HFTokens(str(families["llama"])))
+    assert report["dataset"]["num_classes"] == vocabulary
+    assert f"the {448 - vocabulary} padded rows are ignored" in result.stderr
+    answers = report["answers"]
+    assert answers and {"prompt", "reference", "teacher", "student", "baseline"} <= set(answers[0])
+    assert all(a["reference"].startswith("it is ") for a in answers)
+    assert all(a["prompt"].startswith("[INST]") for a in answers), "bos skipped, not cut"
+    for role in ("teacher", "student", "baseline"):
+        assert 0 <= report[role]["rouge_l"] <= 1 and report[role]["generation_nll"] > 0
+
+
+def test_chat_data_distils_from_qwen2_into_gpt2_whose_answers_kd_eval_judges(kd, families, capsys):
+    """The teacher trains long enough to answer, and its greedy answers (whole forward
+    passes: a transformers model has no `decode`) stop at its end token, <|im_end|>."""
+    run = [*chat_run(families, "qwen2", "gpt2"), "teacher.epochs=40", "teacher.batch_size=8"]
+    result = kd("train", *run)
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["teacher"]["rouge_l"] > 0.5
+    for answer in report["answers"]:
+        assert len(words(answer["teacher"])) <= 4, "stopped at <|im_end|>"
+        assert "<|im_start|>" not in answer["prompt"] and "user\nwhat is" in answer["prompt"]
+        assert answer["prompt"].endswith("assistant\n"), "not cut at the turns' <|im_end|>"
+    student = result.runs()[0] / "student.pt"
+    assert main(["eval", str(student), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["test"]["exact_match"] == report["student"]["exact_match"]
+    assert figures["test"]["rouge_l"] == pytest.approx(report["student"]["rouge_l"])
+    assert figures["test"]["answers"] == report["kd_gain_images"]["total"]
+    assert figures["test"]["top1"] == pytest.approx(report["student"]["top1"])
+
+
+def test_a_chat_template_whose_answers_do_not_follow_its_prompt_exits_2(kd, families):
+    result = kd("train", *chat_run(families, "unsplittable", "qwen2"))
+    assert result.returncode == 2
+    assert f"dataset.tokenizer={families['unsplittable']}: its chat template" in result.stderr
+    assert "Traceback" not in result.stderr and not result.runs()

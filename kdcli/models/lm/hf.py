@@ -6,7 +6,8 @@ Nothing is downloaded: the model and its tokenizer are read from the directory t
 
 Distillation matches two distributions token by token, so the teacher, the student and the
 data must use one tokenizer: `check_shared_tokenizer` compares their vocabularies before any
-training and stops the run (exit 2) naming both directories when they differ. Models often
+training and stops the run (exit 2) naming both directories when they differ (one that
+extends the other with tokens of its own, such as an added pad token, is fine). Models often
 pad their embedding matrix to a multiple of 64 or 128 rows for speed; the rows past the
 tokenizer's vocabulary stand for no token, so the wrapper drops them from the logits and
 says so.
@@ -91,8 +92,8 @@ def hf_causal_lm(
     positions = _positions(model.config)
     if positions is not None and image_size > positions:
         raise UserError(
-            f"dataset.block_size={image_size}: the model at {path} reads at most {positions} "
-            f"positions; set dataset.block_size={positions} or less."
+            f"dataset.block_size={image_size} (dataset.max_length for instruction data): the "
+            f"model at {path} reads at most {positions} positions; set it to {positions} or less."
         )
     return CausalLM(model, num_classes, directory)
 
@@ -100,7 +101,7 @@ def hf_causal_lm(
 def check_shared_tokenizer(models: dict[str, nn.Module], tokenizer: str | None) -> None:
     """The Hugging Face models among `models` (role -> model, teacher first) and the data
     (`dataset.tokenizer`; None: characters) use one tokenizer. Exit 2 naming both
-    directories when two vocabularies differ."""
+    directories when two vocabularies differ, beyond one extending the other."""
     hf = {role: m for role, m in models.items() if isinstance(m, CausalLM)}
     if not hf:
         return
@@ -118,13 +119,22 @@ def check_shared_tokenizer(models: dict[str, nn.Module], tokenizer: str | None) 
         if directory.resolve() == first_dir.resolve():
             continue
         vocabulary = load_tokenizer(directory, key).get_vocab()
-        if vocabulary != reference:
+        if difference := _difference(reference, vocabulary):
             raise UserError(
                 f"{first_key}={first_dir} and {key}={directory} use different tokenizers "
-                f"({_difference(reference, vocabulary)}). Distillation compares the teacher's "
+                f"({difference}). Distillation compares the teacher's "
                 "and the student's distributions token by token, so both must share one: pick "
                 "a student of the teacher's family, or one trained with its tokenizer "
                 "(student=gpt_tiny is built for the data's tokenizer)."
+            )
+        if len(vocabulary) != len(reference):
+            log.info(
+                "%s: its tokenizer has %d tokens, %s's %d; every token of the smaller has the "
+                "same id in the larger",
+                key,
+                len(vocabulary),
+                first_key,
+                len(reference),
             )
     for role, model in hf.items():
         if model.padded_rows:
@@ -143,8 +153,14 @@ def _has_tokenizer(directory: Path) -> bool:
     return any((directory / name).is_file() for name in names)
 
 
-def _difference(a: dict[str, int], b: dict[str, int]) -> str:
-    if len(a) != len(b):
-        return f"{len(a)} and {len(b)} tokens"
-    token = next(t for t in sorted(a) if a[t] != b.get(t))
-    return f"{token!r} is token {a[token]} in one and {b.get(token)} in the other"
+def _difference(a: dict[str, int], b: dict[str, int]) -> str | None:
+    """What differs between two vocabularies (token -> id), or None when one extends the
+    other: every token of the smaller has the same id in the larger (whose extra tokens, a
+    pad token a fine-tune added, say, take ids the smaller does not use). Ids come from the
+    data's tokenizer, and every model has rows for all of them (`hf_causal_lm` checks)."""
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    token = next((t for t in sorted(small) if large.get(t) != small[t]), None)
+    if token is None:
+        return None
+    sizes = f"{len(a)} and {len(b)} tokens, " if len(a) != len(b) else ""
+    return f"{sizes}{token!r} is token {a.get(token)} in one and {b.get(token)} in the other"
