@@ -158,9 +158,11 @@ def chat_run(families: dict[str, Path], teacher: str, student: str) -> list[str]
 def test_chat_data_distils_from_a_llama_teacher_into_a_qwen2_student(kd, families):
     """The student's directory holds the Llama tokenizer (transformers 5 reads it as its model
     type's, Qwen2Tokenizer, which adds <|endoftext|>: a vocabulary that extends the data's)."""
-    result = kd("train", *chat_run(families, "llama", "qwen2 (llama's tokenizer)"))
+    student = "qwen2 (llama's tokenizer)"
+    result = kd("train", *chat_run(families, "llama", student), "loss.lmbda=0.5")
     assert result.returncode == 0, result.stderr
     report = result.report()
+    assert report["soft_labels"]["on_policy"] == 0.5, "half the batches written by the student"
     vocabulary = len(HFTokens(str(families["llama"])))
     assert report["dataset"]["num_classes"] == vocabulary
     assert f"the {448 - vocabulary} padded rows are ignored" in result.stderr
@@ -174,11 +176,14 @@ def test_chat_data_distils_from_a_llama_teacher_into_a_qwen2_student(kd, familie
 
 def test_chat_data_distils_from_qwen2_into_gpt2_whose_answers_kd_eval_judges(kd, families, capsys):
     """The teacher trains long enough to answer, and its greedy answers (whole forward
-    passes: a transformers model has no `decode`) stop at its end token, <|im_end|>."""
-    run = [*chat_run(families, "qwen2", "gpt2"), "teacher.epochs=40", "teacher.batch_size=8"]
-    result = kd("train", *run)
+    passes: a transformers model has no `decode`) stop at its end token, <|im_end|>; it
+    writes the student's training answers too (sequence-level KD)."""
+    teach = ["teacher.epochs=20", "teacher.batch_size=8", "teacher.optimizer.lr=1e-2"]
+    run = [*chat_run(families, "qwen2", "gpt2"), *teach]
+    result = kd("train", *run, "soft_labels.mode=generate")
     assert result.returncode == 0, result.stderr
     report = result.report()
+    assert report["soft_labels"]["mode"] == "generate"
     assert report["teacher"]["rouge_l"] > 0.5
     for answer in report["answers"]:
         assert len(words(answer["teacher"])) <= 4, "stopped at <|im_end|>"
