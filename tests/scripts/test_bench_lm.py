@@ -1,4 +1,5 @@
-"""scripts/bench_lm.py in its quickest setting: no sweeps, the key-value cache's timing only."""
+"""scripts/bench_lm.py in its quickest setting: no sweeps, the key-value cache's timing only;
+and its refusals, before any run."""
 
 from __future__ import annotations
 
@@ -31,4 +32,13 @@ def test_without_sweeps_it_times_writing_with_and_without_the_cache(tmp_path):
 def test_an_unknown_sweep_is_refused_naming_the_choices(tmp_path):
     done = bench("--sweeps", "losses,nope", cwd=tmp_path)
     assert done.returncode == 2
-    assert "unknown nope; choose from losses, stores, on_policy" in done.stderr
+    assert "unknown nope; choose from losses, stores, on_policy, instruct" in done.stderr
+
+
+def test_a_key_the_instruct_sweep_sets_per_row_is_refused_in_set(tmp_path):
+    done = bench(
+        "--sweeps", "instruct", "--set", "dataset.count=300", "loss.lmbda=0.2", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "--set loss.lmbda=0.2: the instruct sweep sets loss.lmbda itself" in done.stderr
+    assert not list(tmp_path.iterdir()), "refused before any run"
