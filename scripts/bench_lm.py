@@ -1,4 +1,5 @@
-"""Benchmark: the token losses and the top-k store of `task=lm`, measured in one run.
+"""Benchmark: the token losses and the top-k store of `task=lm`, and `task=instruct`'s
+students, measured in one run.
 
     python scripts/bench_lm.py                      # the task=lm preset (bundled Shakespeare)
     python scripts/bench_lm.py --set dataset.max_chars=60000 teacher.epochs=2   # a quick look
@@ -14,11 +15,13 @@ baseline's (the same student trained with cross-entropy alone), the KD gain with
 interval, KL(teacher || student) on the test tokens, the teacher's NLL of the student's own
 text, the soft labels' size and the distillation stage's seconds.
 
-`--sweeps instruct` runs the `task=instruct` preset (the bundled drills) with its defaults:
-the teacher is trained once (the runs share the cache, so the baseline is trained once too),
-then one student per row: `token_kd` on stored distributions, on answers the teacher wrote
-(`soft_labels.mode=generate`) and with half its batches answered by itself
-(`loss.lmbda=0.5`). Its table gives the baseline's row (the same student, cross-entropy
+`--sweeps instruct` runs the `task=instruct` preset (the bundled drills) with its other
+defaults: the teacher is trained once (the runs share the cache, so the baseline is trained
+once too), then one student per row, each naming its `soft_labels.mode` (the preset's is
+`generate`): `token_kd` on stored distributions of the training answers
+(`soft_labels.mode=static`), on answers the teacher wrote (`soft_labels.mode=generate`) and
+with half its batches answered by itself, the teacher online (`soft_labels.mode=online
+loss.lmbda=0.5`). Its table gives the baseline's row (the same student, cross-entropy
 alone) and each student's: exact match and ROUGE-L of the greedy answers to the held-out
 prompts, the teacher's NLL of those answers, and the KD gain on the preset's headline with
 its 95 % interval, paired by prompt. `--set` applies to every run (e.g. `--set
@@ -49,7 +52,11 @@ SWEEPS = {
     "instruct": [],  # its runs: INSTRUCT
 }
 # task=instruct: one run per student, in one cache (one teacher, one baseline)
-INSTRUCT = [[], ["soft_labels.mode=generate"], ["loss.lmbda=0.5"]]
+INSTRUCT = [
+    ["soft_labels.mode=static"],
+    ["soft_labels.mode=generate"],
+    ["soft_labels.mode=online", "loss.lmbda=0.5"],
+]
 
 
 def sweep(workdir: Path, cache: Path, overrides: list[str], task: str = "lm") -> list[dict]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kd_command import REPO
 
 SCRIPT = REPO / "scripts" / "bench_lm.py"
@@ -35,10 +36,12 @@ def test_an_unknown_sweep_is_refused_naming_the_choices(tmp_path):
     assert "unknown nope; choose from losses, stores, on_policy, instruct" in done.stderr
 
 
-def test_a_key_the_instruct_sweep_sets_per_row_is_refused_in_set(tmp_path):
-    done = bench(
-        "--sweeps", "instruct", "--set", "dataset.count=300", "loss.lmbda=0.2", cwd=tmp_path
-    )
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("loss.lmbda=0.2", "loss.lmbda"), ("soft_labels.mode=generate", "soft_labels.mode")],
+)
+def test_a_key_the_instruct_sweep_sets_per_row_is_refused_in_set(tmp_path, override, key):
+    done = bench("--sweeps", "instruct", "--set", "dataset.count=300", override, cwd=tmp_path)
     assert done.returncode == 2
-    assert "--set loss.lmbda=0.2: the instruct sweep sets loss.lmbda itself" in done.stderr
+    assert f"--set {override}: the instruct sweep sets {key} itself" in done.stderr
     assert not list(tmp_path.iterdir()), "refused before any run"
