@@ -159,7 +159,8 @@ def test_chat_data_distils_from_a_llama_teacher_into_a_qwen2_student(kd, familie
     """The student's directory holds the Llama tokenizer (transformers 5 reads it as its model
     type's, Qwen2Tokenizer, which adds <|endoftext|>: a vocabulary that extends the data's)."""
     student = "qwen2 (llama's tokenizer)"
-    result = kd("train", *chat_run(families, "llama", student), "loss.lmbda=0.5")
+    on_policy = ["soft_labels.mode=online", "loss.lmbda=0.5"]  # the preset's mode: generate
+    result = kd("train", *chat_run(families, "llama", student), *on_policy)
     assert result.returncode == 0, result.stderr
     report = result.report()
     assert report["soft_labels"]["on_policy"] == 0.5, "half the batches written by the student"
