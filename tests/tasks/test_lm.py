@@ -62,6 +62,8 @@ def test_the_task_flattens_tokens_and_reports_perplexity():
     assert figures["perplexity"] == pytest.approx(math.exp(nll), rel=1e-5)
     assert figures["bpc"] == pytest.approx(nll / math.log(2), rel=1e-5)
     assert task.count(targets) == 15 and task.correct(logits, targets).shape == (15,)
+    targets[:, :2] = -100  # ignored (instruction data's prompts): neither scored nor counted
+    assert task.count(targets) == 9 and int(task.score(logits, targets)) <= 9
     loss = SoftTargetKD(alpha=0.5, temperature=1.0)(flat, teacher, labels)
     assert torch.isfinite(loss)
 
