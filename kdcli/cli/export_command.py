@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
     checkpoint, run_dir = _checkpoint(args.source.expanduser(), args.model)
     file = read_model_file(checkpoint)
     info = model_info(file)
+    if info.modality == "text":
+        raise UserError(
+            f"kd export {args.source}: {checkpoint.name} is a language model (dataset "
+            f"{info.name}); kd export writes image classifiers only (their inputs are raw "
+            f"images). Use {checkpoint} itself (kd eval loads it)."
+        )
     model = build_from_checkpoint(file, info)
     output = args.output or (run_dir or checkpoint.parent) / "export"
     name = args.model if run_dir is not None else checkpoint.stem

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from kd_command import ONE_THREAD, run_kd
-from kd_settings import TINY
+from kd_settings import TINY, TINY_LM
 
 from kdcli.cli.main import main
 from kdcli.config.eval_config import build_from_checkpoint
@@ -131,6 +131,18 @@ def test_bad_input_exits_2(run_dir, capsys, args, message):
     assert main(["export", str(run_dir), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_language_model_is_refused_naming_its_checkpoint(tmp_path, capsys):
+    """kd export writes image classifiers (raw images in); a language model exits 2, not
+    with a traceback from feeding it images, and writes nothing."""
+    result = run_kd("train", *TINY_LM, "baseline=false", cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    run = result.runs()[0]
+    assert main(["export", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "student.pt is a language model (dataset shakespeare)" in err
+    assert "Traceback" not in err and not (run / "export").exists()
 
 
 def test_a_missing_package_is_named(run_dir, monkeypatch, capsys):
