@@ -197,6 +197,9 @@ def test_chat_data_distils_from_qwen2_into_gpt2_whose_answers_kd_eval_judges(kd,
     assert figures["test"]["rouge_l"] == pytest.approx(report["student"]["rouge_l"])
     assert figures["test"]["answers"] == report["kd_gain_images"]["total"]
     assert figures["test"]["top1"] == pytest.approx(report["student"]["top1"])
+    assert main(["eval", str(student)]) == 0  # the table: the answers' figures first
+    rows = [line for line in capsys.readouterr().out.splitlines() if "%" in line]
+    assert "exact match" in rows[0] and "ROUGE-L" in rows[1]
 
 
 def test_a_chat_template_whose_answers_do_not_follow_its_prompt_exits_2(kd, families):
