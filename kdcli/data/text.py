@@ -9,10 +9,18 @@ non-overlapping windows of `block_size` + 1 characters, so every window is a fix
 whose teacher distributions can be stored: x is its first `block_size` characters, y the
 same shifted by one (the next character at each position). The windows are split in text
 order, train first, then validation, then test, so no held-out text leaks into training.
+
+When the teacher reads the text with another tokenizer (`teacher.tokenizer`, `loss=uld`),
+each sample must be the same text for both: `with_tokenizer` gives the corpus as one
+tokenizer reads it with the windows cut by characters, `block_size` + 1 characters each, and
+each window's tokens (at most as many as its characters) right-padded to the longest
+window's count, the padding's targets -100; the i-th window is the same text under either
+tokenizer. With characters as the tokens these are the usual windows.
 """
 
 from __future__ import annotations
 
+import copy
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +32,7 @@ from kdcli.data.memory import InMemoryDataset, Split
 from kdcli.data.tokenizer import Tokens
 from kdcli.errors import UserError
 
+IGNORE = -100  # a target that counts for nothing (padding)
 BUNDLED = Path(__file__).parent / "corpus" / "shakespeare.txt.gz"
 
 
@@ -62,6 +71,14 @@ class TextCorpus:
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.tokenizer = tokenizer
+        self.by_characters = False  # windows of block_size + 1 characters (`with_tokenizer`)
+
+    def with_tokenizer(self, tokenizer: str | None) -> TextCorpus:
+        """The corpus as `tokenizer` (None: characters) reads it, in windows of characters,
+        so that another tokenizer's sample i is the same text (see the module)."""
+        other = copy.copy(self)
+        other.tokenizer, other.by_characters = tokenizer, True
+        return other
 
     def check(self) -> None:
         if not self.path.is_file():
@@ -91,20 +108,24 @@ class TextCorpus:
     def load(self) -> InMemoryDataset:
         text = self.text()
         vocabulary = self.vocabulary(text)
-        tokens = vocabulary.encode(text)
         span = self.block_size + 1
-        if len(tokens) // span < 10:
+        if self.by_characters:
+            windows = character_windows(text, vocabulary, span)
+        else:
+            tokens = vocabulary.encode(text)
+            windows = tokens[: len(tokens) // span * span].view(-1, span)
+        if len(windows) < 10:
+            unit = "characters" if self.by_characters else "tokens"
             raise UserError(
-                f"dataset.path={self.path} holds {len(tokens)} tokens, {len(tokens) // span} "
-                f"windows of dataset.block_size + 1 = {span}; give more text (at least 10 "
-                "windows) or a smaller dataset.block_size."
+                f"dataset.path={self.path} holds {len(windows)} windows of dataset.block_size "
+                f"+ 1 = {span} {unit}; give more text (at least 10 windows) or a smaller "
+                "dataset.block_size."
             )
-        windows = tokens[: len(tokens) // span * span].view(-1, span)
         count = len(windows)
         test = max(1, round(count * self.test_fraction))
         val = round(count * self.val_fraction)
         train = count - val - test
-        info = text_info(self.name, len(vocabulary), self.block_size)
+        info = text_info(self.name, len(vocabulary), windows.shape[1] - 1)
         parts = torch.split(windows, [train, val, test])
         splits = [window_split(part) for part in parts]
         val_split = splits[1] if val else None
@@ -112,8 +133,22 @@ class TextCorpus:
 
 
 def window_split(windows: torch.Tensor) -> Split:
-    """Windows [N, T + 1] as a split: inputs, and the next token at each position."""
-    return Split(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
+    """Windows [N, T + 1] as a split: inputs, and the next token at each position (a padding
+    position, -1, is read as token 0 and its target is -100)."""
+    x, y = windows[:, :-1], windows[:, 1:]
+    return Split(x.clamp_min(0).contiguous(), y.masked_fill(y < 0, IGNORE).contiguous())
+
+
+def character_windows(text: str, vocabulary: Vocabulary | Tokens, span: int) -> torch.Tensor:
+    """The text cut into windows of `span` characters, each encoded on its own and cut to
+    `span` tokens: [N, L] ids, L the longest window's token count, -1 padding on the right."""
+    pieces = [text[start : start + span] for start in range(0, len(text) - span + 1, span)]
+    encoded = [vocabulary.encode(piece)[:span] for piece in pieces]
+    length = max((len(ids) for ids in encoded), default=0)
+    windows = torch.full((len(encoded), length), -1, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        windows[row, : len(ids)] = ids
+    return windows
 
 
 def text_info(name: str, vocabulary_size: int, block_size: int) -> DatasetInfo:
