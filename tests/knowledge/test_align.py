@@ -4,12 +4,17 @@ row, the longer side cut to the shorter, -inf where no teacher token pairs."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from kdcli.data import Batch
 from kdcli.data.memory import Split
 from kdcli.engine.loop import TeacherOutputs
 from kdcli.knowledge.align import CrossTokenizerKnowledge, align_rows
+from kdcli.knowledge.format import read_store, write_static
+from kdcli.knowledge.teacher import OnlineTeacher, StoredKnowledge
+from kdcli.losses.uld import UniversalLogitDistillation
 
 M = -100  # masked
 
@@ -53,3 +58,43 @@ def test_the_knowledge_runs_the_teacher_on_its_own_ids_of_the_batch():
     assert out.logits[0, :, 0].tolist() == [11.0, 12.0, 13.0, float("-inf")]
     assert out.logits[1, :, 0].tolist() == [5.0, 6.0, float("-inf"), float("-inf")]
     assert knowledge.train_data is None
+
+
+class Bigram(torch.nn.Module):
+    """A tiny teacher: each token's logits over the next, from a table."""
+
+    def __init__(self, vocabulary: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.table = torch.nn.Embedding(vocabulary, vocabulary)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return 3 * self.table(tokens)
+
+
+@pytest.mark.parametrize(("topk", "tolerance"), [(None, 1e-3), (6, 0.05)])
+def test_uld_reads_the_stored_store_and_the_online_teacher_alike(tmp_path, topk, tolerance):
+    """The teacher's outputs written through the soft-label format (all logits, or top-k)
+    and read back give ULD the value the online teacher's logits give (top-k: up to its
+    flat tail)."""
+    teacher, vocabulary = Bigram(12), 12
+    teacher_x = torch.randint(0, vocabulary, (4, 9), generator=torch.Generator().manual_seed(1))
+    teacher_y = torch.randint(0, vocabulary, (4, 9), generator=torch.Generator().manual_seed(2))
+    teacher_y[:, :2] = M  # e.g. a prompt
+    split = Split(teacher_x, teacher_y)
+    with torch.no_grad():
+        fields = write_static(tmp_path, teacher(teacher_x), {}, topk, np.dtype("float32"))
+    store = read_store(tmp_path, fields, 4, vocabulary, (), torch.device("cpu"))
+    stored = CrossTokenizerKnowledge(StoredKnowledge(store.soft_labels), split)
+    online = CrossTokenizerKnowledge(OnlineTeacher(teacher, ()), split)
+    student_y = torch.full((4, 5), 1)
+    student_y[:, 0] = M
+    batch = Batch(torch.zeros(4, 5, dtype=torch.long), student_y, torch.tensor([3, 1, 0, 2]))
+    student = torch.randn(4 * 5, 7, generator=torch.Generator().manual_seed(3))
+    loss = UniversalLogitDistillation(ce_weight=0.0)
+    values = [
+        loss(student, source(0, batch).logits.reshape(-1, vocabulary), student_y.reshape(-1))
+        for source in (stored, online)
+    ]
+    assert values[1].item() > 0.1
+    assert values[0].item() == pytest.approx(values[1].item(), abs=tolerance)
