@@ -10,7 +10,11 @@ assumption on the transport cost, gets the closed form computed here:
 
     ULD(row) = sum_i | sort(p_s)_i - sort(p_t)_i |,  p = softmax(logits / T), padded with 0
 
-    loss = ce_weight * CE(student, targets) + weight * mean over aligned rows of ULD(row)
+    loss = (1 - alpha) * CE(student, targets) + alpha * mean over aligned rows of ULD(row)
+
+the paper's CE + lambda * ULD up to a factor, with lambda = alpha / (1 - alpha) (alpha 0.5:
+lambda 1); `alpha`, as the token losses' (kdcli/losses/token.py), so that presets and sweeps
+over `loss.alpha` apply to ULD too.
 
 CE counts the student's own tokens (targets not -100). A row is aligned when the teacher has
 a distribution for it: the cross-tokenizer knowledge (kdcli/knowledge/align.py) pairs the
@@ -59,15 +63,9 @@ def aligned_rows(teacher: torch.Tensor) -> torch.Tensor:
 class UniversalLogitDistillation(DistillationLoss):
     """`loss=uld` (see the module's docstring)."""
 
-    def __init__(
-        self,
-        weight: float = 1.0,
-        ce_weight: float = 1.0,
-        temperature: float = 1.0,
-        schedule=None,
-    ) -> None:
+    def __init__(self, alpha: float = 0.5, temperature: float = 1.0, schedule=None) -> None:
         super().__init__()
-        self.weight, self.ce_weight, self.temperature = weight, ce_weight, temperature
+        self.alpha, self.temperature = alpha, temperature
         self.set_schedule(schedule)
 
     def forward(self, student_logits, teacher_logits, targets, features=None):
@@ -79,12 +77,12 @@ class UniversalLogitDistillation(DistillationLoss):
         if not bool(counted.any()):
             return student_logits.sum() * 0.0  # no token counts: no signal, no NaN
         total = student_logits.new_zeros((), dtype=torch.float32)
-        if targets is not None and self.ce_weight:
+        if targets is not None and self.alpha < 1:
             ce = F.cross_entropy(student_logits[counted].float(), targets[counted])
-            total = total + self.ce_weight * ce
+            total = total + (1 - self.alpha) * ce
         paired = counted & aligned_rows(teacher_logits)
         if bool(paired.any()):
-            total = total + self.weight * self._distance(
+            total = total + self.alpha * self._distance(
                 student_logits[paired], teacher_logits[paired]
             )
         self.last_terms = {}

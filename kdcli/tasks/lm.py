@@ -65,8 +65,10 @@ class LanguageModel:
         return {"top1": top1, "nll": nll, "perplexity": math.exp(nll), "bpc": nll / math.log(2)}
 
     def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per counted token (padding, -100, left out): whether the top-1 is right."""
         flat, _, labels = self.flatten(logits, None, targets)
-        return flat.argmax(-1) == labels
+        counted = labels != IGNORE
+        return flat.argmax(-1)[counted] == labels[counted]
 
     def agreement(
         self, logits: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor

@@ -91,7 +91,7 @@ def test_uld_reads_the_stored_store_and_the_online_teacher_alike(tmp_path, topk,
     student_y[:, 0] = M
     batch = Batch(torch.zeros(4, 5, dtype=torch.long), student_y, torch.tensor([3, 1, 0, 2]))
     student = torch.randn(4 * 5, 7, generator=torch.Generator().manual_seed(3))
-    loss = UniversalLogitDistillation(ce_weight=0.0)
+    loss = UniversalLogitDistillation(alpha=1.0)
     values = [
         loss(student, source(0, batch).logits.reshape(-1, vocabulary), student_y.reshape(-1))
         for source in (stored, online)
