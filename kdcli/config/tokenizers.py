@@ -29,15 +29,14 @@ def check_tokenizers(cfg: DictConfig, language_model: bool) -> None:
             f"teacher's Hugging Face tokenizer, `{CHARACTERS}` for characters, or null when "
             "the teacher reads the student's tokenizer (dataset.tokenizer)."
         )
-    own = teacher_tokenizer(cfg)
-    if own is None:
-        return
-    student = cfg.dataset.get("tokenizer") or "null (characters)"
     if not language_model:
         raise UserError(
             f"teacher.tokenizer={value}: a tokenizer is for text (task=lm or task=instruct); "
             "images need none, set teacher.tokenizer=null."
         )
+    if teacher_tokenizer(cfg) is None:
+        return
+    student = cfg.dataset.get("tokenizer") or "null (characters)"
     if cfg.loss.get("_target_") != ULD:
         raise UserError(
             f"teacher.tokenizer={value} is not the student's tokenizer (dataset.tokenizer="
