@@ -45,6 +45,13 @@ def check_tokenizers(cfg: DictConfig, language_model: bool) -> None:
             "tokenizers with loss=uld (Universal Logit Distillation), or give the teacher the "
             "student's tokenizer (teacher.tokenizer=null)."
         )
+    windows = cfg.dataset.get("windows", "characters")
+    if windows != "characters":
+        raise UserError(
+            f"dataset.windows={windows} with two tokenizers (teacher.tokenizer={value}): "
+            "window i must be the same text to both, so the text is cut by characters; "
+            "set dataset.windows=characters (or leave it to its default)."
+        )
     if cfg.soft_labels.mode not in MODES:
         raise UserError(
             f"soft_labels.mode={cfg.soft_labels.mode} with two tokenizers (teacher.tokenizer="

@@ -11,11 +11,12 @@ same shifted by one (the next character at each position). The windows are split
 order, train first, then validation, then test, so no held-out text leaks into training.
 
 When the teacher reads the text with another tokenizer (`teacher.tokenizer`, `loss=uld`),
-each sample must be the same text for both: `with_tokenizer` gives the corpus as one
-tokenizer reads it with the windows cut by characters, `block_size` + 1 characters each, and
-each window's tokens (at most as many as its characters) right-padded to the longest
-window's count, the padding's targets -100; the i-th window is the same text under either
-tokenizer. With characters as the tokens these are the usual windows.
+each sample must be the same text for both: `dataset.windows` is then `characters` (the
+config resolves it so): windows of `block_size` + 1 characters, each window's tokens (at
+most as many as its characters) right-padded to the longest window's count, the padding's
+targets -100; `with_tokenizer` gives the corpus as another tokenizer reads it, and the i-th
+window is the same text under either. With characters as the tokens these are the usual
+windows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from kdcli.data.tokenizer import Tokens
 from kdcli.errors import UserError
 
 IGNORE = -100  # a target that counts for nothing (padding)
+WINDOWS = ("tokens", "characters")  # what `block_size` + 1 counts in a window
 BUNDLED = Path(__file__).parent / "corpus" / "shakespeare.txt.gz"
 
 
@@ -63,7 +65,10 @@ class TextCorpus:
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         tokenizer: str | None = None,
+        windows: str = "tokens",
     ) -> None:
+        if windows not in WINDOWS:
+            raise UserError(f"dataset.windows={windows!r} must be tokens or characters.")
         self.name = name
         self.path = Path(path).expanduser() if path else BUNDLED
         self.block_size = block_size
@@ -71,13 +76,12 @@ class TextCorpus:
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.tokenizer = tokenizer
-        self.by_characters = False  # windows of block_size + 1 characters (`with_tokenizer`)
+        self.windows = windows
 
     def with_tokenizer(self, tokenizer: str | None) -> TextCorpus:
-        """The corpus as `tokenizer` (None: characters) reads it, in windows of characters,
-        so that another tokenizer's sample i is the same text (see the module)."""
+        """The corpus as `tokenizer` (None: characters) reads it, in the same windows."""
         other = copy.copy(self)
-        other.tokenizer, other.by_characters = tokenizer, True
+        other.tokenizer = tokenizer
         return other
 
     def check(self) -> None:
@@ -109,13 +113,13 @@ class TextCorpus:
         text = self.text()
         vocabulary = self.vocabulary(text)
         span = self.block_size + 1
-        if self.by_characters:
+        if self.windows == "characters":
             windows = character_windows(text, vocabulary, span)
         else:
             tokens = vocabulary.encode(text)
             windows = tokens[: len(tokens) // span * span].view(-1, span)
         if len(windows) < 10:
-            unit = "characters" if self.by_characters else "tokens"
+            unit = self.windows
             raise UserError(
                 f"dataset.path={self.path} holds {len(windows)} windows of dataset.block_size "
                 f"+ 1 = {span} {unit}; give more text (at least 10 windows) or a smaller "

@@ -32,14 +32,19 @@ def teacher_tokenizer(cfg: DictConfig) -> str | None:
     """The teacher's own tokenizer when it is not the student's: `chars` or a directory;
     None when the two read the data alike."""
     value = OmegaConf.select(cfg, "teacher.tokenizer", default=None)
-    if value is None:
+    return own_tokenizer(value, cfg.dataset.get("tokenizer"))
+
+
+def own_tokenizer(teacher: Any, student: Any) -> str | None:
+    """`teacher` (a `teacher.tokenizer` value) when it names another tokenizer than
+    `student` (`dataset.tokenizer`; None: characters), else None."""
+    if teacher is None:
         return None
-    student = cfg.dataset.get("tokenizer")
-    if str(value) == CHARACTERS:
+    if str(teacher) == CHARACTERS:
         return None if student is None else CHARACTERS
-    if student is not None and _same_directory(str(value), str(student)):
+    if student is not None and _same_directory(str(teacher), str(student)):
         return None
-    return str(value)
+    return str(teacher)
 
 
 def data_tokenizer(tokenizer: str) -> str | None:

@@ -26,6 +26,7 @@ def tok(tmp_path: Path) -> str:
         (["loss=rkl"], "Distil across two tokenizers with loss=uld"),
         (["loss=kd"], "loss=SoftTargetKD compares"),
         (["loss=uld", "soft_labels.mode=generate"], "soft_labels.mode=generate with two"),
+        (["loss=uld", "dataset.windows=tokens"], "set dataset.windows=characters"),
     ],
 )
 def test_two_tokenizers_need_uld_and_soft_labels_of_each_sample(tok, args, expected):
@@ -49,3 +50,6 @@ def test_the_students_own_tokenizer_is_one_tokenizer(tok):
     )
     assert teacher_tokenizer(chars) is None and teacher_tokenizer(same) is None
     assert teacher_tokenizer(two) == "chars"
+    # the text is cut by characters for two tokenizers alone (the config resolves it so)
+    assert chars.dataset.windows == same.dataset.windows == "tokens"
+    assert two.dataset.windows == "characters"

@@ -60,7 +60,7 @@ def cross(bpe: Path, *more: str) -> list[str]:
 
 
 def test_both_tokenizers_read_the_same_text_in_each_window(bpe):
-    corpus = TextCorpus(max_chars=CHARACTERS, block_size=32)
+    corpus = TextCorpus(max_chars=CHARACTERS, block_size=32, windows="characters")
     chars, tokens = corpus.with_tokenizer(None).load(), corpus.with_tokenizer(str(bpe)).load()
     assert chars.num_train == tokens.num_train > 100
     assert chars.info.image_size == 32, "characters: the usual windows"
@@ -91,6 +91,10 @@ def test_uld_distils_a_character_teacher_into_a_bpe_student(kd, bpe, tmp_path):
     rows = (stored.runs()[0] / "metrics.jsonl").read_text().splitlines()
     student = [json.loads(row) for row in rows if '"student"' in row]
     assert student and all(math.isfinite(row["loss"]) for row in student)
+    # the run's config holds how its text was cut: kd eval reads the student's windows again
+    evaluated = kd("eval", str(stored.runs()[0] / "student.pt"), "--json", cwd=stored.cwd)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["test"]["top1"] == report["student"]["top1"]
 
 
 def test_same_vocabulary_losses_refuse_two_tokenizers_naming_uld(kd, bpe):
