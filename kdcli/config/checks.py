@@ -30,6 +30,7 @@ from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
 from kdcli.config.modality import check_modalities, modality
 from kdcli.config.paths import config_dir
+from kdcli.config.tokenizers import check_tokenizers
 from kdcli.config.values import check_values, unresolvable
 from kdcli.config.writable import check_writable_dir
 from kdcli.engine.precision import CHOICES as PRECISIONS
@@ -249,6 +250,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_logger(cfg)
     _check_compress(cfg)
     _check_soft_label_mode(cfg)
+    check_tokenizers(cfg, _language_model(cfg))
     if cfg.soft_labels.dtype not in ("float16", "float32"):
         raise UserError(f"soft_labels.dtype={cfg.soft_labels.dtype!r} must be float16 or float32.")
     if cfg.soft_labels.features not in ("auto", "stored", "online"):

@@ -17,6 +17,7 @@ from torch import nn
 from kdcli.config.build import build_model, instantiate_config, lora_settings, training_recipe
 from kdcli.config.checks import flat_keys
 from kdcli.config.from_files import model_record
+from kdcli.config.tokenizers import paired_sources
 from kdcli.data import DatasetInfo, DataSource
 from kdcli.engine.distributed import launched_by_torchrun
 from kdcli.engine.state import Built, seed_everything
@@ -26,6 +27,7 @@ from kdcli.losses import DistillationLoss
 from kdcli.models.lm.hf import check_shared_tokenizer
 from kdcli.models.lora import adaptable_layers, short_names, target_problem
 from kdcli.pipeline.objects import Objects
+from kdcli.pipeline.tokenizers import data_tokenizer, teacher_tokenizer
 from kdcli.store.checkpoint import load_model
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,10 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
     that the stages used to build them in, so results do not change)."""
     source: DataSource = instantiate_config(cfg.dataset, "dataset")
     source.check()
+    source, teacher_source = paired_sources(source, cfg)  # two tokenizers: the text read twice
     data = source.load().to(device)
-    teacher = build_seeded(cfg, "teacher", data.info)
+    teacher_data = None if teacher_source is None else teacher_source.load().to(device)
+    teacher = build_seeded(cfg, "teacher", (teacher_data or data).info)
     if cfg.teacher.checkpoint:  # loaded here, so that a checkpoint that does not fit is caught
         path = Path(cfg.teacher.checkpoint).expanduser()
         described = f"{cfg.teacher.name} on {data.info.describe()}"
@@ -53,7 +57,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
     student = build_seeded(cfg, "student", data.info)
     check_lora_layers(cfg, student.module)
     models = {"teacher": teacher.module, "student": student.module}
-    check_shared_tokenizer(models, cfg.dataset.get("tokenizer"))
+    check_model_tokenizers(cfg, models)
     student.module.to(device)
     if loss_fn.uses_features:
         check_layers(cfg, loss_fn, models)
@@ -73,7 +77,19 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
         instantiate_config(cfg.logger, "logger"),
         instantiate_config(cfg.compress, "compress"),
         instantiate_config(cfg.task, "task"),
+        teacher_data,
     )
+
+
+def check_model_tokenizers(cfg: DictConfig, models: dict[str, nn.Module]) -> None:
+    """Hugging Face models read the ids of the tokenizer their side of the data is read with:
+    the student `dataset.tokenizer`'s, the teacher `teacher.tokenizer`'s when that is set."""
+    own = teacher_tokenizer(cfg)
+    if own is None:
+        check_shared_tokenizer(models, cfg.dataset.get("tokenizer"))
+        return
+    check_shared_tokenizer({"student": models["student"]}, cfg.dataset.get("tokenizer"))
+    check_shared_tokenizer({"teacher": models["teacher"]}, data_tokenizer(own), "teacher.tokenizer")
 
 
 def check_layers(cfg: DictConfig, loss: Any, models: dict[str, Any]) -> None:

@@ -9,6 +9,12 @@ hydra-submitit-launcher submits resolves its sweep directory to the same value.
 `${kd.files_stamp:DIR}` is a short hash of the names, sizes and modification times of the
 files in DIR: a model read from a directory (`teacher=hf`) carries it in its config, so new
 weights saved under the same path make a new cache key (a different teacher).
+
+`${kd.text_windows:TEACHER_TOKENIZER,DATASET_TOKENIZER}` is how text is cut into windows:
+`characters` when the teacher reads a tokenizer that is not the student's
+(`teacher.tokenizer`, kdcli/pipeline/tokenizers.py), so that window i is the same text to
+both, else `tokens`. The run's config.yaml holds the value it resolved to, so `kd eval`
+cuts the text as the run did.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from kdcli.pipeline.tokenizers import own_tokenizer
 
 
 def slurm_tag() -> str:
@@ -39,8 +47,15 @@ def files_stamp(path: str) -> str:
     return hashlib.sha256(repr(facts).encode()).hexdigest()[:16]
 
 
+def text_windows(teacher: str | None, student: str | None) -> str:
+    """`characters` when the teacher reads its own tokenizer, else `tokens`."""
+    return "tokens" if own_tokenizer(teacher, student) is None else "characters"
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("kd.slurm_tag"):
         OmegaConf.register_new_resolver("kd.slurm_tag", slurm_tag, use_cache=True)
     if not OmegaConf.has_resolver("kd.files_stamp"):
         OmegaConf.register_new_resolver("kd.files_stamp", files_stamp)
+    if not OmegaConf.has_resolver("kd.text_windows"):
+        OmegaConf.register_new_resolver("kd.text_windows", text_windows)

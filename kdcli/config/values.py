@@ -99,6 +99,7 @@ BY_NAME: dict[str, Rule] = {
     "test_fraction": rule_of(number(0, 1, low_in=False), "0.2"),
     "max_shift": rule_of(whole(0), "2"),
     "split_seed": rule_of(SEED, "0"),
+    "windows": rule_of(choice("tokens", "characters"), "characters"),
     "max_chars": rule_of(choice(None, otherwise=whole(100)), "100000"),
     "image_size": rule_of(whole(8), "64"),
     "workers": rule_of(whole(0), "4"),

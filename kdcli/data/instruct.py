@@ -23,6 +23,7 @@ into train, validation and test by `dataset.split_seed`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -317,6 +318,12 @@ class InstructData:
         self.split_seed = split_seed
         self.tokenizer = tokenizer
         self.headline = headline  # what the task judges answers by (configs/task/instruct.yaml)
+
+    def with_tokenizer(self, tokenizer: str | None) -> InstructData:
+        """The samples as `tokenizer` (None: characters) reads them (`teacher.tokenizer`)."""
+        other = copy.copy(self)  # sample i, its split and its answer: the same text
+        other.tokenizer = tokenizer
+        return other
 
     def check(self) -> None:
         if self.path is not None and not self.path.is_file():

@@ -9,6 +9,7 @@ from kdcli.losses.dkd import DecoupledKD
 from kdcli.losses.feature import AttentionTransfer, FitNet
 from kdcli.losses.logit import CrossEntropy, HardDistillation, SoftTargetKD
 from kdcli.losses.schedule import Schedule
+from kdcli.losses.uld import UniversalLogitDistillation
 
 __all__ = [
     "DIST",
@@ -21,5 +22,6 @@ __all__ = [
     "HardDistillation",
     "Schedule",
     "SoftTargetKD",
+    "UniversalLogitDistillation",
     "WeightedSum",
 ]

@@ -3,6 +3,7 @@ lookup that every torchrun rank takes part in."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable
@@ -71,6 +72,19 @@ class Context:
     finished: list[TrainState] = field(default_factory=list)
     # where each training stage's per-epoch rows go (metrics.jsonl, and the `logger` choice)
     metrics: JsonlLog | None = None
+    # the data as the teacher reads it, when its tokenizer is not the student's; else None
+    teacher_data: Dataset | None = None
+
+    def for_teacher(self) -> Context:
+        """This context for the teacher's stages: the data as the teacher reads it (the
+        cache, the batch sizes and the finished states shared)."""
+        if self.teacher_data is None:
+            return self
+        return dataclasses.replace(self, data=self.teacher_data)
+
+    def data_of(self, role: str) -> Dataset:
+        """The data as `role` reads it."""
+        return self.teacher_data if role == "teacher" and self.teacher_data else self.data
 
 
 def epoch_recorder(ctx: Context, stage: str, module: nn.Module) -> Callable[[dict], None]:

@@ -98,7 +98,7 @@ def evaluate_stage(
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
     logits = _outputs(ctx, models, known)
     results = {
-        role: measure(m, data, task, logits[role]["test"], cfg)
+        role: measure(m, ctx.data_of(role), task, logits[role]["test"], cfg)
         for role, m in models.items()
         if role != "compressed"
     }
@@ -108,16 +108,21 @@ def evaluate_stage(
         )
     if "val" in data.splits:
         for role, m in models.items():
-            headline = task.headline(m.module, logits[role]["val"], data, "val")
+            headline = task.headline(m.module, logits[role]["val"], ctx.data_of(role), "val")
             results[role][f"val_{task.metric}"] = headline
-    _compare_with_teacher(task, logits, results, data.labels("test"))
-    answers = _answers(task, models, data)
+    # two tokenizers: the teacher's distributions are over other tokens, so the figures that
+    # compare them with the student's, and its judgement of their text, are left out
+    shared = ctx.teacher_data is None
+    if shared:
+        _compare_with_teacher(task, logits, results, data.labels("test"))
+    answers = _answers(ctx, task, models)
     for role, written in answers.items():
         results[role].update(written.figures)
     for role in results:  # text: how the teacher judges what each model writes
-        if role == "compressed":  # runs on the CPU only; its figures say how it compares
-            continue
-        judged = task.generation_nll(models[role].module, models["teacher"].module, data, cfg.seed)
+        if role == "compressed" or not (shared or role == "teacher"):  # (the int8 model runs
+            continue  # on the CPU only; its figures say how it compares)
+        teacher = models["teacher"].module
+        judged = task.generation_nll(models[role].module, teacher, ctx.data_of(role), cfg.seed)
         if judged is not None:
             results[role]["generation_nll"] = judged
     summary: EvaluationSummary = {}
@@ -127,7 +132,7 @@ def evaluate_stage(
         summary = gain_figures(task, logits["student"]["test"], logits["baseline"]["test"], data)
     if answers:
         summary["answers"] = side_by_side(answers)
-    samples = text_samples(task, models, data, cfg.seed)
+    samples = text_samples(ctx, task, models, cfg.seed)
     if samples:
         summary["samples"] = samples
     return results, summary, {role: split["test"] for role, split in logits.items()}
@@ -142,10 +147,9 @@ def _outputs(
     for role, m in models.items():
         logits[role] = dict((known or {}).get(role, {}))
         # an int8 model runs on the CPU only
-        where, split_data = (
-            (CPU, ctx.data.to(CPU)) if role == "compressed" else (ctx.device, ctx.data)
-        )
-        for split in eval_splits(ctx.data):
+        data = ctx.data_of(role)
+        where, split_data = (CPU, data.to(CPU)) if role == "compressed" else (ctx.device, data)
+        for split in eval_splits(data):
             if split not in logits[role]:
                 loader = split_data.eval_loader(split, eval_batch_size(ctx, m.module, FP32))
                 logits[role][split] = predict(m.module, loader, where).to(ctx.device)
@@ -171,12 +175,15 @@ def _compare_with_teacher(
             results[role]["teacher_kl"] = teacher_kl(flat, flat_reference)
 
 
-def _answers(task: Task, models: dict[str, Model], data: Dataset) -> dict[str, Answers]:
-    """Each model's answers to the test prompts (instruction following; else none). The int8
-    model runs on the CPU only, so it is left out."""
-    teacher = models["teacher"].module
+def _answers(ctx: Context, task: Task, models: dict[str, Model]) -> dict[str, Answers]:
+    """Each model's answers to the test prompts (instruction following; else none), with the
+    teacher's NLL of them where it reads their tokens. The int8 model runs on the CPU only,
+    so it is left out."""
     answers = {}
     for role, m in models.items():
+        shared = ctx.teacher_data is None or role == "teacher"
+        teacher = models["teacher"].module if shared else None
+        data = ctx.data_of(role)
         written = None if role == "compressed" else task.answers(m.module, teacher, data, "test")
         if written is not None:
             answers[role] = written
@@ -209,7 +216,7 @@ def gain_of(student: np.ndarray, baseline: np.ndarray) -> EvaluationSummary:
 
 
 def text_samples(
-    task: Task, models: dict[str, Model], data: Dataset, seed: int
+    ctx: Context, task: Task, models: dict[str, Model], seed: int
 ) -> dict[str, str] | None:
     """The test prompt and each model's continuation of it (text tasks), else None. The
     int8 model runs on the CPU only, so it is left out (its figures say how it compares)."""
@@ -217,7 +224,7 @@ def text_samples(
     for role, model in models.items():
         if role == "compressed":
             continue
-        drawn = task.sample(model.module, data, seed)
+        drawn = task.sample(model.module, ctx.data_of(role), seed)
         if drawn is None:
             return None
         samples["prompt"], samples[role] = drawn

@@ -2,16 +2,19 @@
 named settings that determine it, so that runs and sweep points with the same settings share
 the artifact and runs with other settings never do:
 
-    teacher      its model and training settings, dataset, seed, precision
+    teacher      its model and training settings, dataset, seed, precision, its tokenizer
+                 (`teacher.tokenizer`, when not the student's: by its files' contents)
     baseline     the student's model and training settings (with accumulate and LoRA: the
-                 baseline is trained as the student is), dataset, seed, precision (no
-                 teacher, no loss settings: a sweep over the loss shares it)
+                 baseline is trained as the student is), dataset, seed, precision, the
+                 teacher's tokenizer (with two, text windows are cut by characters; no other
+                 teacher setting, no loss settings: a sweep over the loss shares it)
     checkpoint   (a teacher loaded from teacher.checkpoint) its model, the file's contents
-    soft labels  the teacher's key and precision, dataset, mode, dtype, top-k, tapped layers,
-                 encoding; `views`: the student's epochs, batch size and seed (the views it
-                 draws); `generate`: how the teacher writes, and the seed
+    soft labels  the teacher's key, tokenizer and precision, dataset, mode, dtype, top-k,
+                 tapped layers, encoding; `views`: the student's epochs, batch size and seed
+                 (the views it draws); `generate`: how the teacher writes, and the seed
     student      (its resumable training state) its model and training settings, loss,
-                 dataset, seed, soft_labels settings, the teacher's key, precision
+                 dataset, seed, soft_labels settings, the teacher's key and tokenizer,
+                 precision
 
 A dataset enters by its settings (`dataset.*`), files by their path: a dataset file changed
 in place keeps its keys (`kd cache rm` drops what was built from it). tests/pipeline/test_keys.py
@@ -31,6 +34,7 @@ from kdcli.engine.precision import Precision
 from kdcli.knowledge.format import SOFT_LABEL_FORMAT, stored_topk
 from kdcli.models.lora import Lora
 from kdcli.pipeline.common import to_container
+from kdcli.pipeline.tokenizers import tokenizer_identity
 from kdcli.store.cache import file_sha256, fingerprint
 
 KEY_VERSION = 2
@@ -71,6 +75,8 @@ def _trained(artifact: str, role: str, cfg: DictConfig, precision: Precision) ->
         dataset=to_container(cfg.dataset),
         seed=cfg.seed,
         precision=precision.name,
+        # with two tokenizers text is cut into windows of characters, the student's too
+        teacher_tokenizer=tokenizer_identity(cfg),
     )
 
 
@@ -115,6 +121,7 @@ def soft_labels_key(
         "soft_labels",
         encoding=SOFT_LABEL_FORMAT,
         teacher=teacher,
+        teacher_tokenizer=tokenizer_identity(cfg),
         precision=precision.name,
         dataset=to_container(cfg.dataset),
         mode=mode,
@@ -138,5 +145,6 @@ def student_key(cfg: DictConfig, *, teacher: str, precision: Precision) -> str:
         seed=cfg.seed,
         soft_labels=to_container(cfg.soft_labels),
         teacher=teacher,
+        teacher_tokenizer=tokenizer_identity(cfg),
         precision=precision.name,
     )

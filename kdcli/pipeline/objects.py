@@ -27,3 +27,6 @@ class Objects:
     logger: Callable[[Path], JsonlLog]  # run directory -> where the per-epoch rows go
     compression: Compression  # what the compress stage does to the student
     task: Task  # what the outputs mean (kdcli/tasks: classify, lm)
+    # the data as the teacher reads it, when its tokenizer is not the student's
+    # (`teacher.tokenizer`): sample i is the same text as in `data`; else None
+    teacher_data: Dataset | None = None

@@ -11,7 +11,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from kdcli.data import Dataset, InMemoryDataset
+from kdcli.data.memory import Split
 from kdcli.engine import distributed
+from kdcli.engine.loop import KnowledgeSource
+from kdcli.errors import RunError
+from kdcli.knowledge.align import CrossTokenizerKnowledge
 from kdcli.pipeline import report as report_io
 from kdcli.pipeline.common import Context, StageReport, made_by
 from kdcli.pipeline.compress import compress_stage
@@ -37,7 +42,16 @@ def run(cfg: DictConfig, run_dir: Path, built: Objects, device: torch.device) ->
     """
     run_dir = distributed.shared_run_dir(run_dir)
     with ArtifactCache(cfg.cache_dir, made_by(run_dir)) as cache:
-        return _stages(Context(cfg, built.data, built.task, cache, device, run_dir), built)
+        ctx = Context(cfg, built.data, built.task, cache, device, run_dir)
+        ctx.teacher_data = built.teacher_data
+        return _stages(ctx, built)
+
+
+def training_split(data: Dataset) -> Split:
+    """The training split of text data (held in memory)."""
+    if not isinstance(data, InMemoryDataset):
+        raise RunError(f"dataset {data.info.name}: two tokenizers read text held in memory")
+    return data.train
 
 
 def _stages(ctx: Context, built: Objects) -> Report | None:
@@ -49,15 +63,19 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         ctx.metrics = built.logger(run_dir)
 
-    teacher, teacher_time = teacher_stage(ctx, built.teacher, built.training["teacher"])
+    # the teacher's stages read the data as the teacher reads it (its own tokenizer)
+    teacher_ctx = ctx.for_teacher()
+    teacher, teacher_time = teacher_stage(teacher_ctx, built.teacher, built.training["teacher"])
     stages: dict[str, StageReport] = {"teacher": teacher_time}
     started = time.perf_counter()
-    teacher_logits = check_teacher(ctx, teacher)  # stops here below teacher.min_top1
+    teacher_logits = check_teacher(teacher_ctx, teacher)  # stops here below teacher.min_top1
     teacher_eval_seconds = time.perf_counter() - started
-    knowledge = None
+    knowledge: KnowledgeSource | None = None
     soft_report: SoftLabelSummary = {"mode": "none", "reused": False}
     if loss_fn.needs_teacher:
-        knowledge, soft_report, soft_stage = teacher_knowledge(ctx, teacher, loss_fn)
+        knowledge, soft_report, soft_stage = teacher_knowledge(teacher_ctx, teacher, loss_fn)
+        if ctx.teacher_data is not None:  # its rows paired with the student's tokens
+            knowledge = CrossTokenizerKnowledge(knowledge, training_split(ctx.teacher_data))
         if soft_stage is not None:
             stages["soft_labels"] = soft_stage
     student, stages["distill"] = student_stage(
@@ -82,6 +100,8 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
 
     plots = []
     if cfg.plots:
+        if ctx.teacher_data is not None:  # the teacher's tokens are not the test labels'
+            test_logits.pop("teacher")
         plots = write_plots(run_dir, test_logits, data.labels("test"), task.metric, task.score_name)
     report = build_report(
         cfg, task, data.info, device, results, soft_report, stages, run_dir, summary, plots

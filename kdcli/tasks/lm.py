@@ -45,9 +45,9 @@ class LanguageModel:
     def flatten(
         self, logits: torch.Tensor, teacher: torch.Tensor | None, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        vocabulary = logits.shape[-1]
-        flat_teacher = None if teacher is None else teacher.reshape(-1, vocabulary)
-        return logits.reshape(-1, vocabulary), flat_teacher, targets.reshape(-1)
+        # (the teacher's vocabulary is its own: another tokenizer's, under loss=uld)
+        flat_teacher = None if teacher is None else teacher.reshape(-1, teacher.shape[-1])
+        return logits.reshape(-1, logits.shape[-1]), flat_teacher, targets.reshape(-1)
 
     def score(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
@@ -65,8 +65,10 @@ class LanguageModel:
         return {"top1": top1, "nll": nll, "perplexity": math.exp(nll), "bpc": nll / math.log(2)}
 
     def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per counted token (padding, -100, left out): whether the top-1 is right."""
         flat, _, labels = self.flatten(logits, None, targets)
-        return flat.argmax(-1) == labels
+        counted = labels != IGNORE
+        return flat.argmax(-1)[counted] == labels[counted]
 
     def agreement(
         self, logits: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor
@@ -80,12 +82,15 @@ class LanguageModel:
         from the model's distribution (temperature 1) with a generator seeded by `seed`, the
         window sliding so the model never sees more than it was trained on."""
         window = data.info.image_size
-        prompt = next(iter(data.eval_loader("test", 1).epoch(0))).x[:1]
+        first = next(iter(data.eval_loader("test", 1).epoch(0)))
+        # a window padded on the right (text read by two tokenizers) ends at its last token
+        length = max(1, int((first.y[0] != IGNORE).sum()))
+        prompt = first.x[:1, :length]
         generator = torch.Generator().manual_seed(seed)
         model.eval()
-        tokens = draw_tokens(model, prompt, window + SAMPLE_TOKENS, window, 1.0, generator)
+        tokens = draw_tokens(model, prompt, length + SAMPLE_TOKENS, window, 1.0, generator)
         decode = data.vocabulary.decode
-        return decode(prompt[0].tolist()), decode(tokens[0, window:].tolist())
+        return decode(prompt[0].tolist()), decode(tokens[0, length:].tolist())
 
     @torch.no_grad()
     def generation_nll(

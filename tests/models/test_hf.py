@@ -1,6 +1,6 @@
 """Hugging Face causal LMs read from local directories (models/lm/hf.py, data/tokenizer.py):
 built offline from tiny configs, distilled end to end, and refused when the teacher's and the
-student's tokenizers differ."""
+student's tokenizers differ (unless each reads its own, with loss=uld)."""
 
 from __future__ import annotations
 
@@ -130,6 +130,26 @@ def test_kd_train_refuses_a_student_with_another_tokenizer(kd, hf_dirs):
     assert result.returncode == 2
     assert "use different tokenizers" in result.stderr and str(hf_dirs["other"]) in result.stderr
     assert not list(result.cwd.glob("outputs/**/report.json"))
+
+
+def test_kd_train_distils_across_two_tokenizers_with_uld(kd, hf_dirs):
+    # the refused pair above, each model reading its own tokenizer: the teacher
+    # teacher.tokenizer's, the student (and the data it learns) dataset.tokenizer's
+    own = [f"teacher.tokenizer={hf_dirs['teacher']}", f"dataset.tokenizer={hf_dirs['other']}"]
+    result = kd("train", *hf_run(hf_dirs, "other"), *own, "loss=uld", "baseline=false")
+    assert result.returncode == 0, result.stderr
+    report = result.report()
+    assert report["dataset"]["num_classes"] == 29, "the student's tokenizer sizes the data"
+    assert report["student"]["perplexity"] > 1 and "agreement" not in report["student"]
+
+
+def test_a_teacher_is_checked_against_its_own_tokenizer(hf_dirs):
+    teacher = hf_causal_lm(str(hf_dirs["teacher"]), num_classes=26, image_size=32)
+    check_shared_tokenizer({"teacher": teacher}, str(hf_dirs["teacher"]), "teacher.tokenizer")
+    with pytest.raises(UserError, match=f"teacher.tokenizer={hf_dirs['other']}"):
+        check_shared_tokenizer({"teacher": teacher}, str(hf_dirs["other"]), "teacher.tokenizer")
+    with pytest.raises(UserError, match="teacher.tokenizer is null or chars"):
+        check_shared_tokenizer({"teacher": teacher}, None, "teacher.tokenizer")
 
 
 def test_kd_train_hf_without_a_path_names_the_key(kd):

@@ -63,6 +63,13 @@ ROWS = [
     ("teacher=resnet8", Facts(), {"checkpoint", *WITH_TEACHER}),
     ("teacher.model.widths=[16,32,64,128]", Facts(), {"checkpoint", *WITH_TEACHER}),
     ("teacher.min_top1=0.9", Facts(), set()),
+    # the teacher's own tokenizer (two tokenizers: every text window is cut by characters,
+    # the student's too); the student's own, spelled out for the teacher, is no change
+    ("teacher.tokenizer=chars", Facts(), TRAINED, ["task=lm", "dataset.tokenizer=/tok"]),
+    ("teacher.tokenizer=chars", LOADED, {"soft_labels", *WITH_STUDENT},
+     ["task=lm", "dataset.tokenizer=/tok"]),
+    ("teacher.tokenizer=chars", Facts(), set(), ["task=lm"]),
+    ("teacher.tokenizer=/tok", Facts(), set(), ["task=lm", "dataset.tokenizer=/tok"]),
     # the teacher's weights: a loaded teacher by the file's contents, not its path
     ("teacher.checkpoint=<other>", Facts(), {"checkpoint"}),
     ("teacher.checkpoint=<other>", LOADED, {"checkpoint", "soft_labels", "student"}),

@@ -87,15 +87,16 @@ REPORT_SHAPE = {
     "baseline.teacher_kl": "float",
 }
 
-# The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose four
+# The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose five
 # times: teachers train with warm-up then cosine by default (new teacher key), soft labels are
 # stored shifted by their row maximum (soft-label format 2 in the key), every key became
-# named settings, all always present (kdcli/pipeline/keys.py, KEY_VERSION 2), and the
-# student's batches per optimizer step and LoRA settings entered the baseline's key.
+# named settings, all always present (kdcli/pipeline/keys.py, KEY_VERSION 2), the
+# student's batches per optimizer step and LoRA settings entered the baseline's key, and the
+# teacher's own tokenizer (`teacher.tokenizer`, null here) entered every trained key.
 CACHE_ENTRIES = [
-    "baselines/mlp-76fd0ce40537a1dc",
-    "soft_labels/smallcnn-7666064364e3ee6e",
-    "teachers/smallcnn-f2d5c895e79ce1aa",
+    "baselines/mlp-1c51c172d8fb1cce",
+    "soft_labels/smallcnn-311ff20a797a7a05",
+    "teachers/smallcnn-8bc75fe24a604b52",
 ]
 
 

@@ -7,7 +7,8 @@ Nothing is downloaded: the model and its tokenizer are read from the directory t
 Distillation matches two distributions token by token, so the teacher, the student and the
 data must use one tokenizer: `check_shared_tokenizer` compares their vocabularies before any
 training and stops the run (exit 2) naming both directories when they differ (one that
-extends the other with tokens of its own, such as an added pad token, is fine). Models often
+extends the other with tokens of its own, such as an added pad token, is fine; a teacher with
+its own tokenizer is checked against `teacher.tokenizer`, for `loss=uld`). Models often
 pad their embedding matrix to a multiple of 64 or 128 rows for speed; the rows past the
 tokenizer's vocabulary stand for no token, so the wrapper drops them from the logits and
 says so.
@@ -98,21 +99,23 @@ def hf_causal_lm(
     return CausalLM(model, num_classes, directory)
 
 
-def check_shared_tokenizer(models: dict[str, nn.Module], tokenizer: str | None) -> None:
+def check_shared_tokenizer(
+    models: dict[str, nn.Module], tokenizer: str | None, key: str = "dataset.tokenizer"
+) -> None:
     """The Hugging Face models among `models` (role -> model, teacher first) and the data
-    (`dataset.tokenizer`; None: characters) use one tokenizer. Exit 2 naming both
-    directories when two vocabularies differ, beyond one extending the other."""
+    they read (`tokenizer`, set by `key`; None: characters) use one tokenizer. Exit 2
+    naming both directories when two vocabularies differ, beyond one extending the other."""
     hf = {role: m for role, m in models.items() if isinstance(m, CausalLM)}
     if not hf:
         return
     if tokenizer is None:
         role = next(iter(hf))
         raise UserError(
-            f"{role}=hf reads the ids of its tokenizer, but dataset.tokenizer is null (the data "
-            f"is cut into characters); set dataset.tokenizer={hf[role].path}."
+            f"{role}=hf reads the ids of its tokenizer, but {key} is null or chars (the data "
+            f"is cut into characters); set {key}={hf[role].path}."
         )
     sources = [(f"{role}.path", m.path) for role, m in hf.items() if _has_tokenizer(m.path)]
-    sources.append(("dataset.tokenizer", Path(tokenizer).expanduser()))
+    sources.append((key, Path(tokenizer).expanduser()))
     first_key, first_dir = sources[0]
     reference = load_tokenizer(first_dir, first_key).get_vocab()
     for key, directory in sources[1:]:
@@ -125,7 +128,8 @@ def check_shared_tokenizer(models: dict[str, nn.Module], tokenizer: str | None) 
                 f"({difference}). Distillation compares the teacher's "
                 "and the student's distributions token by token, so both must share one: pick "
                 "a student of the teacher's family, or one trained with its tokenizer "
-                "(student=gpt_tiny is built for the data's tokenizer)."
+                "(student=gpt_tiny is built for the data's tokenizer); or distil across the "
+                "two tokenizers with loss=uld and teacher.tokenizer=<the teacher's directory>."
             )
         if len(vocabulary) != len(reference):
             log.info(
