@@ -128,7 +128,8 @@ def gain_line(report: Report) -> str:
         return f"{line}: student - baseline {metric}"
     low, high = report["kd_gain_ci"]
     images = report["kd_gain_images"]
-    items = "tokens" if report.get("dataset", {}).get("modality") == "text" else "images"
+    modality = report.get("dataset", {}).get("modality")
+    items = {"text": "tokens", "labelled_text": "texts"}.get(str(modality), "images")
     right = "gets {} right"
     if "answers" in report:  # paired by prompt; ROUGE-L scores are not right or wrong
         items = "prompts"

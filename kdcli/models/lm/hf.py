@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from kdcli.data.tokenizer import load_tokenizer, transformers_module
+from kdcli.data.tokenizer import ReadsTokenizer, load_tokenizer, transformers_module
 from kdcli.errors import UserError
 
 if TYPE_CHECKING:  # the optional extra: imported where a model is loaded
@@ -101,14 +101,14 @@ def check_shared_tokenizer(models: dict[str, nn.Module], tokenizer: str | None) 
     """The Hugging Face models among `models` (role -> model, teacher first) and the data
     (`dataset.tokenizer`; None: characters) use one tokenizer. Exit 2 naming both
     directories when two vocabularies differ."""
-    hf = {role: m for role, m in models.items() if isinstance(m, CausalLM)}
+    hf = {role: m for role, m in models.items() if isinstance(m, ReadsTokenizer)}
     if not hf:
         return
     if tokenizer is None:
         role = next(iter(hf))
         raise UserError(
-            f"{role}=hf reads the ids of its tokenizer, but dataset.tokenizer is null (the data "
-            f"is cut into characters); set dataset.tokenizer={hf[role].path}."
+            f"{role}.path={hf[role].path} reads the ids of its tokenizer, but dataset.tokenizer "
+            f"is null (the data is cut into characters); set dataset.tokenizer={hf[role].path}."
         )
     sources = [(f"{role}.path", m.path) for role, m in hf.items() if _has_tokenizer(m.path)]
     sources.append(("dataset.tokenizer", Path(tokenizer).expanduser()))
