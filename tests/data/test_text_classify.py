@@ -14,7 +14,7 @@ from kd_settings import TINY_TEXT
 
 from kdcli.cli.main import main
 from kdcli.data import DatasetInfo
-from kdcli.data.reviews import CLASSES, Reviews, reviews
+from kdcli.data.reviews import CLASSES, NEGATIVE, POSITIVE, Reviews, reviews
 from kdcli.data.text_classify import TextClassification
 from kdcli.errors import UserError
 
@@ -116,7 +116,7 @@ def model_record_round_trip(info: DatasetInfo) -> DatasetInfo:
 
 
 def test_a_model_file_with_bad_text_facts_is_refused():
-    record = asdict(Reviews(samples=200).info)
+    record = asdict(Reviews(count=200).info)
     for key, value in (("padding", 99), ("classes", ["a"]), ("vocabulary", 0)):
         with pytest.raises(UserError, match=f"dataset.{key}"):
             DatasetInfo.from_record({**record, key: value}, "student.pt")
@@ -147,11 +147,44 @@ def test_too_few_texts_for_a_test_split_are_refused(tmp_path):
 
 def test_the_generated_reviews_are_seeded_and_never_cut():
     assert reviews(50, seed=3) == reviews(50, seed=3) != reviews(50, seed=4)
-    source = Reviews(samples=2000)
+    source = Reviews(count=2000)
     assert source.info.classes == tuple(sorted(CLASSES))
     data = source.load()
-    assert bool((data.test.images[:, -1] == 0).all()), "every review fits max_length"
+    every = torch.cat([data.train.images, data.val.images, data.test.images])
+    assert bool((every[:, -1] == 0).all()), "every review fits max_length"
     assert len(data.train) + len(data.val) + len(data.test) == 2000
+
+
+def test_a_review_is_labelled_by_its_opinions_with_negation():
+    assert review_label("plot good") == "positive"
+    assert review_label("plot not good") == "negative"
+    assert review_label("plot not good, cast not bad") == "mixed"
+    assert review_label("plot dull, cast fine, end not awful") == "positive"
+    assert {label for _, label in reviews(500, seed=0)} == set(CLASSES)
+    for text, label in reviews(500, seed=1):
+        assert review_label(text) == label, text
+
+
+def review_label(text: str) -> str:
+    """The class a review's words give, read independently of the generator."""
+    words, score = text.replace(",", "").split(), 0
+    for i, word in enumerate(words):
+        sign = (word in POSITIVE) - (word in NEGATIVE)
+        score += -sign if i and words[i - 1] == "not" else sign
+    return CLASSES[(score > 0) - (score < 0) + 1]
+
+
+def test_noise_makes_training_labels_wrong_and_leaves_the_others_right():
+    clean, noisy = Reviews(count=2000).load(), Reviews(count=2000, noise=0.3).load()
+    for split in ("val", "test"):
+        assert torch.equal(noisy.labels(split), clean.labels(split)), split
+        assert torch.equal(noisy._split(split).images, clean._split(split).images), split
+    assert torch.equal(noisy.train.images, clean.train.images)
+    wrong = noisy.train.labels != clean.train.labels
+    assert 0.25 < wrong.float().mean() < 0.35, "about the share asked for"
+    again = Reviews(count=2000, noise=0.3).load()
+    assert torch.equal(again.train.labels, noisy.train.labels), "drawn by the seed"
+    assert set(noisy.train.labels.tolist()) == {0, 1, 2}
 
 
 def test_kd_train_distills_a_text_classifier_that_kd_eval_reads(kd, tmp_path, capsys):

@@ -26,13 +26,15 @@ CHARACTERS = "abcdefghijklmnopqrstuvwxyz ,"
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
 
-def save_bert(directory: Path, labels: int = 2, positions: int = 64) -> Path:
+def save_bert(
+    directory: Path, labels: int = 2, positions: int = 64, characters: str = CHARACTERS
+) -> Path:
     """A tiny random BertForSequenceClassification and a character tokenizer with BERT's
     special tokens ([CLS] text [SEP], [PAD] = 0), saved in `directory`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
-    vocabulary = {token: i for i, token in enumerate([*SPECIAL, *sorted(CHARACTERS)])}
+    vocabulary = {token: i for i, token in enumerate([*SPECIAL, *sorted(characters)])}
     tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -91,6 +93,19 @@ def test_a_classifier_on_character_data_is_refused(bert):
     student = hf_classifier(str(bert), num_classes=3, image_size=24, vocabulary=32)
     with pytest.raises(UserError, match=r"student.path=.*bert reads the ids of its tokenizer"):
         check_shared_tokenizer({"teacher": torch.nn.Linear(1, 1), "student": student}, None)
+
+
+def test_classifiers_with_different_tokenizers_are_refused(bert, tmp_path):
+    other = save_bert(tmp_path / "other", characters=CHARACTERS + "!")
+    teacher = hf_classifier(str(bert), num_classes=3, image_size=24, vocabulary=32)
+    student = hf_classifier(str(other), num_classes=3, image_size=24, vocabulary=32)
+    with pytest.raises(UserError, match="use different tokenizers") as refused:
+        check_shared_tokenizer({"teacher": teacher, "student": student}, str(bert))
+    assert str(other) in str(refused.value) and "student=text_transformer_tiny" in str(
+        refused.value
+    )
+    same = hf_classifier(str(bert), num_classes=3, image_size=24, vocabulary=32)
+    check_shared_tokenizer({"teacher": teacher, "student": same}, str(bert))
 
 
 def test_the_data_is_cut_into_the_tokenizers_ids(bert, tmp_path):

@@ -65,3 +65,14 @@ def test_the_configs_build_classifiers_from_the_datasets_facts():
         sizes[name] = (count_params(built), flops_per_image(built, INFO))
     small, tiny = sizes["text_transformer"], sizes["text_transformer_tiny"]
     assert small[0] > tiny[0] and small[1] > tiny[1], "the teacher-sized one is larger"
+
+
+def test_the_flops_count_every_matrix_product_attention_included():
+    """Per block: the query/key/value, output and two MLP layers (2 FLOPs a multiply-add), and
+    attention's scores and weighted sum over the whole text (torch's counter misses the fused
+    CPU attention kernel on its own: kdcli/engine/measure.py adds it)."""
+    length, width, layers = INFO.image_size, 16, 2
+    linear = 2 * length * width * (3 * width + width + 4 * width + 4 * width)
+    attention = 2 * 2 * length * length * width
+    head = 2 * width * INFO.num_classes
+    assert flops_per_image(model(), INFO) == layers * (linear + attention) + head

@@ -121,10 +121,11 @@ def check_shared_tokenizer(models: dict[str, nn.Module], tokenizer: str | None) 
         if vocabulary != reference:
             raise UserError(
                 f"{first_key}={first_dir} and {key}={directory} use different tokenizers "
-                f"({_difference(reference, vocabulary)}). Distillation compares the teacher's "
-                "and the student's distributions token by token, so both must share one: pick "
-                "a student of the teacher's family, or one trained with its tokenizer "
-                "(student=gpt_tiny is built for the data's tokenizer)."
+                f"({_difference(reference, vocabulary)}). The teacher and the student read "
+                "the same token ids (and a language model's distributions are compared token "
+                "by token), so both must share one: pick a student of the teacher's family, or "
+                "one trained with its tokenizer (student=gpt_tiny and "
+                "student=text_transformer_tiny are built for the data's tokenizer)."
             )
     for role, model in hf.items():
         if model.padded_rows:
