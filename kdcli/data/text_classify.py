@@ -15,6 +15,7 @@ by `split_seed`, then `val_fraction` of each class of the rest as the validation
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from functools import cached_property
@@ -100,29 +101,30 @@ class PretrainedTokens:
 
 
 def json_kind(value: Any) -> str:
-    """What a JSON value is, in JSON's words."""
+    """What a JSON value is, in JSON's words: "null", "a number", "a list", ..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "true/false"
-    kinds = {str: "string", int: "number", float: "number", list: "list", dict: "object"}
+        return "true or false"
+    kinds = {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object"}
     return kinds.get(type(value), type(value).__name__)
 
 
 def labelled_line(value: Any, where: str) -> tuple[str, Label]:
     """(text, label) of one parsed line; `where` is "FILE line N", for the message."""
     if not isinstance(value, dict):
-        raise UserError(f"{where} is a JSON {json_kind(value)}, not an object. {FIX}")
+        raise UserError(f"{where} is {json_kind(value)}, not a JSON object. {FIX}")
     for key in ("text", "label"):
         if key not in value:
             raise UserError(f'{where} has no "{key}". {FIX}')
     text, label = value["text"], value["label"]
     if not isinstance(text, str):
-        raise UserError(f'{where}: "text" is a {json_kind(text)}; it must be a string. {FIX}')
+        raise UserError(f'{where}: "text" is {json_kind(text)}; it must be a string. {FIX}')
     if isinstance(label, bool) or not isinstance(label, str | int):
+        shown, kind = json.dumps(label)[:40], json_kind(label)
         raise UserError(
-            f'{where}: "label" is {json_kind(label)} ({str(label)[:40]}); it must be a string '
-            "or a whole number."
+            f'{where}: "label" is {shown if shown == kind else f"{shown} ({kind})"}; it must '
+            "be a string or a whole number."
         )
     return text, label
 

@@ -63,6 +63,30 @@ def _positions(config: Any) -> int | None:
     return None
 
 
+def from_directory(auto: Any, directory: Path, path: str, what: str, **options: Any) -> Any:
+    """`auto.from_pretrained(directory, **options)` offline and without running the
+    directory's code; exit 2 naming `path` when no `what` can be loaded from it."""
+    try:
+        return auto.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False, **options
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"path={path}: no {what} could be loaded ({str(error).splitlines()[0]})."
+        ) from None
+
+
+def check_positions(config: Any, path: str, length: int, key: str) -> None:
+    """The model of `config` (saved in `path`) reads inputs of `length` tokens; `key` is the
+    dataset's option that set it, for the message."""
+    positions = _positions(config)
+    if positions is not None and length > positions:
+        raise UserError(
+            f"{key}={length}: the model at {path} reads at most {positions} positions; set "
+            f"{key}={positions} or less."
+        )
+
+
 def hf_causal_lm(
     path: str,
     num_classes: int,
@@ -74,26 +98,14 @@ def hf_causal_lm(
     `image_size`. `stamp` only keys the cache (the weights' identity, kdcli.config.resolvers)."""
     directory = _directory(path, "path")
     transformers = transformers_module()
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, trust_remote_code=False
-        )
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"path={path}: no causal LM could be loaded ({str(error).splitlines()[0]})."
-        ) from None
+    model = from_directory(transformers.AutoModelForCausalLM, directory, path, "causal LM")
     rows = model.get_output_embeddings().weight.shape[0]
     if rows < num_classes:
         raise UserError(
             f"path={path}: the model has {rows} output rows, fewer than the {num_classes} "
             "tokens of the data's tokenizer (dataset.tokenizer); use the model's own tokenizer."
         )
-    positions = _positions(model.config)
-    if positions is not None and image_size > positions:
-        raise UserError(
-            f"dataset.block_size={image_size}: the model at {path} reads at most {positions} "
-            f"positions; set dataset.block_size={positions} or less."
-        )
+    check_positions(model.config, path, image_size, "dataset.block_size")
     return CausalLM(model, num_classes, directory)
 
 

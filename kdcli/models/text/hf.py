@@ -23,7 +23,7 @@ from torch import nn
 
 from kdcli.data.tokenizer import transformers_module
 from kdcli.errors import UserError
-from kdcli.models.lm.hf import _directory, _positions
+from kdcli.models.lm.hf import _directory, check_positions, from_directory
 
 if TYPE_CHECKING:  # the optional extra: imported where a model is loaded
     from transformers import PreTrainedModel
@@ -63,31 +63,22 @@ def hf_classifier(
     cache (the weights' identity, kdcli.config.resolvers)."""
     directory = _directory(path, "path")
     transformers = transformers_module()
-    try:
-        model, loading = transformers.AutoModelForSequenceClassification.from_pretrained(
-            directory,
-            num_labels=num_classes,
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-            local_files_only=True,
-            trust_remote_code=False,
-        )
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"path={path}: no sequence classifier could be loaded ({str(error).splitlines()[0]})."
-        ) from None
+    model, loading = from_directory(
+        transformers.AutoModelForSequenceClassification,
+        directory,
+        path,
+        "sequence classifier",
+        num_labels=num_classes,
+        ignore_mismatched_sizes=True,
+        output_loading_info=True,
+    )
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < vocabulary:
         raise UserError(
             f"path={path}: the model reads {rows} token ids, fewer than the {vocabulary} of the "
             "data's tokenizer (dataset.tokenizer); use the model's own tokenizer."
         )
-    positions = _positions(model.config)
-    if positions is not None and image_size > positions:
-        raise UserError(
-            f"dataset.max_length={image_size}: the model at {path} reads at most {positions} "
-            f"positions; set dataset.max_length={positions} or less."
-        )
+    check_positions(model.config, path, image_size, "dataset.max_length")
     if model.config.pad_token_id is None:  # GPT-2's head finds each text's last token by it
         model.config.pad_token_id = padding
     new = sorted({*loading.get("missing_keys", ()), *_names(loading.get("mismatched_keys", ()))})
