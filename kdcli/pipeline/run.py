@@ -82,7 +82,14 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
 
     plots = []
     if cfg.plots:
-        plots = write_plots(run_dir, test_logits, data.labels("test"), task.metric, task.score_name)
+        plots = write_plots(
+            run_dir,
+            test_logits,
+            data.labels("test"),
+            task.metric,
+            task.score_name,
+            data.info.classes,
+        )
     report = build_report(
         cfg, task, data.info, device, results, soft_report, stages, run_dir, summary, plots
     )
