@@ -35,3 +35,14 @@ TINY_INSTRUCT = [
     "eval.latency_runs=2",
     "plots=false",
 ]
+
+# text classification with the tiny built-in classifier (a teacher= is added), one epoch each,
+# on a JSON Lines file (dataset.path=...)
+TINY_TEXT = [
+    "dataset=text_classify",
+    "student=text_transformer_tiny",
+    "teacher.epochs=1",
+    "student.epochs=1",
+    "eval.latency_runs=2",
+    "plots=false",
+]

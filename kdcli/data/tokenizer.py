@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -26,6 +26,17 @@ def transformers_module() -> Any:
     transformers.logging.set_verbosity_error()  # its notices
     transformers.logging.disable_progress_bar()  # "Loading weights" on every model read
     return transformers
+
+
+@runtime_checkable
+class ReadsTokenizer(Protocol):
+    """A model read from a directory that reads the ids of the tokenizer saved beside it
+    (`teacher=hf`, `hf_classifier`): `path`, the tokenizer's `vocabulary`, and the rows of the
+    model's vocabulary past it that it ignores (`padded_rows`)."""
+
+    path: Path
+    vocabulary: int
+    padded_rows: int
 
 
 def load_tokenizer(path: str | Path, what: str) -> Any:

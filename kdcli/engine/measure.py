@@ -8,7 +8,7 @@ import statistics
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from kdcli.data import DatasetInfo
 
@@ -21,10 +21,27 @@ def _example(info: DatasetInfo) -> torch.Tensor:
     return info.example()
 
 
+def _attention_flops(
+    query: torch.Size, key: torch.Size, value: torch.Size, *_: object, **__: object
+) -> int:
+    """The FLOPs of attention's two matrix products (torch's counter has no formula for the
+    fused CPU kernel that scaled_dot_product_attention runs on a CPU, so it counted none)."""
+    return int(sdpa_flop_count(query, key, value))
+
+
+# op -> FLOPs formula of its input shapes, for the ops torch's counter does not know
+_MORE_FORMULAS = {
+    op: _attention_flops
+    for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)]
+    if op is not None
+}
+
+
 def flops_per_image(model: nn.Module, info: DatasetInfo) -> int:
-    """Forward FLOPs for one image (multiply and add counted separately), on a CPU copy."""
+    """Forward FLOPs for one input (an image, a text or a window of tokens as long as the
+    data's; multiply and add counted separately, attention included), on a CPU copy."""
     cpu_model = copy.deepcopy(model).cpu().eval()
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_MORE_FORMULAS)
     with counter, torch.no_grad():
         cpu_model(_example(info))
     return int(counter.get_total_flops())

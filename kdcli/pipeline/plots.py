@@ -13,6 +13,7 @@ report.md links them. Without matplotlib the run writes no plots and says so onc
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,12 @@ def write_plots(
     labels: torch.Tensor,
     metric: str,
     score_name: str | None = None,
+    classes: Sequence[str] = (),
 ) -> list[str]:
     """Draw the run's figures; their paths relative to `run_dir` (none without matplotlib).
     `metric` is what validation measures, `score_name` what training does when it is another
-    (instruction data: the answer tokens' top-1 in training, exact match in validation)."""
+    (instruction data: the answer tokens' top-1 in training, exact match in validation);
+    `classes` name the confusion matrix's rows and columns (labelled texts)."""
     if not matplotlib_installed():
         log.info("plots        none drawn: `pip install kdcli[plot]` adds them")
         return []
@@ -70,7 +73,7 @@ def write_plots(
     if rows:
         drawn.append(_curves(directory / "curves.png", rows, metric, score_name or metric))
     if "student" in logits and logits["student"].shape[-1] <= MAX_CONFUSION_CLASSES:
-        drawn.append(_confusion(directory / "confusion.png", logits["student"], labels))
+        drawn.append(_confusion(directory / "confusion.png", logits["student"], labels, classes))
     drawn.append(_reliability(directory / "reliability.png", logits, labels))
     return [str(path.relative_to(run_dir)) for path in drawn]
 
@@ -110,8 +113,11 @@ def _curves(path: Path, rows: list[dict[str, Any]], metric: str, score_name: str
     return _save(figure, path)
 
 
-def _confusion(path: Path, logits: torch.Tensor, labels: torch.Tensor) -> Path:
+def _confusion(
+    path: Path, logits: torch.Tensor, labels: torch.Tensor, names: Sequence[str] = ()
+) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     classes = logits.shape[1]
     counts = confusion_matrix(logits, labels)
@@ -124,6 +130,15 @@ def _confusion(path: Path, logits: torch.Tensor, labels: torch.Tensor) -> Path:
                 if counts[i, j]:
                     axes.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7)
     axes.set(xlabel="predicted class", ylabel="true class", title="student: confusion matrix")
+    if len(names) == classes:  # labelled texts: the classes' names
+        axes.set_xticks(range(classes), list(names), rotation=45, ha="right")
+        axes.set_yticks(range(classes), list(names))
+    elif classes <= 20:
+        axes.set_xticks(range(classes), [str(i) for i in range(classes)])
+        axes.set_yticks(range(classes), [str(i) for i in range(classes)])
+    else:
+        for axis in (axes.xaxis, axes.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))
     return _save(figure, path)
 
 

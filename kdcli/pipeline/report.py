@@ -108,8 +108,19 @@ def _cells(report: Report, task: Task = TASK) -> tuple[list[str], list[list[str]
         values = [report[key].get(field) for key, _ in present]
         if all(v is None for v in values):  # e.g. validation top-1 without a validation split
             continue
+        label = flops_label(report) if field == "flops" else label
         rows.append([label, *("-" if v is None else fmt(v) for v in values)])
     return header, rows
+
+
+def flops_label(report: Report) -> str:
+    """What the FLOPs were counted on: an image, or a text or token window as long as the
+    data's (kdcli.data.base.DatasetInfo.example; padding costs what a token costs)."""
+    dataset = report.get("dataset", {})
+    per = {"text": "window", "labelled_text": "text"}.get(str(dataset.get("modality")))
+    if per is None:
+        return "FLOPs / image"
+    return f"FLOPs / {per} of {dataset.get('image_size')} tokens"
 
 
 SAMPLE_PREVIEW = 100  # characters of each text sample on the terminal (report.md has them all)
@@ -128,7 +139,8 @@ def gain_line(report: Report) -> str:
         return f"{line}: student - baseline {metric}"
     low, high = report["kd_gain_ci"]
     images = report["kd_gain_images"]
-    items = "tokens" if report.get("dataset", {}).get("modality") == "text" else "images"
+    modality = report.get("dataset", {}).get("modality")
+    items = {"text": "tokens", "labelled_text": "texts"}.get(str(modality), "images")
     right = "gets {} right"
     if "answers" in report:  # paired by prompt; ROUGE-L scores are not right or wrong
         items = "prompts"

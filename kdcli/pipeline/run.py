@@ -102,7 +102,14 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
     if cfg.plots:
         if ctx.teacher_data is not None:  # the teacher's tokens are not the test labels'
             test_logits.pop("teacher")
-        plots = write_plots(run_dir, test_logits, data.labels("test"), task.metric, task.score_name)
+        plots = write_plots(
+            run_dir,
+            test_logits,
+            data.labels("test"),
+            task.metric,
+            task.score_name,
+            data.info.classes,
+        )
     report = build_report(
         cfg, task, data.info, device, results, soft_report, stages, run_dir, summary, plots
     )

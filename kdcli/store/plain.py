@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,29 @@ def _read(path: Path, parse: Callable[[str], Any], what: str, fix: str) -> Any:
             raise ValueError(f"it is larger than {MAX_BYTES // 2**20} MB")
         return parse(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError, RecursionError) as error:
-        lines = str(error).strip().splitlines()
-        why = lines[0][:200] if lines else type(error).__name__
-        raise UserError(f"{path} could not be read as {what} ({why}). {fix}") from None
+        raise UserError(f"{path} could not be read as {what} ({_why(error)}). {fix}") from None
+
+
+def _why(error: BaseException) -> str:
+    """The first line of an error's message, for a message of ours."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def read_jsonl(path: Path, fix: str) -> Iterator[tuple[int, Any]]:
+    """(line number, what the line holds) for each line of a JSON Lines file that is not
+    blank, the first line numbered 1 (the caller checks the values it uses); a line that is
+    not UTF-8 or not JSON is a UserError naming `path`, the line and `fix`."""
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM
+                    if line.strip():
+                        yield number, json.loads(line)
+                except (ValueError, RecursionError) as error:
+                    raise UserError(
+                        f"{path} line {number} is not JSON ({_why(error)}). {fix}"
+                    ) from None
+    except OSError as error:
+        raise UserError(f"{path} could not be read ({error.strerror or error}). {fix}") from None

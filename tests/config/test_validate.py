@@ -80,6 +80,15 @@ def test_bad_values_are_refused_naming_the_key_and_the_range(overrides, expected
         (["teacher=gpt_tiny"], "teacher=gpt_tiny reads text, but task=classify classifies"),
         (["student=hf", "student.path=/x"], "student=hf reads text, but task=classify"),
         (["task=instruct", "dataset=shakespeare"], "dataset=shakespeare holds no prompts"),
+        # text classification: labelled texts, read by text classifiers alone
+        (["dataset=reviews"], "teacher=resnet8x4 reads images, but dataset=reviews holds"),
+        (["dataset=reviews", "teacher=text_transformer"], "e.g. student=text_transformer_tiny"),
+        (["teacher=text_transformer"], "teacher=text_transformer reads labelled texts, but "),
+        (
+            ["dataset=reviews", "teacher=gpt_small", "student=text_transformer_tiny"],
+            "teacher=gpt_small reads text, but task=classify classifies images or labelled",
+        ),
+        (["task=lm", "dataset=reviews"], "dataset=reviews reads labelled texts, but task=lm"),
     ],
 )
 def test_models_and_dataset_that_read_another_modality_than_the_task_are_refused(
@@ -90,6 +99,13 @@ def test_models_and_dataset_that_read_another_modality_than_the_task_are_refused
     assert expected in str(refused.value)
     if overrides == ["dataset=shakespeare"]:
         check_overrides(["task=lm"])  # GPTs on Shakespeare: all text, accepted
+
+
+def test_text_classification_is_accepted():
+    models = ["teacher=text_transformer", "student=text_transformer_tiny"]
+    check_overrides(["dataset=reviews", *models])
+    check_overrides(["dataset=text_classify", "dataset.path=x.jsonl", *models])
+    check_overrides(["experiment=reviews"])
 
 
 def test_cuda_without_a_gpu_is_bad_input(kd):

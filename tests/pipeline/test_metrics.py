@@ -14,6 +14,7 @@ from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.losses import CrossEntropy, SoftTargetKD
 from kdcli.losses.combo import WeightedSum
 from kdcli.models.mlp import MLP
+from kdcli.pipeline import plots
 from kdcli.pipeline.metrics import CsvLog, JsonlLog, TensorBoardLog, read_metrics
 from kdcli.pipeline.plots import reliability_bins, write_plots
 from kdcli.tasks.classify import TASK, expected_calibration_error
@@ -112,6 +113,32 @@ def test_plots_are_drawn_from_the_rows_and_the_test_logits(tmp_path):
     drawn = write_plots(tmp_path, logits, torch.randint(0, 10, (50,)), "top1")
     assert drawn == ["plots/curves.png", "plots/confusion.png", "plots/reliability.png"]
     assert all((tmp_path / p).stat().st_size > 1000 for p in drawn)
+
+
+@pytest.mark.parametrize(
+    ("classes", "ticks"), [(("mixed", "negative", "positive"), ["mixed", "negative", "positive"]),
+                           ((), ["0", "1", "2"])],
+)  # fmt: skip
+def test_the_confusion_matrix_names_the_classes_or_numbers_them(
+    tmp_path, monkeypatch, classes, ticks
+):
+    """Labelled texts name their classes; otherwise whole class numbers, not 0.5 steps."""
+    pytest.importorskip("matplotlib")
+    drawn = {}
+
+    def keep(figure, path):
+        axes = figure.axes[0]
+        figure.canvas.draw()
+        drawn[path.name] = [[t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+                            for axis in (axes.xaxis, axes.yaxis)]  # fmt: skip
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    logits = {"student": torch.randn(30, 3)}
+    write_plots(tmp_path, logits, torch.randint(0, 3, (30,)), "top1", classes=classes)
+    x_ticks, y_ticks = drawn["confusion.png"]
+    assert x_ticks == y_ticks
+    assert x_ticks == ticks
 
 
 def test_curves_plot_a_training_score_that_is_not_the_validation_metric(tmp_path):

@@ -25,6 +25,10 @@ REPORT_SHAPE = {
     "dataset.mean": "list",
     "dataset.std": "list",
     "dataset.modality": "str",
+    # added on purpose: the facts of labelled texts (0, 0 and [] for images), text classification
+    "dataset.vocabulary": "int",
+    "dataset.padding": "int",
+    "dataset.classes": "list",
     "loss.name": "str",
     "loss.alpha": "float",
     "loss.temperature": "float",

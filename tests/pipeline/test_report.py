@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from kdcli.pipeline.report import markdown, summary_lines, table, warnings, write
+from kdcli.pipeline.report import flops_label, markdown, summary_lines, table, warnings, write
 
 
 def sample_report():
@@ -141,3 +141,12 @@ def test_warnings_are_yellow_on_a_terminal(tmp_path):
     report["warnings"] = ["something is off"]
     write(report, tmp_path, console)
     assert "\x1b[1;33mwarning: something is off" in out.getvalue()
+
+
+def test_the_flops_row_says_what_they_were_counted_on():
+    assert flops_label({"dataset": {"modality": "image", "image_size": 8}}) == "FLOPs / image"
+    assert flops_label({}) == "FLOPs / image"  # reports from before the modality was recorded
+    texts = {"dataset": {"modality": "labelled_text", "image_size": 52}}
+    assert flops_label(texts) == "FLOPs / text of 52 tokens"
+    windows = {"dataset": {"modality": "text", "image_size": 64}}
+    assert flops_label(windows) == "FLOPs / window of 64 tokens"

@@ -34,17 +34,23 @@ class Block(nn.Module):
         return self.step(x)[0]
 
     def step(
-        self, x: torch.Tensor, past: KeyValues | None = None
+        self, x: torch.Tensor, past: KeyValues | None = None, keep: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, KeyValues]:
         """The block on `x`, and the keys and values of every position so far. With `past`
-        (the earlier positions' keys and values), `x` is one new position."""
+        (the earlier positions' keys and values), `x` is one new position. With `keep`
+        ([B, T], True where a token is not padding), every position reads every kept one, before
+        and after it (the text classifier, kdcli/models/text/transformer.py)."""
         batch, length, width = x.shape
         q, k, v = self.qkv(self.norm1(x)).split(width, dim=2)
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
         if past is not None:  # one new query reads every earlier position: no mask needed
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=past is None, dropout_p=drop)
+        mask = None if keep is None else keep[:, None, None, :]
+        causal = past is None and keep is None
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=drop
+        )
         x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
         return x + self.mlp(self.norm2(x)), (k, v)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from kdcli.data.tokenizer import load_tokenizer, transformers_module
+from kdcli.data.tokenizer import ReadsTokenizer, load_tokenizer, transformers_module
 from kdcli.errors import UserError
 
 if TYPE_CHECKING:  # the optional extra: imported where a model is loaded
@@ -65,6 +65,30 @@ def _positions(config: Any) -> int | None:
     return None
 
 
+def from_directory(auto: Any, directory: Path, path: str, what: str, **options: Any) -> Any:
+    """`auto.from_pretrained(directory, **options)` offline and without running the
+    directory's code; exit 2 naming `path` when no `what` can be loaded from it."""
+    try:
+        return auto.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False, **options
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"path={path}: no {what} could be loaded ({str(error).splitlines()[0]})."
+        ) from None
+
+
+def check_positions(config: Any, path: str, length: int, key: str, note: str = "") -> None:
+    """The model of `config` (saved in `path`) reads inputs of `length` tokens; `key` is the
+    dataset's option that set it, for the message (`note` after it)."""
+    positions = _positions(config)
+    if positions is not None and length > positions:
+        raise UserError(
+            f"{key}={length}{note}: the model at {path} reads at most {positions} positions; set "
+            f"{key}={positions} or less."
+        )
+
+
 def hf_causal_lm(
     path: str,
     num_classes: int,
@@ -76,26 +100,15 @@ def hf_causal_lm(
     `image_size`. `stamp` only keys the cache (the weights' identity, kdcli.config.resolvers)."""
     directory = _directory(path, "path")
     transformers = transformers_module()
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, trust_remote_code=False
-        )
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"path={path}: no causal LM could be loaded ({str(error).splitlines()[0]})."
-        ) from None
+    model = from_directory(transformers.AutoModelForCausalLM, directory, path, "causal LM")
     rows = model.get_output_embeddings().weight.shape[0]
     if rows < num_classes:
         raise UserError(
             f"path={path}: the model has {rows} output rows, fewer than the {num_classes} "
             "tokens of the data's tokenizer (dataset.tokenizer); use the model's own tokenizer."
         )
-    positions = _positions(model.config)
-    if positions is not None and image_size > positions:
-        raise UserError(
-            f"dataset.block_size={image_size} (dataset.max_length for instruction data): the "
-            f"model at {path} reads at most {positions} positions; set it to {positions} or less."
-        )
+    note = " (dataset.max_length for instruction data)"
+    check_positions(model.config, path, image_size, "dataset.block_size", note)
     return CausalLM(model, num_classes, directory)
 
 
@@ -105,7 +118,7 @@ def check_shared_tokenizer(
     """The Hugging Face models among `models` (role -> model, teacher first) and the data
     they read (`tokenizer`, set by `key`; None: characters) use one tokenizer. Exit 2
     naming both directories when two vocabularies differ, beyond one extending the other."""
-    hf = {role: m for role, m in models.items() if isinstance(m, CausalLM)}
+    hf = {role: m for role, m in models.items() if isinstance(m, ReadsTokenizer)}
     if not hf:
         return
     if tokenizer is None:
@@ -125,11 +138,12 @@ def check_shared_tokenizer(
         if difference := _difference(reference, vocabulary):
             raise UserError(
                 f"{first_key}={first_dir} and {key}={directory} use different tokenizers "
-                f"({difference}). Distillation compares the teacher's "
-                "and the student's distributions token by token, so both must share one: pick "
-                "a student of the teacher's family, or one trained with its tokenizer "
-                "(student=gpt_tiny is built for the data's tokenizer); or distil across the "
-                "two tokenizers with loss=uld and teacher.tokenizer=<the teacher's directory>."
+                f"({difference}). The teacher and the student read the same token ids (and a "
+                "language model's distributions are compared token by token), so both must share "
+                "one: pick a student of the teacher's family, or one trained with its tokenizer "
+                "(student=gpt_tiny and student=text_transformer_tiny are built for the data's "
+                "tokenizer); or distil a language model across the two tokenizers with loss=uld "
+                "and teacher.tokenizer=<the teacher's directory>."
             )
         if len(vocabulary) != len(reference):
             log.info(
