@@ -90,6 +90,7 @@ BY_NAME: dict[str, Rule] = {
     # datasets
     "val_fraction": rule_of(number(0, 1), "0.1"),
     "noise": rule_of(number(0, 1), "0.25"),
+    "negation": rule_of(number(0, 1, high_in=True), "0.3"),
     "count": rule_of(whole(30), "8000"),
     "letters": rule_of(whole(3), "6"),
     "digits": rule_of(whole(1), "3"),
