@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig
 
+from kdcli.config.endpoint import model_node
 from kdcli.errors import UserError
 
 TEXT_TARGETS = (
@@ -46,7 +47,8 @@ def check_modalities(cfg: DictConfig, choices: Mapping[str, str | None]) -> None
     options picked for the config groups (Hydra's runtime choices), to name them."""
     task = modality(cfg.task)
     _check_instruction_data(cfg, choices)
-    parts = {"dataset": cfg.dataset, "teacher": cfg.teacher.model, "student": cfg.student.model}
+    teacher = model_node(cfg, "teacher")
+    parts = {"dataset": cfg.dataset, "teacher": teacher, "student": cfg.student.model}
     for group, node in parts.items():
         reads = modality(node)
         if reads == task:

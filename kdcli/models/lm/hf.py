@@ -56,7 +56,8 @@ class CausalLM(nn.Module):
         return logits[..., : self.vocabulary]
 
 
-def _positions(config: Any) -> int | None:
+def positions_of(config: Any) -> int | None:
+    """The most positions a transformers model config reads (None: it does not say)."""
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         if isinstance(getattr(config, name, None), int):
             return getattr(config, name)
@@ -88,7 +89,7 @@ def hf_causal_lm(
             f"path={path}: the model has {rows} output rows, fewer than the {num_classes} "
             "tokens of the data's tokenizer (dataset.tokenizer); use the model's own tokenizer."
         )
-    positions = _positions(model.config)
+    positions = positions_of(model.config)
     if positions is not None and image_size > positions:
         raise UserError(
             f"dataset.block_size={image_size}: the model at {path} reads at most {positions} "
