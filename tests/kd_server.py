@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import torch
 import uvicorn
-
 from kd_command import start_kd
+
 from kdcli.data.text import Vocabulary
 from kdcli.engine.batcher import Batcher
 from kdcli.engine.completions import Served
@@ -50,7 +50,9 @@ def tiny_served(
 def serving(served: Served, api_key: str | None = None) -> Iterator[str]:
     """`served` at http://127.0.0.1:PORT/v1 (the URL yielded) while the block runs."""
     port = free_port()
-    config = uvicorn.Config(make_app(served, api_key), host="127.0.0.1", port=port, log_level="error")
+    config = uvicorn.Config(
+        make_app(served, api_key), host="127.0.0.1", port=port, log_level="error"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

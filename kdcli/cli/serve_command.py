@@ -51,10 +51,10 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdcli.config.serve_model import load_served
     from kdcli.engine.batcher import Batcher
     from kdcli.engine.completions import Served
     from kdcli.engine.server import fastapi_module, make_app
-    from kdcli.pipeline.serve_model import load_served
 
     fastapi_module()  # the extra is there, before a model is loaded
     uvicorn = _uvicorn()

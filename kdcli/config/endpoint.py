@@ -23,7 +23,8 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def is_endpoint(cfg: DictConfig) -> bool:
     """Whether the teacher is behind a server (`teacher=endpoint`)."""
-    return "url" in cfg.teacher and not isinstance(cfg.teacher.get("model"), DictConfig)
+    node = cfg.teacher._get_node("model")  # a missing (???) url or model is still a key
+    return "url" in cfg.teacher.keys() and not isinstance(node, DictConfig)
 
 
 def model_node(cfg: DictConfig, role: str) -> DictConfig:

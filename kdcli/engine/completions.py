@@ -147,7 +147,11 @@ def complete(served: Served, body: dict[str, Any]) -> dict[str, Any]:
         "created": int(time.time()),
         "model": served.name,
         "choices": choices,
-        "usage": {"prompt_tokens": read, "completion_tokens": written, "total_tokens": read + written},
+        "usage": {
+            "prompt_tokens": read,
+            "completion_tokens": written,
+            "total_tokens": read + written,
+        },
     }
 
 

@@ -4,7 +4,7 @@ kdcli/engine/completions.py. With an API key, every route but `/health` wants
 `Authorization: Bearer KEY`.
 
 No `from __future__ import annotations` here: FastAPI reads the routes' annotations
-(`fastapi.Request`) when they are defined."""
+(`Request`) when they are defined."""
 
 import hmac
 from typing import Any
@@ -17,15 +17,14 @@ def fastapi_module() -> Any:
     try:
         import fastapi
     except ImportError:
-        raise UserError(
-            "kd serve needs FastAPI and uvicorn: pip install 'kdcli[serve]'."
-        ) from None
+        raise UserError("kd serve needs FastAPI and uvicorn: pip install 'kdcli[serve]'.") from None
     return fastapi
 
 
 def make_app(served: Served, api_key: str | None = None) -> Any:
     """The FastAPI application serving `served`."""
     fastapi = fastapi_module()
+    from fastapi import Request
     from fastapi.responses import JSONResponse
 
     app = fastapi.FastAPI(title="kd serve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -64,14 +63,14 @@ def make_app(served: Served, api_key: str | None = None) -> Any:
         return models(served)
 
     @app.post("/v1/completions")
-    async def completions(request: fastapi.Request) -> Any:
+    async def completions(request: Request) -> Any:
         body = await body_of(request)
         # the model runs in the batcher's thread; this waits without holding the event loop
         return await fastapi.concurrency.run_in_threadpool(complete, served, body)
 
     @app.post("/tokenize")
     @app.post("/v1/tokenize")
-    async def tokens(request: fastapi.Request) -> Any:
+    async def tokens(request: Request) -> Any:
         return tokenize(served, await body_of(request))
 
     return app

@@ -62,7 +62,9 @@ def write_served(
         work.mkdir(parents=True, exist_ok=True)
         done = set()
     arrays = {
-        name: np.lib.format.open_memmap(work / f"{name}.npy", mode=mode, dtype=kind, shape=tuple(shape))
+        name: np.lib.format.open_memmap(
+            work / f"{name}.npy", mode=mode, dtype=kind, shape=tuple(shape)
+        )
         for name, kind in dtypes.items()
     }
     resumed = sum(min(module.batch_size, count - start) for start in done)
@@ -123,7 +125,9 @@ def _done(progress: Path, plan: dict[str, Any]) -> set[int] | None:
                 raise ValueError(f"{name}.npy has another shape")
         return {int(start) for start in record["done"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
-        log.warning("ignoring the unfinished soft labels in %s (%s); starting afresh", progress, error)
+        log.warning(
+            "ignoring the unfinished soft labels in %s (%s); starting afresh", progress, error
+        )
         shutil.rmtree(progress, ignore_errors=True)
         return None
 

@@ -246,9 +246,9 @@ def _build(
 
 def _resumed(teacher: Model, resumed: int) -> str | None:
     """Where an interrupted build continued: after `resumed` rows (a server's) or epochs."""
-    if not resumed:
-        return None
-    return f"row {resumed}" if isinstance(teacher.module, EndpointLM) else f"epoch {resumed + 1}, batch 0"
+    if isinstance(teacher.module, EndpointLM):
+        return f"row {resumed}" if resumed else None
+    return f"epoch {resumed + 1}, batch 0" if resumed else None
 
 
 def _write_served(
@@ -257,16 +257,12 @@ def _write_served(
     """A server's top-k on each training sample (`static`), or on the text it wrote first
     (`generate`), resumable (kdcli/knowledge/served.py)."""
     assert isinstance(teacher.module, EndpointLM)
-    if mode not in ("static", "generate"):
-        raise RunError(f"soft_labels.mode={mode}: teacher=endpoint stores static or generate labels.")
     windows = _generate_windows(ctx, teacher, 1) if mode == "generate" else None
-    source = _text(ctx.data) if windows is None else written_data(ctx.data, windows)
-    topk = stored_topk(ctx.cfg.soft_labels.topk, ctx.data.info.num_classes)
-    k = topk or ctx.data.info.num_classes
-    dtype = np.dtype(ctx.cfg.soft_labels.dtype)
-    rows = source.train.images
+    rows = (_text(ctx.data) if windows is None else written_data(ctx.data, windows)).train.images
+    vocabulary, dtype = ctx.data.info.num_classes, np.dtype(ctx.cfg.soft_labels.dtype)
+    k = stored_topk(ctx.cfg.soft_labels.topk, vocabulary) or vocabulary
     fields, resumed = write_served(directory, teacher.module, rows, k, dtype, progress, windows)
-    return {**fields, "topk": topk}, rows.shape[0], resumed
+    return fields, rows.shape[0], resumed
 
 
 def _write_views(

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from kd_command import run_kd, start_kd
 from kd_server import free_port, kd_serve
 from kd_settings import TINY_LM

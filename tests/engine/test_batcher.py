@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-
 from kd_server import tiny_gpt
+
 from kdcli.engine.batcher import Batcher
 
 

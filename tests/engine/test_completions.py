@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from kd_server import tiny_served
+
 from kdcli.engine.completions import BadRequest, complete, models, tokenize
 
 
@@ -56,7 +56,9 @@ def test_writing_stops_at_max_tokens_or_a_stop_string_and_sampling_follows_the_s
     stop = long["text"][2]
     cut = complete(served, {"prompt": "ab", "max_tokens": 6, "temperature": 0, "stop": stop})
     assert cut["choices"][0]["finish_reason"] == "stop"
-    assert stop not in cut["choices"][0]["text"] and long["text"].startswith(cut["choices"][0]["text"])
+    assert stop not in cut["choices"][0]["text"] and long["text"].startswith(
+        cut["choices"][0]["text"]
+    )
     drawn = [complete(served, {"prompt": "ab", "max_tokens": 8, "temperature": 1.5, "seed": s})
              ["choices"][0]["text"] for s in (1, 1, 2)]  # fmt: skip
     assert drawn[0] == drawn[1] != drawn[2]

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from kd_server import LETTERS, serving, tiny_served
+
 from kdcli.knowledge.format import read_store
 from kdcli.knowledge.served import PROGRESS, generate_served, write_served
 from kdcli.models.lm.endpoint import EndpointLM

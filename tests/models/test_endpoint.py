@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from kd_server import LETTERS, free_port, serving, tiny_served
+
 from kdcli.data.text import Vocabulary
 from kdcli.errors import UserError
 from kdcli.models.lm.endpoint import EndpointLM, tokenizer_fingerprint

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-
 from kd_server import free_port
+
 from kdcli.errors import UserError
 from kdcli.models.lm.openai_api import Client, Connection, ServerError, next_token_top_k, top_k
 
@@ -75,9 +75,7 @@ def test_no_server_is_a_connection_error_after_the_retries():
     assert raised.value.status == 0
 
 
-def test_the_api_key_comes_from_the_named_variable_and_goes_in_the_header_only(
-    flaky, monkeypatch
-):
+def test_the_api_key_comes_from_the_named_variable_and_goes_in_the_header_only(flaky, monkeypatch):
     _, url = flaky
     monkeypatch.setenv("KD_TEST_KEY", "sekrit-123")
     Flaky.statuses = [401]

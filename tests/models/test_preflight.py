@@ -5,8 +5,8 @@ tokenizer, too few log-probabilities, an API key it refuses."""
 from __future__ import annotations
 
 import pytest
-
 from kd_server import LETTERS, free_port, serving, tiny_served
+
 from kdcli.data.text import Vocabulary
 from kdcli.errors import UserError
 from kdcli.models.lm.endpoint import EndpointLM

@@ -124,7 +124,9 @@ class EndpointLM(nn.Module):
         }
         answer = self.client.post("/completions", body)
         choices = sorted(_choices(answer, len(rows)), key=lambda c: c.get("index", 0))
-        return [next_token_top_k(c, len(r), k, self.names) for c, r in zip(choices, rows, strict=True)]
+        return [
+            next_token_top_k(c, len(r), k, self.names) for c, r in zip(choices, rows, strict=True)
+        ]
 
     def write(
         self, prompts: list[list[int]], max_tokens: int, temperature: float, seed: int,
@@ -132,6 +134,7 @@ class EndpointLM(nn.Module):
     ) -> list[list[int]]:  # fmt: skip
         """The tokens the server writes after each prompt (at most `max_tokens`, ending at
         `stop` when given), one request per prompt, `concurrency` at once."""
+
         def one(index: int) -> list[int]:
             body = {
                 "model": self.connection.model, "prompt": prompts[index],

@@ -51,9 +51,7 @@ def httpx_module() -> Any:
     try:
         import httpx
     except ImportError:
-        raise UserError(
-            "teacher=endpoint needs httpx: pip install 'kdcli[endpoint]'."
-        ) from None
+        raise UserError("teacher=endpoint needs httpx: pip install 'kdcli[endpoint]'.") from None
     return httpx
 
 
@@ -100,7 +98,9 @@ class Client:
                     try:
                         return response.json()
                     except ValueError:
-                        raise ServerError(response.status_code, "an answer that is not JSON")
+                        raise ServerError(
+                            response.status_code, "an answer that is not JSON"
+                        ) from None
                 problem = ServerError(response.status_code, _message(response))
                 if response.status_code not in RETRIED:
                     raise problem

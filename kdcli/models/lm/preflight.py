@@ -52,7 +52,9 @@ def _models(module: EndpointLM) -> list[str]:
         raise _unreachable(module, error) from None
     data = listed.get("data") if isinstance(listed, dict) else None
     if not isinstance(data, list):
-        raise UserError(f"teacher.url={url}: GET {url}/models is not the OpenAI API's answer; {START_ONE}.")
+        raise UserError(
+            f"teacher.url={url}: GET {url}/models is not the OpenAI API's answer; {START_ONE}."
+        )
     return [str(m.get("id")) for m in data if isinstance(m, dict)]
 
 

@@ -80,7 +80,9 @@ def _hugging_face(path: Path, device: str) -> Loaded:
 def _run_teacher(run: Path, overrides: list[str], device: str) -> Loaded:
     """A run directory's teacher: the model file (or Hugging Face directory) its report names."""
     report = read_json(run / "report.json", f"kd serve {run}: not a finished kdcli run.")
-    checkpoint = (report.get("teacher") or {}).get("checkpoint") if isinstance(report, dict) else None
+    checkpoint = (
+        (report.get("teacher") or {}).get("checkpoint") if isinstance(report, dict) else None
+    )
     if not isinstance(checkpoint, str) or not checkpoint:
         raise UserError(f"kd serve {run}: its report.json names no teacher checkpoint.")
     teacher = Path(checkpoint)
