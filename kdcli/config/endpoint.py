@@ -23,8 +23,12 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def is_endpoint(cfg: DictConfig) -> bool:
     """Whether the teacher is behind a server (`teacher=endpoint`)."""
-    node = cfg.teacher._get_node("model")  # a missing (???) url or model is still a key
-    return "url" in cfg.teacher.keys() and not isinstance(node, DictConfig)
+    keys = list(cfg.teacher)  # with those whose value is missing (???), which `in` leaves out
+    return (
+        "url" in keys
+        and "model" in keys
+        and not isinstance(cfg.teacher._get_node("model"), DictConfig)
+    )
 
 
 def model_node(cfg: DictConfig, role: str) -> DictConfig:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from kd_command import run_kd, start_kd
 from kd_server import free_port, kd_serve
-from kd_settings import TINY_LM
+from kd_settings import TINY_INSTRUCT, TINY_LM
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -77,6 +77,30 @@ def test_distilling_through_the_server_continues_when_killed_and_matches_in_proc
         assert report["student"][metric] == pytest.approx(in_process["student"][metric], rel=1e-3)
     record = json.loads((result.runs()[0] / "teacher-endpoint.json").read_text())
     assert record["model"] == "shakespeare-gpt" and record["url"] == fast_url
+
+
+def test_instruction_answers_the_server_writes_are_the_in_process_teachers(tmp_path):
+    """task=instruct's sequence-level KD (soft_labels.mode=generate, greedy) through kd serve:
+    the server writes the same answers as the teacher in process, and labels them alike."""
+    settings = [*TINY_INSTRUCT, "soft_labels.topk=20"]
+    in_process = run_kd("train", *settings, cwd=tmp_path)
+    assert in_process.returncode == 0, in_process.stderr
+    cache = tmp_path / "outputs" / "cache"
+    [model] = (cache / "teachers").glob("*/model.pt")
+    with kd_serve(model, "--name", "drills-gpt", cwd=tmp_path) as (url, _):
+        served = ["teacher=endpoint", f"teacher.url={url}", "teacher.model=drills-gpt"]
+        result = run_kd("train", *settings, *served, cwd=tmp_path / "endpoint",
+                        env={"KD_CACHE_DIR": str(cache)})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "the server wrote" in result.stderr
+    ours, theirs = result.report(), in_process.report()
+    assert ours["soft_labels"]["mode"] == theirs["soft_labels"]["mode"] == "generate"
+    stores = [Path(ours["soft_labels"]["path"]), tmp_path / theirs["soft_labels"]["path"]]
+    windows = [np.load(store / "windows.npy") for store in stores]
+    assert np.array_equal(*windows)  # the same greedy answers
+    vocabulary = ours["dataset"]["num_classes"]
+    np.testing.assert_allclose(*[dense(s, vocabulary) for s in stores], rtol=2**-8, atol=2**-14)
+    assert ours["student"]["perplexity"] == pytest.approx(theirs["student"]["perplexity"], rel=1e-3)
 
 
 def _wait_for(root: Path, process) -> Path:
