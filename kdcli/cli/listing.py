@@ -125,9 +125,10 @@ def _model_configs(
 
 def _modality(cfg: DictConfig, role: str) -> str:
     """What a model reads (kdcli/config/modality.py)."""
+    from kdcli.config.endpoint import model_node
     from kdcli.config.modality import modality
 
-    return modality(cfg[role].model)
+    return modality(model_node(cfg, role))
 
 
 def _role(group: str) -> str:

@@ -16,10 +16,11 @@ import hydra
 from omegaconf import DictConfig
 
 from kdcli import __version__
-from kdcli.cli import cache_command, eval_command, export_command, run_dirs
+from kdcli.cli import cache_command, eval_command, export_command, run_dirs, serve_command
 from kdcli.cli.cache_command import add_cache_parser
 from kdcli.cli.eval_command import add_eval_parser
 from kdcli.cli.export_command import add_export_parser
+from kdcli.cli.serve_command import add_serve_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(commands)
     add_export_parser(commands)
     add_cache_parser(commands)
+    add_serve_parser(commands)
     return parser
 
 
@@ -283,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return report(args)
-    commands = {"cache": cache_command, "eval": eval_command, "export": export_command}
+    commands = {
+        "cache": cache_command,
+        "eval": eval_command,
+        "export": export_command,
+        "serve": serve_command,
+    }
     if args.command in commands:
         command = commands[args.command]
         try:

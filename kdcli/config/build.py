@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from kdcli.config.endpoint import model_node
 from kdcli.errors import UserError
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ def build_model(cfg: DictConfig, role: str, info: Any) -> Any:
     """`cfg[role].model` for a dataset's facts (configs never hard-code them); errors name the
     role and the model."""
     try:
-        return instantiate_config(cfg[role].model, f"{role}.model", **info.model_kwargs())
+        node = model_node(cfg, role)
+        return instantiate_config(node, f"{role}.model", **info.model_kwargs())
     except UserError as error:
         raise UserError(f"{role}={cfg[role].name}: {error}") from None
 

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kdcli.config import resolvers
 from kdcli.config.build import first_line, training_recipe
 from kdcli.config.device import check_device, resolve_device
+from kdcli.config.endpoint import check_endpoint_config
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
 from kdcli.config.modality import check_modalities, modality
@@ -243,6 +244,7 @@ def check_config(cfg: DictConfig) -> None:
         _check_model_choice(cfg, role)
     _check_dataset_keys(cfg.dataset)
     check_values(cfg)  # every interpolation resolves; the numbers that reach a constructor
+    check_endpoint_config(cfg)
     _check_shardable(cfg)
     _check_min_top1(cfg)
     check_device(cfg.device)

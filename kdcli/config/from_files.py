@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kdcli.config.build import instantiate_config
+from kdcli.config.endpoint import is_endpoint
 from kdcli.config.groups import group_options
 from kdcli.config.paths import config_dir
 from kdcli.config.values import check_section
@@ -118,6 +119,8 @@ def model_record(cfg: DictConfig, role: str) -> dict[str, Any]:
     plain values (no `_target_`). The option is None when the config builds something none
     of kdcli's model configs builds (a `_target_` overridden on the command line): kd eval
     then refuses the file rather than guess."""
+    if role == "teacher" and is_endpoint(cfg):  # a server's model: no file records it
+        return {"model": None, "model_config": {}}
     values = OmegaConf.to_container(cfg[role].model, resolve=True)
     assert isinstance(values, dict)
     target = values.pop(TARGET, None)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig
 
+from kdcli.config.endpoint import model_node
 from kdcli.errors import UserError
 
 # `_target_` prefix -> what it reads (kdcli.data.base.MODALITIES); anything else reads images
@@ -71,7 +72,7 @@ def check_modalities(cfg: DictConfig, choices: Mapping[str, str | None]) -> None
             f"dataset={EXAMPLES[task]['dataset']} (`kd list dataset`), or {other}."
         )
     for role in ("teacher", "student"):
-        reads = modality(cfg[role].model)
+        reads = modality(model_node(cfg, role))
         if reads == holds:
             continue
         against = f"dataset={choices.get('dataset')} holds {READS[holds]}"

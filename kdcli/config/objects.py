@@ -16,14 +16,17 @@ from torch import nn
 
 from kdcli.config.build import build_model, instantiate_config, lora_settings, training_recipe
 from kdcli.config.checks import flat_keys
+from kdcli.config.endpoint import check_endpoint
 from kdcli.config.from_files import model_record
 from kdcli.config.tokenizers import paired_sources
 from kdcli.data import DatasetInfo, DataSource
 from kdcli.engine.distributed import launched_by_torchrun
 from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
+from kdcli.knowledge.format import stored_topk
 from kdcli.knowledge.teacher import build_feature_loss, example_batch
 from kdcli.losses import DistillationLoss
+from kdcli.models.lm.endpoint import EndpointLM
 from kdcli.models.lm.hf import check_shared_tokenizer
 from kdcli.models.lora import adaptable_layers, short_names, target_problem
 from kdcli.pipeline.objects import Objects
@@ -49,6 +52,9 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
     data = source.load().to(device)
     teacher_data = None if teacher_source is None else teacher_source.load().to(device)
     teacher = build_seeded(cfg, "teacher", (teacher_data or data).info)
+    if isinstance(teacher.module, EndpointLM):  # the server, before any work
+        k = max(stored_topk(cfg.soft_labels.topk, data.info.num_classes) or 0, 1)
+        check_endpoint(cfg, teacher.module, data, max(k, teacher.module.logprobs))
     if cfg.teacher.checkpoint:  # loaded here, so that a checkpoint that does not fit is caught
         path = Path(cfg.teacher.checkpoint).expanduser()
         described = f"{cfg.teacher.name} on {data.info.describe()}"

@@ -204,10 +204,10 @@ def write_static(
     feature_dtypes = store_features(directory, features, dtype)
     mode = "static" if windows is None else "generate"
     shapes = {path: list(values.shape) for path, values in features.items()}
-    return _fields(mode, topk, dtype, clamped, feature_dtypes, shapes)
+    return manifest_fields(mode, topk, dtype, clamped, feature_dtypes, shapes)
 
 
-def _fields(
+def manifest_fields(
     mode: str,
     topk: int | None,
     dtype: np.dtype,
@@ -297,7 +297,7 @@ def write_views(
         for name in dtypes:
             os.replace(progress / f"{name}.npy", directory / f"{name}.npy")
         shutil.rmtree(progress, ignore_errors=True)
-    return _fields("views", topk, dtype, clamped, {}, {}), images, resumed
+    return manifest_fields("views", topk, dtype, clamped, {}, {}), images, resumed
 
 
 VIEWS_PROGRESS = "progress.json"

@@ -23,6 +23,7 @@ from kdcli.engine.loop import KnowledgeSource
 from kdcli.engine.measure import count_params, flops_per_image
 from kdcli.engine.precision import FP32, Precision, native_bf16, resolve
 from kdcli.engine.state import TrainState
+from kdcli.models.lm.endpoint import EndpointLM
 from kdcli.pipeline.metrics import JsonlLog
 from kdcli.store.cache import ArtifactCache, Entry
 from kdcli.tasks import Task
@@ -141,6 +142,8 @@ def eval_batch_size(ctx: Context, module: nn.Module, precision: Precision) -> in
     setting = ctx.cfg.eval.batch_size
     if setting != "auto":
         return int(setting)
+    if isinstance(module, EndpointLM):  # a server's: as many rows as its requests hold at once
+        return module.batch_size * module.concurrency
     if ctx.data.num_train < PROBE_MIN_SAMPLES:
         return 256
     key = (id(module), precision)

@@ -9,6 +9,7 @@ the artifact and runs with other settings never do:
                  teacher's tokenizer (with two, text windows are cut by characters; no other
                  teacher setting, no loss settings: a sweep over the loss shares it)
     checkpoint   (a teacher loaded from teacher.checkpoint) its model, the file's contents
+    endpoint     (a teacher behind a server) its model id there, the data's tokenizer's hash
     soft labels  the teacher's key, tokenizer and precision, dataset, mode, dtype, top-k,
                  tapped layers, encoding; `views`: the student's epochs, batch size and seed
                  (the views it draws); `generate`: how the teacher writes, and the seed
@@ -94,6 +95,13 @@ def checkpoint_key(cfg: DictConfig) -> str:
     """A teacher loaded from `teacher.checkpoint`: by the file's contents, not its path."""
     weights = file_sha256(Path(cfg.teacher.checkpoint).expanduser())
     return _key("checkpoint", model=to_container(cfg.teacher.model), weights=weights)
+
+
+def endpoint_key(cfg: DictConfig, tokenizer: str) -> str:
+    """A teacher behind an inference server (`teacher=endpoint`): the model id it serves and the
+    hash of the data's tokenizer, which the server was checked to share; not the URL, so the
+    same model served elsewhere keeps its soft labels."""
+    return _key("endpoint", model=str(cfg.teacher.model), tokenizer=tokenizer)
 
 
 def soft_labels_key(

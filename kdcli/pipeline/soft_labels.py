@@ -35,6 +35,7 @@ from kdcli.knowledge.format import (
 from kdcli.knowledge.generate import generate_windows
 from kdcli.knowledge.mode import on_policy_setting, soft_label_mode
 from kdcli.knowledge.predict import predict_with_features
+from kdcli.knowledge.served import generate_served, write_served
 from kdcli.knowledge.teacher import (
     OnlineTeacher,
     StoredKnowledge,
@@ -44,6 +45,7 @@ from kdcli.knowledge.teacher import (
 )
 from kdcli.losses import DistillationLoss
 from kdcli.losses.schedule import Schedule
+from kdcli.models.lm.endpoint import EndpointLM
 from kdcli.pipeline.common import (
     Context,
     Model,
@@ -199,7 +201,8 @@ def soft_label_stage(
         layers=layers,
     )
     # the views of finished epochs outlive a killed build (the entry's lock covers them)
-    saving = mode == "views" and cfg.checkpoint.save and distributed.is_main()
+    served = isinstance(teacher.module, EndpointLM)  # its answers outlive a killed build too
+    saving = (mode == "views" or served) and cfg.checkpoint.save and distributed.is_main()
     progress = ctx.cache.partial_path("soft_labels", teacher.name, key) if saving else None
     make = functools.partial(_build, ctx, teacher, mode, layers, progress)
     entry = get_or_make(ctx.cache, "soft_labels", teacher.name, key, make)
@@ -224,7 +227,9 @@ def _build(
     """Compute and write the store into `directory`; returns its manifest fields."""
     begun = time.perf_counter()
     resumed = 0
-    if mode == "views":
+    if isinstance(teacher.module, EndpointLM):
+        fields, images, resumed = _write_served(ctx, teacher, mode, directory, progress)
+    elif mode == "views":
         fields, images, resumed = _write_views(ctx, teacher, directory, progress)
     else:
         fields, images = _write_static(ctx, teacher, mode, layers, directory)
@@ -235,8 +240,29 @@ def _build(
         "teacher": teacher.key,
         "seconds": seconds,
         "images_per_s": images / max(seconds, 1e-9),
-        "resumed_from": f"epoch {resumed + 1}, batch 0" if resumed else None,
+        "resumed_from": _resumed(teacher, resumed),
     }
+
+
+def _resumed(teacher: Model, resumed: int) -> str | None:
+    """Where an interrupted build continued: after `resumed` rows (a server's) or epochs."""
+    if isinstance(teacher.module, EndpointLM):
+        return f"row {resumed}" if resumed else None
+    return f"epoch {resumed + 1}, batch 0" if resumed else None
+
+
+def _write_served(
+    ctx: Context, teacher: Model, mode: str, directory: Path, progress: Path | None
+) -> tuple[dict[str, Any], int, int]:
+    """A server's top-k on each training sample (`static`), or on the text it wrote first
+    (`generate`), resumable (kdcli/knowledge/served.py)."""
+    assert isinstance(teacher.module, EndpointLM)
+    windows = _generate_windows(ctx, teacher, 1) if mode == "generate" else None
+    rows = (_text(ctx.data) if windows is None else written_data(ctx.data, windows)).train.images
+    vocabulary, dtype = ctx.data.info.num_classes, np.dtype(ctx.cfg.soft_labels.dtype)
+    k = stored_topk(ctx.cfg.soft_labels.topk, vocabulary) or vocabulary
+    fields, resumed = write_served(directory, teacher.module, rows, k, dtype, progress, windows)
+    return fields, rows.shape[0], resumed
 
 
 def _write_views(
@@ -301,6 +327,11 @@ def _generate_windows(ctx: Context, teacher: Model, batch_size: int) -> torch.Te
         windows = torch.cat([train.images, train.labels[:, -1:]], dim=1)  # [N, T + 1]
         prompt = max(1, round(settings.prompt_fraction * windows.shape[1]))
         stop, pad = None, 0
+    if isinstance(teacher.module, EndpointLM):  # the server writes them
+        temperature, seed = float(settings.temperature), int(ctx.cfg.seed)
+        written = generate_served(teacher.module, windows, prompt, temperature, seed, stop, pad)
+        log.info("soft labels  the server wrote %d samples' continuations", written.shape[0])
+        return written
     written = generate_windows(
         teacher.module,
         windows,

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from kdcli.engine import distributed
 from kdcli.engine.infer import predict
 from kdcli.engine.loop import Job, Recipe, Trainee, fit
 from kdcli.engine.precision import FP32, Precision
 from kdcli.engine.state import Built
 from kdcli.errors import RunError
 from kdcli.losses import CrossEntropy
+from kdcli.models.lm.endpoint import EndpointLM, tokenizer_fingerprint
 from kdcli.pipeline.common import (
     Context,
     Model,
@@ -35,7 +37,8 @@ from kdcli.pipeline.common import (
     train_state,
 )
 from kdcli.pipeline.evaluate import eval_splits
-from kdcli.pipeline.keys import checkpoint_key, teacher_key
+from kdcli.pipeline.keys import checkpoint_key, endpoint_key, teacher_key
+from kdcli.store.atomic import write_json_atomic
 from kdcli.store.checkpoint import load_model, save_model
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,8 @@ def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, 
     A checkpoint was loaded, and its fit checked, when the teacher was built."""
     cfg = ctx.cfg
     started = time.perf_counter()
+    if isinstance(built.module, EndpointLM):
+        return served_teacher(ctx, built.module)
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         model = built.module  # the checkpoint's weights (kdcli.config.objects loaded them)
@@ -114,6 +119,21 @@ def teacher_stage(ctx: Context, built: Built, training: Recipe) -> tuple[Model, 
         loaded = Model(cfg.teacher.name, model.to(ctx.device), path, key, "checkpoint", precision)
         return loaded, stage
     return train_or_reuse(ctx, "teacher", "teacher", built, training, teacher_key)
+
+
+def served_teacher(ctx: Context, module: EndpointLM) -> tuple[Model, StageReport]:
+    """`teacher=endpoint`: the server's model (checked before the run started), recorded in
+    the run directory as `teacher-endpoint.json` (its address, model id, tokenizer hash)."""
+    cfg = ctx.cfg
+    tokenizer = tokenizer_fingerprint(getattr(ctx.data, "vocabulary", None))
+    key = endpoint_key(cfg, tokenizer)
+    record = ctx.run_dir / "teacher-endpoint.json"
+    if distributed.is_main():
+        described = {"url": str(cfg.teacher.url), "model": str(cfg.teacher.model)}
+        write_json_atomic(record, {**described, "tokenizer": tokenizer, "key": key})
+    log.info("teacher      %s at %s", cfg.teacher.model, cfg.teacher.url)
+    stage = StageReport(0.0, None, False, "server")
+    return Model(cfg.teacher.name, module.to(ctx.device), record, key, "endpoint"), stage
 
 
 SPLIT_NAMES = {"val": "validation", "test": "test"}

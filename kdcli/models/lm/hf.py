@@ -58,7 +58,8 @@ class CausalLM(nn.Module):
         return logits[..., : self.vocabulary]
 
 
-def _positions(config: Any) -> int | None:
+def positions_of(config: Any) -> int | None:
+    """The most positions a transformers model config reads (None: it does not say)."""
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         if isinstance(getattr(config, name, None), int):
             return getattr(config, name)
@@ -81,7 +82,7 @@ def from_directory(auto: Any, directory: Path, path: str, what: str, **options: 
 def check_positions(config: Any, path: str, length: int, key: str, note: str = "") -> None:
     """The model of `config` (saved in `path`) reads inputs of `length` tokens; `key` is the
     dataset's option that set it, for the message (`note` after it)."""
-    positions = _positions(config)
+    positions = positions_of(config)
     if positions is not None and length > positions:
         raise UserError(
             f"{key}={length}{note}: the model at {path} reads at most {positions} positions; set "
