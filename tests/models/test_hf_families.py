@@ -148,11 +148,6 @@ def chat_run(families: dict[str, Path], teacher: str, student: str) -> list[str]
         f"teacher.path={families[teacher]}",
         "student=hf",
         f"student.path={families[student]}",
-        # the preset's shapes of its built-in GPTs, which a Hugging Face model does not take
-        # (configs/task/instruct.yaml sets them whatever the model: to be fixed there)
-        "~teacher.model.layers",
-        "~teacher.model.dropout",
-        "~student.model.width",
         "teacher.epochs=1",
         "student.epochs=1",
         "eval.latency_runs=2",
