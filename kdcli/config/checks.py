@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kdcli.config import resolvers
 from kdcli.config.build import first_line, training_recipe
-from kdcli.config.device import check_device, resolve_device
+from kdcli.config.device import check_device, check_shardable, resolve_device
 from kdcli.config.endpoint import check_endpoint_config
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
@@ -245,7 +244,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_dataset_keys(cfg.dataset)
     check_values(cfg)  # every interpolation resolves; the numbers that reach a constructor
     check_endpoint_config(cfg)
-    _check_shardable(cfg)
+    check_shardable(cfg)
     _check_min_top1(cfg)
     check_device(cfg.device)
     _check_precision(cfg)
@@ -378,19 +377,6 @@ def _check_model_choice(cfg: DictConfig, role: str) -> None:
             f"torchvision models do (e.g. {role}=resnet18, or {role}=torchvision "
             f"{role}.name=efficientnet_b0)."
         )
-
-
-def _check_shardable(cfg: DictConfig) -> None:
-    """Under torchrun each of N processes takes batch_size / N samples of every batch."""
-    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, before any group exists
-    for key in ("teacher.batch_size", "student.batch_size"):
-        size = OmegaConf.select(cfg, key)
-        if size % processes:
-            fits = -(-size // processes) * processes
-            raise UserError(
-                f"{key}={size} is the global batch, split over {processes} torchrun processes, "
-                f"so it must be a multiple of {processes} (e.g. {key}={fits})."
-            )
 
 
 def _check_dataset_keys(node: DictConfig) -> None:

@@ -125,8 +125,8 @@ def check_shared_tokenizer(
     if tokenizer is None:
         role = next(iter(hf))
         raise UserError(
-            f"{role}=hf reads the ids of its tokenizer, but {key} is null or chars (the data "
-            f"is cut into characters); set {key}={hf[role].path}."
+            f"{role}.path={hf[role].path} reads the ids of its tokenizer, but {key} is null or "
+            f"chars (the data is cut into characters); set {key}={hf[role].path}."
         )
     sources = [(f"{role}.path", m.path) for role, m in hf.items() if _has_tokenizer(m.path)]
     sources.append((key, Path(tokenizer).expanduser()))
