@@ -36,7 +36,7 @@ READS = {"text": "text", "image": "images", "labelled_text": "labelled texts"}
 # what the task's own modality (modality(cfg.task)) lets the dataset hold
 TASK_READS = {"text": ("text",), "image": ("image", "labelled_text")}
 TASKS = {
-    "text": "task=lm trains language models on text",
+    "text": "task=lm and task=instruct train language models on text",
     "image": "task=classify classifies images or labelled texts",
 }
 # a dataset and models that read each modality, shown as examples
