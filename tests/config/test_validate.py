@@ -73,7 +73,10 @@ def test_bad_values_are_refused_naming_the_key_and_the_range(overrides, expected
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["task=lm", "student=smallcnn"], "student=smallcnn reads images, but task=lm and task=instruct train"),
+        (
+            ["task=lm", "student=smallcnn"],
+            "student=smallcnn reads images, but task=lm and task=instruct train",
+        ),
         (["task=lm", "teacher=resnet18"], "teacher=resnet18 reads images, but task=lm"),
         (["task=lm", "dataset=digits"], "dataset=digits reads images, but task=lm"),
         (["dataset=shakespeare"], "or task=lm for text"),
