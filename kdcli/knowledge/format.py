@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,8 @@ from kdcli.knowledge.predict import predict_views
 from kdcli.store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SOFT_LABEL_FORMAT = 2
 """The stored encoding's version, part of the soft-label cache key so that entries written in
@@ -291,7 +293,7 @@ def write_views(
             array.flush()
         if progress is not None:
             done = {"epochs": epoch + 1, "images": images, "clamped": clamped}
-            write_json_atomic(progress / VIEWS_PROGRESS, {**plan, **done})
+            write_json_atomic(progress / PROGRESS, {**plan, **done})
     arrays.clear()  # close the memory maps before the files move
     if progress is not None:
         for name in dtypes:
@@ -300,27 +302,41 @@ def write_views(
     return manifest_fields("views", topk, dtype, clamped, {}, {}), images, resumed
 
 
-VIEWS_PROGRESS = "progress.json"
+PROGRESS = "progress.json"  # in a killed build's directory: its plan and what it finished
 
 
-def _views_done(progress: Path, plan: dict) -> dict | None:
-    """What an earlier, interrupted build of the same views stored (None: start afresh)."""
-    if not (progress / VIEWS_PROGRESS).is_file():
+def resumed_progress(
+    progress: Path, plan: dict[str, Any], what: str, finished: Callable[[dict[str, Any]], T]
+) -> T | None:
+    """What an earlier, killed build of the same store in `progress` had `finished`, read from
+    its record, when it wrote to the same `plan` (the arrays' shape and dtypes, and what else
+    the plan names); None, and the directory removed, to start afresh."""
+    record_path = progress / PROGRESS
+    if not record_path.is_file():
         return None
     try:
-        record = json.loads((progress / VIEWS_PROGRESS).read_text())
-        if {k: record[k] for k in plan} != plan:
-            raise ValueError("another shape or dtype")
+        record = json.loads(record_path.read_text())
+        if {key: record[key] for key in plan} != plan:
+            raise ValueError("another plan: rows, shape or dtypes")
         for name in plan["dtypes"]:
             stored = np.load(progress / f"{name}.npy", mmap_mode="r", allow_pickle=False)
             if list(stored.shape) != plan["shape"]:
                 raise ValueError(f"{name}.npy has another shape")
-        log.info("soft labels  continuing after epoch %d of the views", record["epochs"])
-        return {k: int(record[k]) for k in ("epochs", "images", "clamped")}
+        return finished(record)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        log.warning("ignoring the unfinished views in %s (%s); starting afresh", progress, error)
+        log.warning("ignoring the unfinished %s in %s (%s); starting afresh", what, progress, error)
         shutil.rmtree(progress, ignore_errors=True)
         return None
+
+
+def _views_done(progress: Path, plan: dict) -> dict | None:
+    """What an earlier, interrupted build of the same views stored (None: start afresh)."""
+    done = resumed_progress(
+        progress, plan, "views", lambda r: {k: int(r[k]) for k in ("epochs", "images", "clamped")}
+    )
+    if done is not None:
+        log.info("soft labels  continuing after epoch %d of the views", done["epochs"])
+    return done
 
 
 @dataclass

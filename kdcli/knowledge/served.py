@@ -12,7 +12,6 @@ the finished arrays then move into the entry's directory.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -23,13 +22,17 @@ import numpy as np
 import torch
 
 from kdcli.errors import RunError
-from kdcli.knowledge.format import WINDOWS, index_dtype, manifest_fields
+from kdcli.knowledge.format import (
+    PROGRESS,
+    WINDOWS,
+    index_dtype,
+    manifest_fields,
+    resumed_progress,
+)
 from kdcli.models.lm.endpoint import EndpointLM
 from kdcli.store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-PROGRESS = "progress.json"
 
 
 def write_served(
@@ -112,24 +115,9 @@ def _check(module: EndpointLM, probs: np.ndarray, ids: np.ndarray, start: int) -
 
 def _done(progress: Path, plan: dict[str, Any]) -> set[int] | None:
     """The requests an earlier, killed build of the same store finished (None: start afresh)."""
-    record_path = progress / PROGRESS
-    if not record_path.is_file():
-        return None
-    try:
-        record = json.loads(record_path.read_text())
-        if {key: record[key] for key in plan} != plan:
-            raise ValueError("other rows, shape or dtypes")
-        for name in plan["dtypes"]:
-            stored = np.load(progress / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            if list(stored.shape) != plan["shape"]:
-                raise ValueError(f"{name}.npy has another shape")
-        return {int(start) for start in record["done"]}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        log.warning(
-            "ignoring the unfinished soft labels in %s (%s); starting afresh", progress, error
-        )
-        shutil.rmtree(progress, ignore_errors=True)
-        return None
+    return resumed_progress(
+        progress, plan, "soft labels", lambda record: {int(start) for start in record["done"]}
+    )
 
 
 def generate_served(
