@@ -7,10 +7,10 @@ saved by a signal mid-step resumes at the step's end to the same weights."""
 from __future__ import annotations
 
 import functools
-import signal
 
 import pytest
 import torch
+from stopping_losses import SignalAt
 
 from kdcli.data import Batch
 from kdcli.data.memory import EpochLoader, Split
@@ -157,20 +157,6 @@ def test_a_fit_with_accumulate_2_takes_the_steps_of_a_fit_at_twice_the_batch():
         assert row["lr"] == pytest.approx(large_row["lr"], rel=1e-9)
         assert row["loss"] == pytest.approx(large_row["loss"], abs=1e-5)
         assert row["train_top1"] == pytest.approx(large_row["train_top1"], abs=1e-6)
-
-
-class SignalAt(CrossEntropy):
-    """Cross-entropy that sends this process SIGTERM at its `at`-th call."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at, self.calls = at, 0
-
-    def forward(self, *args):
-        self.calls += 1
-        if self.calls == self.at:
-            signal.raise_signal(signal.SIGTERM)
-        return super().forward(*args)
 
 
 def test_a_signal_mid_step_saves_at_the_steps_end_and_the_resume_ends_identical(tmp_path):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import signal
 from dataclasses import asdict
 
 import pytest
 import torch
+from stopping_losses import SignalAt
 
 from kdcli.config.eval_config import build_from_checkpoint
 from kdcli.data.memory import EpochLoader, Split
@@ -80,20 +80,6 @@ def test_a_fit_trains_the_adapters_and_ends_with_the_plain_model_merged(tmp_path
     rebuilt = build_from_checkpoint(read_model_file(path), INFO)  # what kd eval runs
     tokens = next(loader().epoch(0)).x
     torch.testing.assert_close(rebuilt(tokens), model.eval()(tokens))
-
-
-class SignalAt(CrossEntropy):
-    """Cross-entropy that sends this process SIGTERM at its `at`-th call."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at, self.calls = at, 0
-
-    def forward(self, *args):
-        self.calls += 1
-        if self.calls == self.at:
-            signal.raise_signal(signal.SIGTERM)
-        return super().forward(*args)
 
 
 def test_a_fit_stopped_mid_epoch_resumes_its_adapters_to_the_same_weights(tmp_path):

@@ -7,6 +7,7 @@ import signal
 import pytest
 import torch
 from omegaconf import OmegaConf
+from stopping_losses import Crash, SignalAt
 
 from kdcli.config.build import training_recipe
 from kdcli.data.digits import Digits
@@ -33,20 +34,6 @@ def recipe() -> Recipe:
         }
     )  # fmt: skip
     return training_recipe(stage, "student")
-
-
-class SignalAt(CrossEntropy):
-    """Cross-entropy that sends this process `signum` at its `at`-th call (a real signal)."""
-
-    def __init__(self, at: int, signum: int = signal.SIGTERM) -> None:
-        super().__init__()
-        self.at, self.signum, self.calls = at, signum, 0
-
-    def forward(self, *args):
-        self.calls += 1
-        if self.calls == self.at:
-            signal.raise_signal(self.signum)
-        return super().forward(*args)
 
 
 @pytest.fixture(scope="module")
@@ -117,18 +104,6 @@ def test_a_state_saved_every_few_seconds_within_an_epoch_resumes_mid_epoch(digit
     resumed = model(1)
     train(digits, resumed, CrossEntropy(), TrainState(path))
     assert_same_weights(straight, resumed)
-
-
-class Crash(CrossEntropy):
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at, self.calls = at, 0
-
-    def forward(self, *args):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().forward(*args)
 
 
 @pytest.mark.parametrize(
