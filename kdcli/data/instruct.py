@@ -24,7 +24,6 @@ into train, validation and test by `dataset.split_seed`.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from kdcli.data.text import text_info
 from kdcli.data.tokenizer import Tokens, chat_template_tokens
 from kdcli.errors import UserError
 from kdcli.store.plain import MAX_BYTES
+from kdcli.store.plain import read_jsonl as json_lines
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,8 @@ def read_jsonl(path: Path) -> list[Conversation]:
         raise UserError(f"dataset.path={path}: no such file. Give a JSONL file of samples.")
     if path.stat().st_size > 64 * MAX_BYTES:
         raise UserError(f"dataset.path={path} is larger than 1 GB; split it or sample it.")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"dataset.path={path} could not be read as UTF-8 ({error}).") from None
-    samples = [
-        _sample(line, f"{path}, line {number}")
-        for number, line in enumerate(lines, start=1)
-        if line.strip()
-    ]
+    fix = f"Each line is one JSON object: {EXAMPLE}."
+    samples = [_sample(value, f"{path} line {number}") for number, value in json_lines(path, fix)]
     if len(samples) < 10:
         raise UserError(
             f"dataset.path={path} holds {len(samples)} samples; give at least 10 (a train, "
@@ -82,11 +75,7 @@ def read_jsonl(path: Path) -> list[Conversation]:
     return samples
 
 
-def _sample(line: str, where: str) -> Conversation:
-    try:
-        record = json.loads(line)
-    except (ValueError, RecursionError) as error:
-        raise UserError(f"{where} is not JSON ({error}); each line is one JSON object.") from None
+def _sample(record: Any, where: str) -> Conversation:
     if not isinstance(record, dict):
         raise UserError(f"{where} is not a JSON object; write {EXAMPLE}.")
     if "messages" in record:

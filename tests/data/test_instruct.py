@@ -92,7 +92,7 @@ def test_a_bad_line_exits_2_naming_the_file_and_line(tmp_path, line, named):
     path = write_jsonl(tmp_path / "data.jsonl", [*PAIRS[:5], line, *PAIRS[5:]])
     with pytest.raises(UserError, match=named) as error:
         read_jsonl(path)
-    assert f"{path}, line 6" in str(error.value)
+    assert f"{path} line 6" in str(error.value)
 
 
 def test_too_few_samples_or_a_missing_file_is_a_user_error(tmp_path):
