@@ -18,6 +18,7 @@ from kdcli.errors import UserError
 
 SPLITS = ("train", "val", "test")
 """`val` exists only with `dataset.val_fraction > 0`; `test` is for the final evaluation only."""
+IGNORE = -100  # a token target no loss or figure counts (a prompt's, padding): torch's ignore_index
 
 MODALITIES = ("image", "text", "labelled_text")
 """What a dataset holds: images with a class each; token windows whose labels are the next

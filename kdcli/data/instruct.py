@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from kdcli.data.base import DatasetInfo
+from kdcli.data.base import IGNORE, DatasetInfo
 from kdcli.data.memory import InMemoryDataset, Split
 from kdcli.data.text import text_info
 from kdcli.data.tokenizer import Tokens, chat_template_tokens
@@ -41,7 +41,6 @@ from kdcli.store.plain import read_jsonl as json_lines
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
 PAD, EOS = "<pad>", "<eos>"
 ROLES = ("system", "user", "assistant")
 

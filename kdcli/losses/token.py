@@ -30,9 +30,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kdcli.data.base import IGNORE
 from kdcli.losses.base import DistillationLoss
 
-IGNORE = -100
 CHUNK = 4096  # rows (tokens) per chunk of the vocabulary sums
 LOG_TINY = math.log(1e-30)
 

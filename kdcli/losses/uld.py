@@ -33,9 +33,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdcli.data.base import IGNORE
 from kdcli.losses.base import DistillationLoss
 
-IGNORE = -100
 CHUNK = 4096  # rows per chunk of the sorted sums
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from kdcli.data.instruct import IGNORE
+from kdcli.data.base import IGNORE
 from kdcli.pipeline.metrics import read_metrics
 from kdcli.store.atomic import atomic_path
 from kdcli.tasks.classify import confusion_matrix, expected_calibration_error

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from kdcli.data import DatasetInfo
+from kdcli.data.base import IGNORE
 from kdcli.tasks import Answers, Row
 
-IGNORE = -100
 SAMPLE_TOKENS = 200  # how many tokens each model adds to the prompt
 GENERATION_PROMPTS = 128  # test windows whose second half each model writes (generation_nll)
 
