@@ -28,6 +28,7 @@ from kdcli.config.device import check_device, check_shardable, resolve_device
 from kdcli.config.endpoint import check_endpoint_config
 from kdcli.config.groups import group_options, is_group
 from kdcli.config.hydra_shim import split_sweep
+from kdcli.config.loggers import check_logger
 from kdcli.config.modality import check_modalities, modality
 from kdcli.config.paths import config_dir
 from kdcli.config.tokenizers import check_tokenizers
@@ -248,7 +249,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_min_top1(cfg)
     check_device(cfg.device)
     _check_precision(cfg)
-    _check_logger(cfg)
+    check_logger(cfg)
     _check_compress(cfg)
     _check_soft_label_mode(cfg)
     check_tokenizers(cfg, _language_model(cfg))
@@ -308,17 +309,6 @@ def _check_precision(cfg: DictConfig) -> None:
             "precision=fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler) and this run "
             "is on the CPU; use precision=bf16 (or precision=auto, which picks bf16 where the "
             "CPU runs it natively) or precision=fp32."
-        )
-
-
-def _check_logger(cfg: DictConfig) -> None:
-    """`logger=tensorboard` needs the optional tensorboard package."""
-    wants = str(cfg.logger.get("_target_", "")).endswith("TensorBoardLog")
-    if wants and importlib.util.find_spec("tensorboard") is None:
-        raise UserError(
-            "logger=tensorboard needs the tensorboard package, which is not installed: "
-            "`pip install kdcli[tensorboard]` (or `pip install tensorboard`), or use "
-            "logger=jsonl or logger=csv."
         )
 
 

@@ -1,5 +1,6 @@
 """Per-epoch metrics of every training stage: `metrics.jsonl` in the run directory (always),
-plus the `logger` config group's choice (`csv`: metrics.csv; `tensorboard`: event files).
+plus the `logger` config group's choice (`csv`: metrics.csv; `tensorboard`: event files;
+`mlflow`: an MLflow run, kdcli/pipeline/tracking.py).
 
 One row per epoch and stage: `stage`, `epoch`, `step` (batches so far), `loss` and, for a
 combo loss, `loss_<term>`, `train_<metric>`, `val_<metric>` when there is a validation split,
@@ -34,6 +35,9 @@ class JsonlLog:
 
     def close(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
         pass
+
+    def stop(self, error: BaseException) -> None:
+        """The run ends early with `error` (a tracker marks its run failed or killed)."""
 
 
 class CsvLog(JsonlLog):

@@ -44,7 +44,12 @@ def run(cfg: DictConfig, run_dir: Path, built: Objects, device: torch.device) ->
     with ArtifactCache(cfg.cache_dir, made_by(run_dir)) as cache:
         ctx = Context(cfg, built.data, built.task, cache, device, run_dir)
         ctx.teacher_data = built.teacher_data
-        return _stages(ctx, built)
+        try:
+            return _stages(ctx, built)
+        except BaseException as error:  # e.g. an MLflow run ends FAILED or KILLED, not RUNNING
+            if ctx.metrics is not None:
+                ctx.metrics.stop(error)
+            raise
 
 
 def training_split(data: Dataset) -> Split:

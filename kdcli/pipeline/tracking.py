@@ -1,0 +1,275 @@
+"""`logger=mlflow`: each run (each point of a sweep or search) as one MLflow run.
+
+A run records its resolved config (the run directory's config.yaml, flattened to dotted keys)
+as parameters, every number of every per-epoch row as the metric `<stage>/<field>` against the
+step, the report's final figures as `final/<name>`, and report.json, report.md, the student
+checkpoint, config.yaml and plots/ as artifacts. A sweep is one experiment (named after its
+directory) with one run per point; a single run goes to the experiment "kd train". The run
+ends FINISHED, or FAILED / KILLED when the pipeline raises (run.py calls `stop`).
+
+MLflow is imported once, when the logger is made (on rank 0 only, as every logger), and is
+called once per epoch and at the end, never per step. `kdcli.config.loggers` checks the
+package and the tracking URI before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from kdcli import __version__
+from kdcli.engine.interrupt import Interrupted
+from kdcli.errors import RunError, UserError
+from kdcli.pipeline.metrics import JsonlLog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+SINGLE_RUNS = "kd train"  # the experiment of runs outside a sweep, unless logger.experiment
+ARTIFACT_FOLDER = "mlflow-artifacts"  # beside a SQLite store's database file
+ARTIFACTS = ("report.json", "report.md", "student.pt", "compressed.pt", "config.yaml")
+BATCH = 100  # parameters or tags per call: MLflow's limit for one log_batch
+LONGEST_VALUE = 6000  # characters of a parameter's value (MLflow >= 2.16 refuses longer)
+NOT_A_KEY = re.compile(r"[^\w./\- ]")  # what an MLflow key may not hold
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where this job sits: its run directory and, in a multirun, its sweep and number."""
+
+    run_dir: Path
+    cwd: Path
+    sweep_dir: Path | None = None
+    job_num: int | None = None
+
+
+def job_place(run_dir: Path) -> Place:
+    """The job's place from Hydra's runtime config (a plain run outside Hydra: cwd only)."""
+    if not HydraConfig.initialized():
+        return Place(Path(run_dir).resolve(), Path.cwd())
+    hydra = HydraConfig.get()
+    cwd = Path(hydra.runtime.cwd)
+    if hydra.mode != RunMode.MULTIRUN:
+        return Place(Path(run_dir).resolve(), cwd)
+    return Place(
+        Path(run_dir).resolve(),
+        cwd,
+        (cwd / hydra.sweep.dir).resolve(),
+        int(hydra.job.num),
+    )
+
+
+def local_uri(uri: str, cwd: Path) -> str:
+    """`uri` with a relative SQLite path made absolute against the directory kd runs in."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path = Path(uri[len("sqlite:///") :])
+    return uri if path.is_absolute() else f"sqlite:///{cwd / path}"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """A config as MLflow parameters: dotted keys, YAML-like values (lists as JSON), each
+    key made of the characters MLflow allows and each value cut to MLflow's length limit."""
+    if isinstance(tree, dict):
+        flat: dict[str, str] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    text = tree if isinstance(tree, str) else json.dumps(tree, default=str)
+    if len(text) > LONGEST_VALUE:
+        text = text[: LONGEST_VALUE - 3] + "..."
+    return {NOT_A_KEY.sub("_", prefix[:-1])[:250]: text}
+
+
+def _git_commit(directory: Path) -> str | None:
+    """The commit checked out where kd runs, if that is a git work tree (a few ms)."""
+    if shutil.which("git") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _tags(place: Place) -> dict[str, str]:
+    tags = {
+        "kdcli.version": __version__,
+        "kdcli.run_dir": str(place.run_dir),
+        "mlflow.source.name": "kd train",
+        "mlflow.source.type": "LOCAL",
+    }
+    if place.sweep_dir is not None:
+        tags["kdcli.sweep_dir"] = str(place.sweep_dir)
+        tags["kdcli.job_num"] = str(place.job_num)
+    commit = _git_commit(place.cwd)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _experiment_name(place: Place) -> str:
+    """A sweep's directory (relative to where kd runs, when it is below it), or "kd train"."""
+    if place.sweep_dir is None:
+        return SINGLE_RUNS
+    try:
+        return str(place.sweep_dir.relative_to(place.cwd.resolve()))
+    except ValueError:
+        return str(place.sweep_dir)
+
+
+def _run_name(place: Place) -> str:
+    """The run directory below the sweep's (its job number), or below where kd runs."""
+    for base in (place.sweep_dir, place.cwd.resolve()):
+        if base is not None and base in place.run_dir.parents:
+            return str(place.run_dir.relative_to(base))
+    return str(place.run_dir)
+
+
+class MlflowLog(JsonlLog):
+    """metrics.jsonl, and the run in an MLflow tracking store. Needs `pip install
+    kdcli[mlflow]`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        tracking_uri: str = DEFAULT_URI,
+        experiment: str | None = None,
+        artifacts: bool = True,
+    ) -> None:
+        super().__init__(directory)
+        from mlflow.tracking import MlflowClient  # the extra is checked before the run
+
+        for name in ("mlflow", "alembic"):  # their INFO lines as a store is made
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.directory = Path(directory)
+        self.artifacts = artifacts
+        place = job_place(self.directory)
+        self.uri = local_uri(str(tracking_uri), place.cwd)
+        self.client = MlflowClient(self.uri)
+        name = experiment or _experiment_name(place)
+        try:
+            experiment_id = self._experiment(name)
+            run = self.client.create_run(
+                experiment_id, tags=_tags(place), run_name=_run_name(place)
+            )
+        except UserError:
+            raise
+        except Exception as error:  # whatever the store refuses: the run has not begun
+            raise RunError(f"logger=mlflow: {self._where()} refused a new run: {error}") from None
+        self.run_id = run.info.run_id
+        self.params: set[str] = set()
+        self.warned = False
+        config = self.directory / "config.yaml"  # the resolved job config run.py has written
+        if config.is_file():
+            self._params(flatten(OmegaConf.to_container(OmegaConf.load(config))))
+
+    def _where(self) -> str:
+        return f"the tracking store logger.tracking_uri={self.uri}"
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, made when missing (a parallel job may make it first)."""
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return str(self.client.create_experiment(name, self._artifact_location()))
+            except Exception:
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if found.lifecycle_stage != "active":
+            raise UserError(
+                f"logger=mlflow: the experiment {name!r} in {self._where()} is deleted; "
+                f"restore it (`mlflow experiments restore --experiment-id "
+                f"{found.experiment_id}`) or name another with logger.experiment=..."
+            )
+        return str(found.experiment_id)
+
+    def _artifact_location(self) -> str | None:
+        """Beside a SQLite database (MLflow's default would be ./mlruns where kd runs); any
+        other store's own default."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        return (Path(self.uri[len("sqlite:///") :]).parent / ARTIFACT_FOLDER).as_uri()
+
+    def _params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        fresh = [Param(k, v) for k, v in params.items() if k not in self.params]
+        for start in range(0, len(fresh), BATCH):
+            self.client.log_batch(self.run_id, params=fresh[start : start + BATCH])
+        self.params.update(p.key for p in fresh)
+
+    def _metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        for start in range(0, len(metrics), BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
+
+    def row(self, row: dict[str, Any]) -> None:
+        """One call per epoch; a store that fails here is warned about once, and the run
+        trains on (the rows stay in metrics.jsonl)."""
+        super().row(row)
+        values = {f"{row['stage']}/{key}": value for key, value in row.items()
+                  if isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and key not in ("epoch", "step")}  # fmt: skip
+        try:
+            self._metrics(values, int(row.get("step") or 0))
+        except Exception as error:
+            if not self.warned:
+                log.warning(
+                    "logger=mlflow: %s refused the epoch's metrics: %s", self._where(), error
+                )
+                self.warned = True
+
+    def close(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
+        """The final figures and the artifacts; then the run is FINISHED."""
+        try:
+            self._params({k: v for k, v in flatten(hparams).items() if k not in self.params})
+            self._metrics({f"final/{k}": v for k, v in final.items()}, 0)
+            if self.artifacts:
+                self._log_artifacts()
+            self.client.set_terminated(self.run_id, "FINISHED")
+        except Exception as error:  # run.py's `stop` marks the run FAILED
+            raise RunError(
+                f"logger=mlflow: {self._where()} did not take the run's results ({error}); the "
+                f"run directory {self.directory} holds them."
+            ) from None
+
+    def _log_artifacts(self) -> None:
+        for name in ARTIFACTS:
+            if (self.directory / name).is_file():
+                self.client.log_artifact(self.run_id, str(self.directory / name))
+        if (self.directory / "plots").is_dir():
+            self.client.log_artifacts(self.run_id, str(self.directory / "plots"), "plots")
+
+    def stop(self, error: BaseException) -> None:
+        """The run failed (FAILED) or a signal stopped it (KILLED)."""
+        stopped = isinstance(error, (Interrupted, KeyboardInterrupt))
+        self._end("KILLED" if stopped else "FAILED")
+
+    def _end(self, status: str) -> None:
+        try:
+            self.client.set_terminated(self.run_id, status)
+        except Exception as error:  # the run's own error is the one to report
+            log.warning("logger=mlflow: could not mark the run %s: %s", status, error)
