@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # the type alone: `kd report` does not import the pipeline
     from kdcli.pipeline.report import Report
 
 REPORT = "report.json"
+# the copies of runs' files that logger=mlflow keeps beside a SQLite store (outputs/ by
+# default; kdcli/pipeline/tracking.py): not runs of their own, unless named directly
+TRACKER_COPIES = "mlflow-artifacts"
 # Config keys that do not change what a run computes, ignored when grouping with `seed`.
 NOT_SETTINGS = ("seed", "cache_dir")
 
@@ -175,7 +178,8 @@ def find_reports(paths: list[Path]) -> list[Path]:
                 raise UserError(f"{path}: not a {REPORT}; give run directories or a sweep.")
             found.append(path.resolve())
         else:
-            found.extend(p.resolve() for p in path.rglob(REPORT) if p.is_file())
+            found.extend(p.resolve() for p in path.rglob(REPORT) if p.is_file()
+                         and TRACKER_COPIES not in p.relative_to(path).parts)  # fmt: skip
     unique = sorted(set(found), key=lambda p: _natural(str(p)))
     if not unique:
         where = ", ".join(str(p) for p in paths)

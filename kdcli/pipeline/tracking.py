@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 SINGLE_RUNS = "kd train"  # the experiment of runs outside a sweep, unless logger.experiment
-ARTIFACT_FOLDER = "mlflow-artifacts"  # beside a SQLite store's database file
+# beside a SQLite store's database file; `kd report` skips it (cli/sweep_runs.TRACKER_COPIES)
+ARTIFACT_FOLDER = "mlflow-artifacts"
 ARTIFACTS = ("report.json", "report.md", "student.pt", "compressed.pt", "config.yaml")
 BATCH = 100  # parameters or tags per call: MLflow's limit for one log_batch
 LONGEST_VALUE = 6000  # characters of a parameter's value (MLflow >= 2.16 refuses longer)

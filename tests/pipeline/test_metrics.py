@@ -164,21 +164,3 @@ def test_logger_csv_end_to_end_with_a_validation_split(kd, tiny):
         table = list(csv.DictReader(handle))
     assert [r["stage"] for r in table] == ["teacher", "student"]
     assert all(0 <= float(r["val_top1"]) <= 1 for r in table)
-
-
-def test_logger_tensorboard_without_the_package_is_refused_before_anything_runs(monkeypatch):
-    import importlib.util
-
-    from kdcli.config.checks import check_overrides
-    from kdcli.errors import UserError
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "tensorboard" else real(name, *a),
-    )
-    with pytest.raises(
-        UserError, match=r"logger=tensorboard needs .*pip install kdcli\[tensorboard\]"
-    ):
-        check_overrides(["logger=tensorboard"])
