@@ -49,7 +49,8 @@ def check_mlflow(logger: DictConfig) -> None:
             f"logger.tracking_uri={EXAMPLE} or logger.tracking_uri=http://localhost:5000."
         )
     experiment = logger.get("experiment")
-    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()):
+    named = isinstance(experiment, str | int) and not isinstance(experiment, bool)
+    if experiment is not None and not (named and str(experiment).strip()):
         raise UserError(
             f"logger.experiment={experiment!r} must be a name, or null (the sweep directory's "
             "name for a sweep, 'kd train' for a single run)."

@@ -165,9 +165,9 @@ class MlflowLog(JsonlLog):
         self.artifacts = artifacts
         place = job_place(self.directory)
         self.uri = local_uri(str(tracking_uri), place.cwd)
-        self.client = MlflowClient(self.uri)
-        name = experiment or _experiment_name(place)
+        name = str(experiment) if experiment is not None else _experiment_name(place)
         try:
+            self.client = MlflowClient(self.uri)
             experiment_id = self._experiment(name)
             run = self.client.create_run(
                 experiment_id, tags=_tags(place), run_name=_run_name(place)
@@ -180,8 +180,14 @@ class MlflowLog(JsonlLog):
         self.params: set[str] = set()
         self.warned = False
         config = self.directory / "config.yaml"  # the resolved job config run.py has written
-        if config.is_file():
-            self._params(flatten(OmegaConf.to_container(OmegaConf.load(config))))
+        try:
+            if config.is_file():
+                self._params(flatten(OmegaConf.to_container(OmegaConf.load(config))))
+        except Exception as error:  # not yet the run's logger: run.py would not `stop` it
+            self._end("FAILED")
+            raise RunError(
+                f"logger=mlflow: {self._where()} refused the parameters: {error}"
+            ) from None
 
     def _where(self) -> str:
         return f"the tracking store logger.tracking_uri={self.uri}"
