@@ -1,11 +1,12 @@
 """`logger=mlflow`: each run (each point of a sweep or search) as one MLflow run.
 
-A run records its resolved config (the run directory's config.yaml, flattened to dotted keys)
-as parameters, every number of every per-epoch row as the metric `<stage>/<field>` against the
-step, the report's final figures as `final/<name>`, and report.json, report.md, the student
-checkpoint, config.yaml and plots/ as artifacts. A sweep is one experiment (named after its
-directory) with one run per point; a single run goes to the experiment "kd train". The run
-ends FINISHED, or FAILED / KILLED when the pipeline raises (run.py calls `stop`).
+A run records its resolved config (the run directory's config.yaml, flattened to dotted keys;
+the password of a URI such as postgresql://user:secret@host masked) as parameters, every
+number of every per-epoch row as the metric `<stage>/<field>` against the step, the report's
+final figures as `final/<name>`, and report.json, report.md, the student checkpoint and plots/
+as artifacts. A sweep is one experiment (named after its directory) with one run per point; a
+single run goes to the experiment "kd train". The run ends FINISHED, or FAILED / KILLED when
+the pipeline raises (run.py calls `stop`).
 
 MLflow is imported once, when the logger is made (on rank 0 only, as every logger), and is
 called once per epoch and at the end, never per step. `kdcli.config.loggers` checks the
@@ -39,10 +40,11 @@ DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 SINGLE_RUNS = "kd train"  # the experiment of runs outside a sweep, unless logger.experiment
 # beside a SQLite store's database file; `kd report` skips it (cli/sweep_runs.TRACKER_COPIES)
 ARTIFACT_FOLDER = "mlflow-artifacts"
-ARTIFACTS = ("report.json", "report.md", "student.pt", "compressed.pt", "config.yaml")
+ARTIFACTS = ("report.json", "report.md", "student.pt", "compressed.pt")
 BATCH = 100  # parameters or tags per call: MLflow's limit for one log_batch
 LONGEST_VALUE = 6000  # characters of a parameter's value (MLflow >= 2.16 refuses longer)
 NOT_A_KEY = re.compile(r"[^\w./\- ]")  # what an MLflow key may not hold
+PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]+@")  # scheme://user:PASSWORD@host
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,15 @@ def local_uri(uri: str, cwd: Path) -> str:
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     """A config as MLflow parameters: dotted keys, YAML-like values (lists as JSON), each
-    key made of the characters MLflow allows and each value cut to MLflow's length limit."""
+    key made of the characters MLflow allows, each value cut to MLflow's length limit and
+    a URI's password masked (a store's parameters are for everyone who reads the store)."""
     if isinstance(tree, dict):
         flat: dict[str, str] = {}
         for key, value in tree.items():
             flat.update(flatten(value, f"{prefix}{key}."))
         return flat
     text = tree if isinstance(tree, str) else json.dumps(tree, default=str)
+    text = PASSWORD.sub(r"\1***@", text)
     if len(text) > LONGEST_VALUE:
         text = text[: LONGEST_VALUE - 3] + "..."
     return {NOT_A_KEY.sub("_", prefix[:-1])[:250]: text}

@@ -60,7 +60,13 @@ def test_a_store_kd_cannot_write_is_refused_naming_the_key(tmp_path, uri):
 
 
 @pytest.mark.parametrize(
-    "override", ["logger.experiment=''", "logger.artifacts=maybe", "logger.tracking_uri=null"]
+    "override",
+    [
+        "logger.experiment=''",
+        "logger.experiment=true",
+        "logger.artifacts=maybe",
+        "logger.tracking_uri=null",
+    ],
 )
 def test_mistyped_keys_are_refused(override):
     with pytest.raises(UserError, match=override.split("=")[0]):
