@@ -42,7 +42,7 @@ SINGLE_RUNS = "kd train"  # the experiment of runs outside a sweep, unless logge
 ARTIFACT_FOLDER = "mlflow-artifacts"
 ARTIFACTS = ("report.json", "report.md", "student.pt", "compressed.pt")
 BATCH = 100  # parameters or tags per call: MLflow's limit for one log_batch
-LONGEST_VALUE = 6000  # characters of a parameter's value (MLflow >= 2.16 refuses longer)
+LONGEST_VALUE = 6000  # characters of a parameter's value: MLflow refuses longer
 NOT_A_KEY = re.compile(r"[^\w./\- ]")  # what an MLflow key may not hold
 PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]+@")  # scheme://user:PASSWORD@host
 
@@ -81,6 +81,11 @@ def local_uri(uri: str, cwd: Path) -> str:
     return uri if path.is_absolute() else f"sqlite:///{cwd / path}"
 
 
+def masked(text: str) -> str:
+    """`text` with the password of any URI in it as ***."""
+    return PASSWORD.sub(r"\1***@", text)
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     """A config as MLflow parameters: dotted keys, YAML-like values (lists as JSON), each
     key made of the characters MLflow allows, each value cut to MLflow's length limit and
@@ -91,7 +96,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
             flat.update(flatten(value, f"{prefix}{key}."))
         return flat
     text = tree if isinstance(tree, str) else json.dumps(tree, default=str)
-    text = PASSWORD.sub(r"\1***@", text)
+    text = masked(text)
     if len(text) > LONGEST_VALUE:
         text = text[: LONGEST_VALUE - 3] + "..."
     return {NOT_A_KEY.sub("_", prefix[:-1])[:250]: text}
@@ -194,7 +199,7 @@ class MlflowLog(JsonlLog):
             ) from None
 
     def _where(self) -> str:
-        return f"the tracking store logger.tracking_uri={self.uri}"
+        return f"the tracking store logger.tracking_uri={masked(self.uri)}"
 
     def _experiment(self, name: str) -> str:
         """The experiment's id, made when missing (a parallel job may make it first)."""
