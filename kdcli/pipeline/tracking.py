@@ -234,11 +234,13 @@ class MlflowLog(JsonlLog):
             self.client.log_batch(self.run_id, params=fresh[start : start + BATCH])
         self.params.update(p.key for p in fresh)
 
-    def _metrics(self, values: dict[str, float], step: int) -> None:
+    def _metrics(self, values: dict[str, Any], step: int) -> None:
+        """The numbers among `values` (a figure a report leaves out is None)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]  # fmt: skip
         for start in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
 
@@ -246,9 +248,7 @@ class MlflowLog(JsonlLog):
         """One call per epoch; a store that fails here is warned about once, and the run
         trains on (the rows stay in metrics.jsonl)."""
         super().row(row)
-        values = {f"{row['stage']}/{key}": value for key, value in row.items()
-                  if isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and key not in ("epoch", "step")}  # fmt: skip
+        values = {f"{row['stage']}/{k}": v for k, v in row.items() if k not in ("epoch", "step")}
         try:
             self._metrics(values, int(row.get("step") or 0))
         except Exception as error:
@@ -261,7 +261,7 @@ class MlflowLog(JsonlLog):
     def close(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
         """The final figures and the artifacts; then the run is FINISHED."""
         try:
-            self._params({k: v for k, v in flatten(hparams).items() if k not in self.params})
+            self._params(flatten(hparams))  # those the config file does not spell out
             self._metrics({f"final/{k}": v for k, v in final.items()}, 0)
             if self.artifacts:
                 self._log_artifacts()

@@ -61,7 +61,8 @@ def test_a_run_holds_params_per_epoch_metrics_final_figures_artifacts_and_tags(
         (directory / name).write_text(name)
     (directory / "plots").mkdir()
     (directory / "plots" / "curves.png").write_bytes(b"png")
-    log.close({"loss": "kd", "loss.alpha": 0.3}, {"student_top1": 0.9, "kd_gain": 0.02})
+    final = {"student_top1": 0.9, "kd_gain": 0.02, "baseline_top1": None}  # None: left out
+    log.close({"loss": "kd", "loss.alpha": 0.3}, final)
 
     client, run = the_run(store, "unit")
     assert run.info.status == "FINISHED"
@@ -73,6 +74,7 @@ def test_a_run_holds_params_per_epoch_metrics_final_figures_artifacts_and_tags(
     assert "student/epoch" not in run.data.metrics and "student/step" not in run.data.metrics
     assert run.data.metrics["final/student_top1"] == pytest.approx(0.9)
     assert run.data.metrics["final/kd_gain"] == pytest.approx(0.02)
+    assert "final/baseline_top1" not in run.data.metrics
     listed = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert listed == {"report.json", "report.md", "student.pt", "plots"}
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/curves.png"]
