@@ -250,6 +250,7 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """`kd report PATH...`."""
+    from kdcli.cli.search_file import find_search
     from kdcli.cli.sweep_report import default_csv_path, show
     from kdcli.config.writable import check_writable_file
 
@@ -257,6 +258,17 @@ def report(args: argparse.Namespace) -> int:
     plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
     try:
         check_writable_file("--csv", csv_path, "report.csv")  # before reading anything
+        search = find_search(args.paths)
+        if search is not None:  # an Optuna search: its trials, judged on validation
+            from kdcli.cli.search_report import show_search
+
+            return show_search(
+                search,
+                sort=args.sort,
+                descending=args.desc,
+                csv_path=csv_path,
+                plot=bool(args.plot),
+            )
         if plot_path is not None:
             check_writable_file("--plot", Path(plot_path), "report.png")
         return show(
