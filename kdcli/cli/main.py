@@ -224,7 +224,10 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
         help="a table over runs or a sweep: swept settings, accuracies, KD gain, sizes, time",
         description="One row per setting over the report.json files found at or below PATH (run "
         "directories or a sweep folder such as outputs/multirun/<date>/<time>): runs that differ "
-        "only in seed share a row with mean ± std. Also writes the rows as CSV.",
+        "only in seed share a row with mean ± std. Also writes the rows as CSV. An Optuna "
+        "search's directory (holding search.json): one row per trial with its validation "
+        "figure, the best trial marked, its test figure shown once, and Optuna's history and "
+        "importance plots (search_history.png, search_importance.png beside the CSV).",
     )
     report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     report.add_argument("--sort", metavar="COLUMN", help="sort by a column (its CSV name)")

@@ -74,7 +74,9 @@ def study(search: Search, figures: dict[int, float | None]) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = optuna.study.StudyDirection[search.direction.upper()]
     result = optuna.create_study(study_name=search.study, direction=direction)
-    space = {name: _distribution(param) for name, param in search.space.items()}
+    with warnings.catch_warnings():  # a range that its step does not divide, narrowed
+        warnings.simplefilter("ignore", UserWarning)
+        space = {name: _distribution(param) for name, param in search.space.items()}
     for trial in sorted(search.trials, key=lambda t: t.number):
         value = figures.get(trial.number)
         if trial.state not in STATES or (trial.state == "complete" and value is None):
@@ -129,9 +131,8 @@ def _save(plot: Any, built: optuna.Study, path: Path, label: str) -> str:
             return f"{path.name}: not drawn ({error})."
     figure = axes.get_figure()
     try:
-        figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        figure.savefig(path, dpi=100, bbox_inches="tight")  # the history's legend sits outside
     finally:
         plt.close(figure)
     return f"plot: {path}"

@@ -232,8 +232,8 @@ def show_search(
     if not console.is_terminal:  # a file or a pipe: the whole table, not cut at 80 columns
         natural = Console(width=1000).measure(result).maximum
         console = Console(width=max(console.width, natural))
-    console.print(Text(counts(search)), soft_wrap=True)  # lines as they are, never cut
     console.print(result)
-    for line in [*best_lines(search, best, results, labels), f"CSV: {csv_path}", *drawn]:
-        console.print(Text(line), soft_wrap=True)
+    lines = [counts(search), *best_lines(search, best, results, labels), f"CSV: {csv_path}"]
+    for line in [*lines, *drawn]:
+        console.print(Text(line), soft_wrap=True)  # as it is, never cut
     return 0
