@@ -138,7 +138,8 @@ def _check_value(name: str, value: Any, param: Param, where: str) -> None:
 def _run_dir(folder: Path, text: str, where: str) -> Path:
     """The trial's run directory, which must lie inside the sweep directory."""
     path = Path(text)
-    if path.is_absolute() or ".." in path.parts:
+    odd = "\0" in text or any(len(part) > 255 for part in path.parts)  # the OS would refuse it
+    if path.is_absolute() or ".." in path.parts or odd or not path.parts:
         raise _Bad(f"{where}.run_dir", text, "a directory inside the sweep directory")
     return folder / path
 

@@ -261,6 +261,8 @@ TRIAL_BAD = [
     ("value", "high", 'trials[0].value is "high", not a finite number'),
     ("run_dir", "../../etc", 'trials[0].run_dir is "../../etc", not a directory inside'),
     ("run_dir", "/etc", 'trials[0].run_dir is "/etc", not a directory inside'),
+    ("run_dir", "x" * 300, 'trials[0].run_dir is "xxx'),
+    ("run_dir", "", 'trials[0].run_dir is "", not a directory inside'),
     ("params", [], "trials[0].params is [], not an object"),
     ("params", {"loss.beta": 1.0}, "trials[0].params.loss.beta is 1.0, not a key of the space"),
     ("params", {"loss.alpha": 2.0}, "trials[0].params.loss.alpha is 2.0, not a value from 0.1"),

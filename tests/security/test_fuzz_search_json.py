@@ -49,7 +49,7 @@ TRIAL = st.fixed_dictionaries(
     },
     optional={
         "value": SCALAR,
-        "run_dir": st.sampled_from(["0", "1", "x/y", "..", "/tmp"]) | JSON,
+        "run_dir": st.sampled_from(["0", "1", "x/y", "..", "/tmp", "", "a\0b", "n" * 300]) | JSON,
         "intermediate": st.dictionaries(st.sampled_from(["1", "2", "x"]), SCALAR) | JSON,
     },
 )
