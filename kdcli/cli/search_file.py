@@ -53,6 +53,7 @@ class Trial:
     value: float | None
     run_dir: Path  # inside the sweep directory
     intermediate: dict[int, float]  # epoch -> validation figure
+    reason: str | None = None  # why a failed trial failed, in one line
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ def _trial(folder: Path, at: int, node: Any, space: dict[str, Param]) -> Trial:
         intermediate[int(step)] = figure
     number = _get(node, "number", INTEGER, where)
     path = _run_dir(folder, str(number) if run_dir is None else run_dir, where)
-    return Trial(number, state, params, value, path, intermediate)
+    reason = _get(node, "reason", TEXT, where, optional=True)
+    return Trial(number, state, params, value, path, intermediate, reason)
 
 
 def _search(path: Path, data: Any) -> Search:

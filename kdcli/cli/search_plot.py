@@ -2,8 +2,8 @@
 
 The study is rebuilt in memory from search.json's plain values (its space as Optuna's
 distributions, each finished trial with its parameters, state and validation figure): no
-storage named anywhere is opened. optuna and matplotlib are optional (`kdcli[search]`) and are
-imported only here, when a search is reported.
+storage named anywhere is opened. optuna and matplotlib are optional (`kdcli[search]`,
+`kdcli[plot]`) and are imported only here, when a search is reported.
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ if TYPE_CHECKING:
     import optuna
 
 HISTORY, IMPORTANCE = "search_history.png", "search_importance.png"
-EXTRA = "`pip install kdcli[search]` (optuna and matplotlib)"
+EXTRAS = {"optuna": "search", "matplotlib": "plot"}  # module -> the kdcli extra that has it
 
 
-def missing() -> str | None:
-    """What is not installed for the plots (None when both are)."""
-    absent = [name for name in ("optuna", "matplotlib") if not _installed(name)]
-    return " and ".join(absent) or None
+def missing() -> tuple[str, str] | None:
+    """What is not installed for the plots and the command that installs it (None when all
+    is)."""
+    absent = [name for name in EXTRAS if not _installed(name)]
+    if not absent:
+        return None
+    extras = ",".join(EXTRAS[name] for name in absent)
+    return " and ".join(absent), f"`pip install kdcli[{extras}]`"
 
 
 def _installed(name: str) -> bool:
@@ -41,8 +45,8 @@ def require() -> None:
     absent = missing()
     if absent:
         raise UserError(
-            f"--plot on a search needs {absent}, which is not installed; install it with "
-            f"{EXTRA}, or leave out --plot."
+            f"--plot on a search needs {absent[0]}, which is not installed; install it with "
+            f"{absent[1]}, or leave out --plot."
         )
 
 
@@ -96,7 +100,7 @@ def draw(search: Search, figures: dict[int, float | None], folder: Path, label: 
     """Both plots in `folder` (HISTORY, IMPORTANCE); one line for each drawn or skipped."""
     absent = missing()
     if absent:
-        return [f"plots: not drawn, {absent} is not installed ({EXTRA})."]
+        return [f"plots: not drawn, {absent[0]} is not installed ({absent[1]})."]
     import matplotlib
 
     matplotlib.use("Agg")

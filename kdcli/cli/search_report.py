@@ -165,6 +165,24 @@ def counts(search: Search) -> str:
     return line
 
 
+SHOWN_FAILURES = 3
+
+
+def failures(search: Search) -> list[str]:
+    """Why the first failed trials failed (the reason the search recorded), one line each."""
+    failed = [t for t in search.trials if t.state == "failed" and t.reason]
+    lines = [f"  trial {t.number} failed: {_shorten(t.reason or '')}" for t in failed]
+    if len(lines) > SHOWN_FAILURES:
+        more = len(lines) - SHOWN_FAILURES
+        lines = [*lines[:SHOWN_FAILURES], f"  ... and {more} more (search.json has each reason)"]
+    return lines
+
+
+def _shorten(text: str, at: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= at else line[: at - 3] + "..."
+
+
 def best_lines(
     search: Search, best: Trial | None, results: dict[int, Result], labels: tuple[str, str]
 ) -> list[str]:
@@ -233,7 +251,8 @@ def show_search(
         natural = Console(width=1000).measure(result).maximum
         console = Console(width=max(console.width, natural))
     console.print(result)
-    lines = [counts(search), *best_lines(search, best, results, labels), f"CSV: {csv_path}"]
+    lines = [counts(search), *failures(search), *best_lines(search, best, results, labels)]
+    lines.append(f"CSV: {csv_path}")
     for line in [*lines, *drawn]:
         console.print(Text(line), soft_wrap=True)  # as it is, never cut
     return 0

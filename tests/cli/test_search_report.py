@@ -75,6 +75,8 @@ def search_json(trials: dict[int, tuple], best: int | None = 1, n_trials: int = 
                 "intermediate": steps,
             }
         )
+        if state == "failed":
+            entries[-1]["reason"] = f"the loss is not finite (nan) at epoch {epochs}"
     return {
         "kind": "kdcli search",
         "version": 1,
@@ -113,6 +115,7 @@ def test_the_best_trial_is_named_with_its_test_figure_once(sweep, capsys):
     assert main(["report", str(sweep)]) == 0
     out = capsys.readouterr().out
     assert "8 trial(s) asked, 5 ran: 3 complete, 1 pruned, 1 failed; 1 running" in out
+    assert "trial 3 failed: the loss is not finite (nan) at epoch 5" in out
     assert "★ best trial: 1 (run 1), validation top-1 95.00%: loss.alpha=0.5" in out
     assert out.count("91.00") == 1, "the best trial's test figure, once"
     test = "Test top-1 of trial 1: 91.00% (baseline 88.00%); KD gain +3.00 points, "
@@ -177,6 +180,22 @@ def test_one_complete_trial_draws_the_history_but_not_the_importances(tmp_path, 
     assert (sweep / "search_history.png").read_bytes()[:8] == PNG
     assert not (sweep / "search_importance.png").exists()
     assert "needs at least 2 complete trials" in out
+
+
+def test_without_matplotlib_the_line_names_its_extra(sweep, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["report", str(sweep)]) == 0
+    assert "plots: not drawn, matplotlib is not installed (`pip install kdcli[plot]`)" in (
+        capsys.readouterr().out
+    )
+
+
+def test_many_failures_show_the_first_three_reasons(tmp_path, capsys):
+    trials = {n: ("failed", 0.3, 5, "dkd", None, None) for n in range(5)}
+    assert main(["report", str(make_search(tmp_path / "s", trials, best=None))]) == 0
+    out = capsys.readouterr().out
+    assert [f"trial {n} failed" in out for n in range(5)] == [True] * 3 + [False] * 2
+    assert "... and 2 more (search.json has each reason)" in out
 
 
 def test_without_optuna_one_line_names_the_extra(sweep, monkeypatch, capsys):
@@ -269,6 +288,7 @@ TRIAL_BAD = [
     ("params", {"student.epochs": 2.5}, "student.epochs is 2.5, not a whole number"),
     ("params", {"loss": "ce"}, 'trials[0].params.loss is "ce", not one of ["kd", "dkd"]'),
     ("intermediate", {"x": 1}, "trials[0].intermediate.x is 1, not epoch -> a finite number"),
+    ("reason", 3, "trials[0].reason is 3, not text"),
 ]
 
 
