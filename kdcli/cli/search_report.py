@@ -191,12 +191,12 @@ def best_lines(
     if best is None:
         return ["No trial has completed: no best trial yet."]
     result = results[best.number]
-    run = _relative(best.run_dir, search.folder)
     params = ", ".join(f"{name}={value}" for name, value in best.params.items())
     percent = _percent([r.figure for r in results.values()])
     figure = _figure(result.figure, percent)
     figure += "%" if percent and result.figure is not None else ""
-    lines = [f"{BEST} best trial: {best.number} (run {run}), {labels[0]} {figure}: {params}"]
+    lines = [f"{BEST} best trial: {best.number}, {labels[0]} {figure}: {params}"]
+    lines.append(f"  its run directory: {best.run_dir}")
     report = result.report
     if report is None:
         lines.append(f"Trial {best.number} has no {REPORT} in {best.run_dir}: no test figure.")

@@ -116,7 +116,8 @@ def test_the_best_trial_is_named_with_its_test_figure_once(sweep, capsys):
     out = capsys.readouterr().out
     assert "8 trial(s) asked, 5 ran: 3 complete, 1 pruned, 1 failed; 1 running" in out
     assert "trial 3 failed: the loss is not finite (nan) at epoch 5" in out
-    assert "★ best trial: 1 (run 1), validation top-1 95.00%: loss.alpha=0.5" in out
+    assert "★ best trial: 1, validation top-1 95.00%: loss.alpha=0.5" in out
+    assert f"  its run directory: {sweep / '1'}\n" in out
     assert out.count("91.00") == 1, "the best trial's test figure, once"
     test = "Test top-1 of trial 1: 91.00% (baseline 88.00%); KD gain +3.00 points, "
     assert test + "95% CI +2.00 to +4.00" in out
@@ -216,7 +217,7 @@ def test_a_missing_value_is_read_from_the_trials_report(tmp_path, capsys):
     search["best"] = None  # the best is then the highest validation figure: trial 1
     (sweep / "search.json").write_text(json.dumps(search))
     assert main(["report", str(sweep)]) == 0
-    assert "★ best trial: 1 (run 1)" in capsys.readouterr().out
+    assert "★ best trial: 1," in capsys.readouterr().out
     rows = read_csv(sweep / "report.csv")
     assert [(r["trial"], r["val_top1"]) for r in rows[:3]] == [
         ("1", "0.95"),
@@ -386,7 +387,7 @@ def test_a_real_runs_report_is_read_as_a_trial(tmp_path, kd):
     shown = kd("report", str(sweep))
     assert shown.returncode == 0, shown.stderr
     val, test = report["student"]["val_top1"], report["student"]["top1"]
-    assert f"★ best trial: 0 (run 0), validation top-1 {100 * val:.2f}%" in shown.stdout
+    assert f"★ best trial: 0, validation top-1 {100 * val:.2f}%" in shown.stdout
     assert f"Test top-1 of trial 0: {100 * test:.2f}%" in shown.stdout
     low, high = report["kd_gain_ci"]
     assert f"95% CI {100 * low:+.2f} to {100 * high:+.2f}" in shown.stdout
