@@ -127,8 +127,9 @@ def _save(plot: Any, built: optuna.Study, path: Path, label: str) -> str:
     import matplotlib.pyplot as plt
     import optuna
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the plots are "experimental"; few trials make notes
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
         try:
             axes = plot(built, target_name=label)
         except (ValueError, RuntimeError, ZeroDivisionError) as error:

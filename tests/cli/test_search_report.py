@@ -9,6 +9,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,19 @@ def test_one_complete_trial_draws_the_history_but_not_the_importances(tmp_path, 
     assert (sweep / "search_history.png").read_bytes()[:8] == PNG
     assert not (sweep / "search_importance.png").exists()
     assert "needs at least 2 complete trials" in out
+
+
+@PLOTS
+def test_optunas_warnings_stay_out_of_the_output(tmp_path):
+    """Identical trials: Optuna warns that the importances are all equal; kd report draws
+    the plot and keeps the warning (and the plots' "experimental" notes) to itself."""
+    same = {n: ("complete", 0.5, 4, "kd", 0.9, 0.9) for n in range(3)}
+    sweep = make_search(tmp_path / "s", same, best=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["report", str(sweep)]) == 0
+    assert [str(w.message) for w in caught] == []
+    assert (sweep / "search_importance.png").read_bytes()[:8] == PNG
 
 
 def test_without_matplotlib_the_line_names_its_extra(sweep, monkeypatch, capsys):
