@@ -75,25 +75,35 @@ def study(search: Search, figures: dict[int, float | None]) -> optuna.Study:
     its validation figure."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = optuna.study.StudyDirection[search.direction.upper()]
-    result = optuna.create_study(study_name=search.study, direction=direction)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
+    try:
+        result = optuna.create_study(study_name=search.study, direction=direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     with warnings.catch_warnings():  # a range that its step does not divide, narrowed
         warnings.simplefilter("ignore", UserWarning)
-        space = {name: _distribution(param) for name, param in search.space.items()}
+        space = {_literal(name): _distribution(param) for name, param in search.space.items()}
     for trial in sorted(search.trials, key=lambda t: t.number):
         value = figures.get(trial.number)
         if trial.state not in STATES or (trial.state == "complete" and value is None):
             continue
+        params = {_literal(name): value for name, value in trial.params.items()}
         frozen = optuna.trial.create_trial(
             state=getattr(optuna.trial.TrialState, STATES[trial.state]),
             value=value if trial.state == "complete" else None,
-            params=trial.params,
-            distributions={name: space[name] for name in trial.params},
+            params=params,
+            distributions={name: space[name] for name in params},
             intermediate_values=trial.intermediate,
         )
         result.add_trial(frozen)
     return result
+
+
+def _literal(name: str) -> str:
+    """A parameter's name as matplotlib shows it as written (a `$` would start math)."""
+    return name.replace("$", r"\$")
 
 
 def draw(search: Search, figures: dict[int, float | None], folder: Path, label: str) -> list[str]:
@@ -123,21 +133,22 @@ def draw(search: Search, figures: dict[int, float | None], folder: Path, label: 
 
 
 def _save(plot: Any, built: optuna.Study, path: Path, label: str) -> str:
-    """`plot` of the study saved as a PNG at `path`; the line that says where (or why not)."""
+    """`plot` of the study saved as a PNG at `path`; the line that says where (or why not:
+    too few distinct trials, a parameter name matplotlib cannot typeset)."""
     import matplotlib.pyplot as plt
     import optuna
 
+    figure = None
     with warnings.catch_warnings():  # the plots are "experimental"; few trials make notes
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
         try:
-            axes = plot(built, target_name=label)
+            figure = plot(built, target_name=label).get_figure()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path, dpi=100, bbox_inches="tight")  # the legend sits outside
         except (ValueError, RuntimeError, ZeroDivisionError) as error:
-            return f"{path.name}: not drawn ({error})."
-    figure = axes.get_figure()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100, bbox_inches="tight")  # the history's legend sits outside
-    finally:
-        plt.close(figure)
+            return f"{path.name}: not drawn ({' '.join(str(error).split())[:200]})."
+        finally:
+            if figure is not None:
+                plt.close(figure)
     return f"plot: {path}"

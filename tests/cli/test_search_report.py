@@ -197,6 +197,17 @@ def test_optunas_warnings_stay_out_of_the_output(tmp_path):
     assert (sweep / "search_importance.png").read_bytes()[:8] == PNG
 
 
+@PLOTS
+def test_a_parameter_name_that_looks_like_math_is_drawn_as_written(sweep):
+    search = json.loads((sweep / "search.json").read_text())
+    search["space"] = {"$\\frac{x$": search["space"]["loss.alpha"]}
+    for trial in search["trials"]:
+        trial["params"] = {"$\\frac{x$": trial["params"]["loss.alpha"]}
+    (sweep / "search.json").write_text(json.dumps(search))
+    assert main(["report", str(sweep)]) == 0
+    assert (sweep / "search_importance.png").read_bytes()[:8] == PNG
+
+
 def test_without_matplotlib_the_line_names_its_extra(sweep, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["report", str(sweep)]) == 0
