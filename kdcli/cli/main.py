@@ -224,7 +224,10 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
         help="a table over runs or a sweep: swept settings, accuracies, KD gain, sizes, time",
         description="One row per setting over the report.json files found at or below PATH (run "
         "directories or a sweep folder such as outputs/multirun/<date>/<time>): runs that differ "
-        "only in seed share a row with mean ± std. Also writes the rows as CSV.",
+        "only in seed share a row with mean ± std. Also writes the rows as CSV. An Optuna "
+        "search's directory (holding search.json): one row per trial with its validation "
+        "figure, the best trial marked, its test figure shown once, and Optuna's history and "
+        "importance plots (search_history.png, search_importance.png beside the CSV).",
     )
     report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     report.add_argument("--sort", metavar="COLUMN", help="sort by a column (its CSV name)")
@@ -250,6 +253,7 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """`kd report PATH...`."""
+    from kdcli.cli.search_file import find_search
     from kdcli.cli.sweep_report import default_csv_path, show
     from kdcli.config.writable import check_writable_file
 
@@ -257,6 +261,17 @@ def report(args: argparse.Namespace) -> int:
     plot_path = csv_path.with_name("report.png") if args.plot is True else args.plot
     try:
         check_writable_file("--csv", csv_path, "report.csv")  # before reading anything
+        search = find_search(args.paths)
+        if search is not None:  # an Optuna search: its trials, judged on validation
+            from kdcli.cli.search_report import show_search
+
+            return show_search(
+                search,
+                sort=args.sort,
+                descending=args.desc,
+                csv_path=csv_path,
+                plot=bool(args.plot),
+            )
         if plot_path is not None:
             check_writable_file("--plot", Path(plot_path), "report.png")
         return show(

@@ -295,9 +295,10 @@ def write_csv(path: Path, header: list[str], table: list[list[Any]]) -> None:
 
 
 def default_csv_path(paths: list[Path]) -> Path:
-    """`<first PATH>/report.csv`, or beside it when the first PATH is a report.json."""
+    """`<first PATH>/report.csv`, or beside it when the first PATH is a report.json (or a
+    search's search.json)."""
     first = paths[0]
-    return (first.parent if first.name == REPORT else first) / "report.csv"
+    return (first.parent if first.name in (REPORT, "search.json") else first) / "report.csv"
 
 
 def show(
