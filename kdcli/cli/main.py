@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -61,9 +62,10 @@ def report_interrupt(stop: Interrupted) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def _train_job(cfg: DictConfig) -> float | None:
+def _train_job(cfg: DictConfig) -> Any:
     """One Hydra job (one point of a sweep). Returns the student's headline metric (top-1)
-    for sweepers."""
+    for sweepers; a search's trial returns its outcome instead (kdcli/search/job.py: judged on
+    validation, and a RunError fails the trial, not the search)."""
     import torch
     from hydra.core.hydra_config import HydraConfig
 
@@ -71,8 +73,10 @@ def _train_job(cfg: DictConfig) -> float | None:
     from kdcli.config.objects import build
     from kdcli.engine import distributed
     from kdcli.pipeline.run import run
+    from kdcli.search import job as search_job
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    trial = search_job.link(HydraConfig.get())  # None unless a search's trial
     try:
         device = distributed.setup(resolve_device(cfg.device))
         if cfg.deterministic:
@@ -86,8 +90,14 @@ def _train_job(cfg: DictConfig) -> float | None:
                 raise
             _discard(run_dir)  # the built objects failed their checks: leave nothing behind
             raise refused from None
+        if trial is not None:
+            objects = search_job.watch(objects, trial)
         report = run(cfg, run_dir, objects, device)
+    except search_job.Pruned as stop:
+        return search_job.pruned(stop)
     except (UserError, RunError) as error:
+        if trial is not None and isinstance(error, RunError):
+            return search_job.failed(error)
         sys.exit(report_error(error))
     except Interrupted as stop:
         sys.exit(report_interrupt(stop))
@@ -97,6 +107,8 @@ def _train_job(cfg: DictConfig) -> float | None:
             raise
         sys.exit(report_error(known))
     except torch.OutOfMemoryError:
+        if trial is not None:
+            return search_job.failed(RunError("out of memory"))
         sys.exit(
             report_error(
                 RunError(
@@ -105,7 +117,9 @@ def _train_job(cfg: DictConfig) -> float | None:
                 )
             )
         )
-    return None if report is None else report["student"][report["metric"]]  # None: not rank 0
+    if report is None:
+        return None  # not rank 0
+    return search_job.complete(report) if trial is not None else report["student"][report["metric"]]
 
 
 def _discard(run_dir: Path) -> None:

@@ -22,7 +22,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from kdcli.config import resolvers
+from kdcli.config import resolvers, search_space
 from kdcli.config.build import first_line, training_recipe
 from kdcli.config.device import check_device, check_shardable, resolve_device
 from kdcli.config.endpoint import check_endpoint_config
@@ -118,6 +118,10 @@ def check_launcher(overrides: list[Override]) -> None:
 def sweep_points(overrides: list[Override], multirun: bool) -> list[list[str]]:
     """The override lists of every job the command line asks for (one without -m)."""
     sweeps = [o for o in overrides if o.is_sweep_override()]
+    if search_space.is_search(overrides):  # its bounds and choices (search_space.py)
+        if not multirun:
+            raise UserError("hydra/sweeper=optuna runs a search: add -m (multirun).")
+        return search_space.check_points(search_space.space_of(overrides))
     if sweeps and not multirun:
         names = ", ".join(_line(o) for o in sweeps)
         raise UserError(f"{names} gives several values: add -m (multirun) to sweep over them.")
@@ -187,9 +191,12 @@ def check_overrides(
     check_group_choices(parsed)
     check_launcher(parsed)
     points = sweep_points(parsed, multirun)
+    search = search_space.is_search(parsed)
     resolvers.register()  # the run directories' ${kd.slurm_tag:}
     configs = []
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="train"):
+        if search:
+            points = search_space.search_points(parsed)
         for point in points[:MAX_CHECKED_POINTS]:
             try:
                 cfg = compose("train", overrides=point, return_hydra_config=True)
@@ -205,6 +212,8 @@ def check_overrides(
             if values:
                 check_modalities(cfg, choices)
                 check_config(cfg)
+                if search:
+                    search_space.check_validation(OmegaConf.select(cfg, "dataset.val_fraction"))
             configs.append(cfg)
     return configs
 
