@@ -110,14 +110,12 @@ def _interval(override: Override, key: str, value: IntervalSweep) -> Axis:
 
 
 def _range(override: Override, key: str, value: RangeSweep) -> Axis:
-    if value.shuffle:
-        raise _bad(override, "shuffle() has no meaning in a search (the sampler picks the order).")
     start, stop, step = value.start, value.stop, value.step
     assert start is not None and stop is not None
-    if not step or (stop - start) / step < 1:
-        raise _bad(override, "the range holds fewer than two values.")
-    if step < 0:
+    if step is not None and step < 0:
         raise _bad(override, "a search's range goes upwards (a negative step).")
+    if not step or (stop - start) / step <= 1:
+        raise _bad(override, "the range holds fewer than two values.")
     last = start + step * ((stop - start - 1e-12) // step)  # range() stops before `stop`
     if all(isinstance(v, int) for v in (start, stop, step)):
         return Axis(key, "int", int(start), int(last), step=int(step))
@@ -130,14 +128,15 @@ def _axis(override: Override) -> Axis:
     other_tags = set(getattr(value, "tags", set())) - {"log"}
     if other_tags:
         raise _bad(override, f"the tags {sorted(other_tags)} mean nothing here.")
+    if getattr(value, "shuffle", False):
+        raise _bad(override, "shuffle() means nothing in a search (the sampler picks the order).")
     if override.is_interval_sweep():
         assert isinstance(value, IntervalSweep)
         return _interval(override, key, value)
     if override.is_range_sweep():
         assert isinstance(value, RangeSweep)
         return _range(override, key, value)
-    if override.is_choice_sweep():
-        assert isinstance(value, ChoiceSweep)
+    if override.is_choice_sweep() and isinstance(value, ChoiceSweep):
         if "log" in value.tags:
             raise _bad(override, "a log scale applies to interval(a,b) only.")
         choices = tuple(override.sweep_iterator(transformer=Transformer.encode))

@@ -1,0 +1,87 @@
+"""The study's storage, name, and what a resumed search does with a killed one's trials."""
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from kdcli.config.search_space import Axis, Space
+from kdcli.errors import UserError
+from kdcli.search.record import record
+from kdcli.search.study import (
+    RETRY_OF,
+    Settings,
+    finished_count,
+    open_storage,
+    open_study,
+    pruner,
+    retry_interrupted,
+    study_name,
+)
+
+SPACE = Space({"loss.alpha": Axis("loss.alpha", "float", 0.1, 0.9)}, ["teacher.epochs=1"])
+DISTRIBUTIONS = {"loss.alpha": FloatDistribution(0.1, 0.9)}
+
+
+def settings(**changes):
+    base = {"sampler": OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 0}),
+            "n_trials": 4}  # fmt: skip
+    return Settings.read({**base, **changes})
+
+
+def test_the_study_name_follows_the_search_not_the_time():
+    other = Space(SPACE.axes, ["teacher.epochs=2"])
+    assert study_name(SPACE) == study_name(Space(dict(SPACE.axes), list(SPACE.fixed)))
+    assert study_name(SPACE) != study_name(other)
+    assert study_name(SPACE).startswith("alpha-")
+
+
+def test_a_killed_searchs_running_trials_are_failed_and_asked_again(tmp_path):
+    study = open_study(settings(), "s", tmp_path)
+    done = study.ask(DISTRIBUTIONS)
+    study.tell(done, 0.5)
+    killed = [study.ask(DISTRIBUTIONS) for _ in range(2)]  # left RUNNING by kill -9
+    assert finished_count(study) == 1
+
+    again = open_study(settings(), "s", tmp_path)  # the same command, run again
+    assert retry_interrupted(again) == [t.number for t in killed]
+    retry = again.ask(DISTRIBUTIONS)
+    assert retry.params == killed[0].params  # same config: the student resumes from its state
+    assert retry.user_attrs[RETRY_OF] == killed[0].number
+    again.tell(retry, 0.7)
+    assert finished_count(again) == 2  # the kept trial and the retry; the killed ones not
+    assert again.trials[done.number].value == 0.5
+    states = {t.number: t.state for t in again.trials}
+    assert states[killed[0].number] == TrialState.FAIL
+
+    written = record(again, SPACE, "val_top1", 4)
+    numbers = [t["number"] for t in written["trials"]]
+    assert killed[0].number not in numbers and killed[1].number not in numbers
+    assert written["best"] == retry.number
+
+
+def test_a_resumed_seeded_sampler_does_not_draw_its_first_points_again(tmp_path):
+    first = open_study(settings(), "s", tmp_path)
+    drawn = first.ask(DISTRIBUTIONS).params
+    first.tell(0, 0.1)
+    again = open_study(settings(), "s", tmp_path)
+    assert again.ask(DISTRIBUTIONS).params != drawn
+
+
+def test_a_journal_file_and_an_rdb_url_are_storages(tmp_path):
+    journal = open_storage(f"journal://{tmp_path}/j/study.log", tmp_path)
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    url = open_storage(f"sqlite:///{tmp_path}/other.db", tmp_path)
+    assert isinstance(url, optuna.storages.RDBStorage)
+    with pytest.raises(UserError, match="hydra.sweeper.storage"):
+        open_storage("nosuchdialect://x", tmp_path)
+
+
+def test_no_pruner_means_none_and_median_means_the_median_pruner():
+    assert isinstance(pruner(None), optuna.pruners.NopPruner)
+    assert isinstance(pruner("median"), optuna.pruners.MedianPruner)
+    node = OmegaConf.create({"_target_": "optuna.pruners.MedianPruner", "n_warmup_steps": 2})
+    assert isinstance(pruner(node), optuna.pruners.MedianPruner)
+    with pytest.raises(UserError, match="Optuna's own"):
+        pruner(OmegaConf.create({"_target_": "os.system"}))

@@ -1,0 +1,87 @@
+"""`kd train -m hydra/sweeper=optuna ...` end to end on digits: a search of 8 trials with one
+teacher and one soft-label set, judged on validation; kill -9 and the same command resumes;
+a bound out of range stops it before any trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from kd_command import command_line, kd_environment
+from kd_settings import TINY
+
+SEARCH = ["train", "-m", "hydra/sweeper=optuna", *TINY, "baseline=false",
+          "loss.alpha=interval(0.1,0.9)", "loss.temperature=interval(1.0,8.0)"]  # fmt: skip
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def record(cwd: Path) -> dict:
+    [path] = cwd.glob("outputs/search/*/search.json")
+    return json.loads(path.read_text())
+
+
+def cache_entries(cwd: Path, kind: str) -> list[Path]:
+    return [p for p in (cwd / "outputs/cache" / kind).iterdir() if p.is_dir()]
+
+
+@pytest.mark.e2e
+def test_a_search_of_8_trials_shares_one_teacher_and_picks_on_validation(kd, tmp_path):
+    done = kd(*SEARCH, "hydra.sweeper.n_trials=8", env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr
+    found = record(tmp_path)
+    assert found["kind"] == "kdcli search" and found["objective"] == "val_top1"
+    trials = found["trials"]
+    assert [t["state"] for t in trials] == ["complete"] * 8
+    assert set(found["space"]) == {"loss.alpha", "loss.temperature"}
+    best = max(trials, key=lambda t: t["value"])
+    assert found["best"] == best["number"]
+    sweep_dir = next(tmp_path.glob("outputs/search/*"))
+    for trial in trials:
+        report = json.loads((sweep_dir / trial["run_dir"] / "report.json").read_text())
+        assert report["student"]["val_top1"] == pytest.approx(trial["value"])  # not test
+        assert "1" in trial["intermediate"]
+    assert len(cache_entries(tmp_path, "teachers")) == 1
+    assert len(cache_entries(tmp_path, "soft_labels")) == 1
+    assert f"best trial {best['number']}" in done.stdout + done.stderr
+
+
+def complete(cwd: Path) -> list[dict]:
+    try:
+        return [t for t in record(cwd)["trials"] if t["state"] == "complete"]
+    except (ValueError, FileNotFoundError):  # not written yet
+        return []
+
+
+@pytest.mark.e2e
+def test_a_search_killed_with_kill_9_resumes_keeping_its_finished_trials(kd, tmp_path):
+    args = [*SEARCH, "hydra.sweeper.n_trials=4"]
+    process = subprocess.Popen(command_line(args), cwd=tmp_path, start_new_session=True,
+                               env=kd_environment(ONE_THREAD), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(complete(tmp_path)) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {t["number"]: t["value"] for t in complete(tmp_path)}
+    assert 2 <= len(before) < 4, "the search ended before it could be killed"
+
+    again = kd(*args, env=ONE_THREAD)  # the same command
+    assert again.returncode == 0, again.stderr
+    after = {t["number"]: t["value"] for t in complete(tmp_path)}
+    assert len(after) == 4
+    assert {n: after[n] for n in before} == before  # kept, not run again
+    assert len(list(tmp_path.glob("outputs/search/*"))) == 1  # the same sweep directory
+
+
+@pytest.mark.e2e
+def test_a_bound_out_of_range_stops_the_search_before_any_trial(kd, tmp_path):
+    done = kd("train", "-m", "hydra/sweeper=optuna", *TINY, "loss.alpha=interval(0.1,1.5)")
+    assert done.returncode == 2
+    assert "loss.alpha" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "outputs").exists()
