@@ -20,6 +20,8 @@ def test_the_wheel_ships_the_configs_and_runs_outside_the_repo(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "kdcli/configs/train.yaml" in names
     assert "kdcli/configs/teacher/resnet18.yaml" in names
+    assert "hydra_plugins/kdcli_search/optuna_sweeper.py" in names  # hydra/sweeper=optuna
+    assert "hydra_plugins/__init__.py" not in names  # a namespace package other plugins share
 
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)  # what pip install puts in site-packages

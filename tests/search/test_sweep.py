@@ -85,3 +85,13 @@ def test_a_bound_out_of_range_stops_the_search_before_any_trial(kd, tmp_path):
     assert done.returncode == 2
     assert "loss.alpha" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.e2e
+def test_failed_trials_do_not_end_the_search(kd, tmp_path):
+    diverging = "student.optimizer.lr=choice(1e30)"  # NaN loss: a RunError in every trial
+    done = kd(*SEARCH[:-2], diverging, "hydra.sweeper.n_trials=2", env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr
+    found = record(tmp_path)
+    assert [t["state"] for t in found["trials"]] == ["failed", "failed"]
+    assert all("nan" in t["reason"] for t in found["trials"]) and found["best"] is None
