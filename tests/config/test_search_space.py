@@ -107,3 +107,21 @@ def test_the_checked_points_are_each_endpoint_once_not_their_product():
     assert points[0] == ["teacher.epochs=1", "loss.alpha=0.1", "loss=kd", "student.epochs=1"]
     flat = {line for point in points for line in point}
     assert {"loss.alpha=0.9", "loss=dkd", "loss=hard", "student.epochs=9"} <= flat
+
+
+def test_the_preflight_points_carry_the_validation_split_the_search_adds():
+    from hydra import initialize_config_dir
+
+    from kdcli.config.paths import config_dir
+    from kdcli.config.search_space import search_points
+
+    parse = OverridesParser.create().parse_overrides
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="train"):
+        points = search_points(parse(["hydra/sweeper=optuna", "loss.alpha=interval(0.1,0.9)"]))
+        with pytest.raises(UserError, match="direction"):
+            search_points(parse(["hydra/sweeper=optuna", "hydra.sweeper.direction=minimize",
+                                 "loss.alpha=interval(0.1,0.9)"]))  # fmt: skip
+    assert points == [
+        ["hydra/sweeper=optuna", "dataset.val_fraction=0.1", "loss.alpha=0.1"],
+        ["hydra/sweeper=optuna", "dataset.val_fraction=0.1", "loss.alpha=0.9"],
+    ]

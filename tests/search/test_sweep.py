@@ -80,10 +80,15 @@ def test_a_search_killed_with_kill_9_resumes_keeping_its_finished_trials(kd, tmp
 
 
 @pytest.mark.e2e
-def test_a_bound_out_of_range_stops_the_search_before_any_trial(kd, tmp_path):
-    done = kd("train", "-m", "hydra/sweeper=optuna", *TINY, "loss.alpha=interval(0.1,1.5)")
+@pytest.mark.parametrize(
+    "bad, key",
+    [("loss.alpha=interval(0.1,1.5)", "loss.alpha"),  # a bound outside [0, 1]
+     ("dataset.val_fraction=0", "dataset.val_fraction")],  # a search judges on validation
+)  # fmt: skip
+def test_bad_input_stops_the_search_before_any_trial(kd, tmp_path, bad, key):
+    done = kd("train", "-m", "hydra/sweeper=optuna", *TINY, "loss.temperature=interval(1,8)", bad)
     assert done.returncode == 2
-    assert "loss.alpha" in done.stderr and "Traceback" not in done.stderr
+    assert key in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "outputs").exists()
 
 
