@@ -255,7 +255,17 @@ def search_points(overrides: list[Override]) -> list[list[str]]:
     assert isinstance(params, dict)
     space, _ = with_validation(space_of(overrides, {str(k): v for k, v in params.items()}),
                                sweeper.val_fraction)  # fmt: skip
+    require_axes(space)
     return [[*hydra_lines, *point] for point in check_points(space)]
+
+
+def require_axes(space: Space) -> None:
+    """A search with nothing to search is a mistake, not a single run."""
+    if not space.axes:
+        raise UserError(
+            "hydra/sweeper=optuna: nothing to search; give a key a range, e.g. "
+            "'loss.alpha=interval(0.1,0.9)' (docs/search.md)."
+        )
 
 
 def check_sweeper(sweeper: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
 from kdcli.config.build import instantiate_config
-from kdcli.config.search_space import Space, format_value, parse, space_of, with_validation
+from kdcli.config.search_space import (
+    Space,
+    format_value,
+    parse,
+    require_axes,
+    space_of,
+    with_validation,
+)
 from kdcli.errors import UserError, shorten
 from kdcli.search.job import TRIAL_ENV
 from kdcli.search.record import REASON, record, write_record
@@ -143,18 +151,20 @@ def _search(
     space, added = with_validation(
         space_of(parse(arguments), settings.params), settings.val_fraction
     )
-    if not space.axes:
-        raise UserError(
-            "hydra/sweeper=optuna: nothing to search; give a key a range, e.g. "
-            "'loss.alpha=interval(0.1,0.9)' (docs/search.md)."
-        )
+    require_axes(space)
     if added:
         log.info("search: trials are judged on a validation split, %s", space.fixed[-1])
     name = settings.study_name or study_name(space)
     sweep_dir = sweep_dir_of(config, name)
+    made = next((p for p in reversed([sweep_dir, *sweep_dir.parents]) if not p.exists()), None)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     pin(config, sweep_dir, name)
-    study = open_study(settings, name, sweep_dir)
+    try:
+        study = open_study(settings, name, sweep_dir)
+    except UserError:
+        if made is not None:  # a storage it could not open: leave nothing behind
+            shutil.rmtree(made, ignore_errors=True)
+        raise
     objective = objective_name(config)
     for number in retry_interrupted(study):
         log.info("search: trial %d was interrupted; it runs again (from its saved state)", number)

@@ -125,3 +125,10 @@ def test_the_preflight_points_carry_the_validation_split_the_search_adds():
         ["hydra/sweeper=optuna", "dataset.val_fraction=0.1", "loss.alpha=0.1"],
         ["hydra/sweeper=optuna", "dataset.val_fraction=0.1", "loss.alpha=0.9"],
     ]
+
+
+def test_a_search_with_nothing_to_search_is_refused():
+    from kdcli.config.search_space import require_axes
+
+    with pytest.raises(UserError, match="nothing to search"):
+        require_axes(space("loss.alpha=0.5"))
