@@ -48,6 +48,9 @@ def test_a_search_of_8_trials_shares_one_teacher_and_picks_on_validation(kd, tmp
     assert len(cache_entries(tmp_path, "teachers")) == 1
     assert len(cache_entries(tmp_path, "soft_labels")) == 1
     assert f"best trial {best['number']}" in done.stdout + done.stderr
+    shown = kd("report", str(sweep_dir))  # search.json as kd report reads it (the contract)
+    assert shown.returncode == 0, shown.stderr
+    assert f"best trial: {best['number']}" in shown.stdout
 
 
 def complete(cwd: Path) -> list[dict]:
