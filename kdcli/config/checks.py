@@ -211,7 +211,10 @@ def check_overrides(
                 del cfg["hydra"]  # the job's config, as the job sees it
             if values:
                 check_modalities(cfg, choices)
-                check_config(cfg)
+                try:
+                    check_config(cfg)
+                except UserError as error:
+                    raise search_space.hint(error) if search else error from None
                 if search:
                     search_space.check_validation(OmegaConf.select(cfg, "dataset.val_fraction"))
             configs.append(cfg)

@@ -4,7 +4,8 @@ Plain values only (no Optuna here): the pre-flight checks (checks.py) compose an
 points this module lists before any trial runs, and kdcli/search turns the same axes into
 Optuna distributions. The grammar is Hydra's Optuna sweeper's:
 
-    key=interval(a,b)             float in [a, b]; int when a and b are both written as ints
+    key=interval(a,b)             float in [a, b] (Hydra reads an interval's bounds as floats)
+    key=int(interval(a,b))        int in [a, b]
     key=tag(log,interval(a,b))    the same on a log scale
     key=choice(x,y,z) / key=x,y,z categorical
     key=range(a,b[,step])         int (float when any of them is) from a up to b, step apart
@@ -16,7 +17,6 @@ wins over it for the same key.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +34,6 @@ from kdcli.errors import UserError
 
 SWEEPER = "optuna"  # hydra/sweeper=optuna: configs/hydra/sweeper/optuna.yaml
 VAL_KEY = "dataset.val_fraction"
-_INT = re.compile(r"^\s*[+-]?\d+\s*$")
-_INTERVAL_ARGS = re.compile(r"interval\(([^,()]*),([^,()]*)\)")
 
 
 @dataclass(frozen=True)
@@ -96,8 +94,7 @@ def _bad(override: Override, why: str) -> UserError:
 
 
 def _interval(override: Override, key: str, value: IntervalSweep) -> Axis:
-    written = _INTERVAL_ARGS.search(override.input_line or "")
-    ints = written is not None and all(_INT.match(part) for part in written.groups())
+    ints = isinstance(value.start, int) and isinstance(value.end, int)  # int(interval(a,b))
     low, high = float(value.start or 0.0), float(value.end or 0.0)
     if not low < high:
         raise _bad(override, f"the lower bound {low:g} must be below the upper bound {high:g}.")
@@ -286,3 +283,13 @@ def check_sweeper(sweeper: Any) -> None:
             f"hydra.sweeper.pruner={pruner!r} must be null (no pruning), median, or a config "
             "with a _target_ (an optuna.pruners class)."
         )
+
+
+def hint(error: UserError) -> UserError:
+    """A searched key refused as not whole: interval(a,b) gives floats, as in Hydra."""
+    if "whole number" not in str(error):
+        return error
+    return UserError(
+        f"{error} A search's interval(a,b) draws floats (Hydra reads its bounds as floats): "
+        "use int(interval(a,b)) or range(a,b) for a whole number."
+    )

@@ -22,11 +22,11 @@ def test_each_form_of_the_grammar_gives_its_axis():
     axes = space(
         "loss.alpha=interval(0.1,0.9)",
         "student.optimizer.lr=tag(log,interval(1e-3,1e-1))",
-        "student.epochs=interval(2,8)",
+        "student.epochs=int(interval(2,8))",
+        "loss.temperature=interval(1,8)",
         "loss=choice(kd,dkd)",
         "seed=0,1,2",
         "student.batch_size=range(32,129,32)",
-        "loss.temperature=range(1.0,3.0,0.5)",
         "teacher.epochs=3",
     ).axes
     assert axes["loss.alpha"] == Axis("loss.alpha", "float", 0.1, 0.9)
@@ -35,12 +35,15 @@ def test_each_form_of_the_grammar_gives_its_axis():
     assert axes["loss"].choices == ("kd", "dkd")
     assert axes["seed"] == Axis("seed", "categorical", choices=(0, 1, 2))
     assert axes["student.batch_size"] == Axis("student.batch_size", "int", 32, 128, step=32)
-    assert axes["loss.temperature"] == Axis("loss.temperature", "float", 1.0, 2.5, step=0.5)
+    assert axes["loss.temperature"] == Axis("loss.temperature", "float", 1.0, 8.0)  # as Hydra
+    assert space("loss.temperature=range(1.0,3.0,0.5)").axes["loss.temperature"] == Axis(
+        "loss.temperature", "float", 1.0, 2.5, step=0.5
+    )
     assert "teacher.epochs" not in axes
 
 
 def test_an_int_interval_on_a_log_scale_and_the_json_form():
-    axis = space("student.epochs=tag(log,interval(1,16))").axes["student.epochs"]
+    axis = space("student.epochs=tag(log,int(interval(1,16)))").axes["student.epochs"]
     assert (axis.kind, axis.log, axis.step) == ("int", True, 1)
     assert axis.as_json() == {"kind": "int", "low": 1, "high": 16, "log": True, "step": 1}
     choice = space("loss=kd,dkd").axes["loss"].as_json()
@@ -59,7 +62,7 @@ def test_the_command_line_wins_over_params():
         params={"loss.alpha": "interval(0.1,0.9)", "loss.temperature": "interval(1,4)"},
     )
     assert found.axes["loss.alpha"].low == 0.2
-    assert found.axes["loss.temperature"].kind == "int"
+    assert found.axes["loss.temperature"].kind == "float"  # from params
 
 
 @pytest.mark.parametrize(
@@ -132,3 +135,14 @@ def test_a_search_with_nothing_to_search_is_refused():
 
     with pytest.raises(UserError, match="nothing to search"):
         require_axes(space("loss.alpha=0.5"))
+
+
+def test_a_float_interval_on_a_whole_number_key_is_refused_with_the_int_form():
+    from kdcli.config.checks import check_overrides
+
+    with pytest.raises(UserError, match=r"student\.epochs.*int\(interval\(a,b\)\)"):
+        check_overrides(["hydra/sweeper=optuna", "student.epochs=interval(2,8)"], multirun=True)
+    found = check_overrides(
+        ["hydra/sweeper=optuna", "student.epochs=int(interval(2,8))"], multirun=True
+    )
+    assert {cfg.student.epochs for cfg in found} == {2, 8}
