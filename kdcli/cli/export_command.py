@@ -6,10 +6,12 @@ import argparse
 import logging
 from dataclasses import asdict
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from kdcli.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported when an export runs, not for `kd --help`
+    import torch
 
 log = logging.getLogger(__name__)
 ROLES = ("student", "teacher", "baseline", "compressed")
@@ -109,6 +111,8 @@ def _checkpoint(source: Path, role: str) -> tuple[Path, Path | None]:
 
 def _raw_test_images(checkpoint: Path, info) -> torch.Tensor:
     """Up to 32 test images as float in [0, 1] (random ones when the dataset is not found)."""
+    import torch
+
     from kdcli.config.eval_config import eval_config, load_dataset
 
     try:

@@ -147,9 +147,8 @@ def _discard(run_dir: Path) -> None:
 
 def train(args: list[str]) -> int:
     """`kd train [overrides] [hydra flags]`: check every job's config, then hand over to Hydra."""
-    from kdcli.config.checks import check_overrides
     from kdcli.config.hydra_shim import args_parser
-    from kdcli.engine import distributed
+    from kdcli.engine.ranks import launched_by_torchrun, rank_scratch
 
     if DEBUG_FLAG in args:
         os.environ["KD_DEBUG"] = "1"
@@ -183,8 +182,17 @@ def train(args: list[str]) -> int:
                 "kd train to do); keep one of them."
             )
         )
+    if parsed.help and not (parsed.config_name or parsed.config_path or parsed.config_dir):
+        from kdcli.config.train_help import train_help  # Hydra's text, without its slow listing
+
+        text = train_help(parsed.overrides, resolve=parsed.resolve)
+        if text is not None:
+            print(text)
+            return 0
     informational = parsed.help or parsed.hydra_help or parsed.info
-    if not informational:
+    if not informational:  # --help, --hydra-help and --info stay clear of torch: fast
+        from kdcli.config.checks import check_overrides
+
         try:
             check_overrides(parsed.overrides, multirun=parsed.multirun, values=not parsed.cfg)
             if not parsed.cfg:  # a run: what a job that fails its checks must leave as it was
@@ -192,14 +200,17 @@ def train(args: list[str]) -> int:
         except UserError as error:
             return report_error(error)
     try:
-        with handle_signals(), distributed.rank_scratch() as for_this_rank:
+        with handle_signals(), rank_scratch() as for_this_rank:
             sys.argv = ["kd train", *args, *for_this_rank]
             _train_job()
     except Interrupted as stop:  # a signal while Hydra itself was working
         return report_interrupt(stop)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    distributed.finish()
+    if launched_by_torchrun():  # only such a process has a process group to leave
+        from kdcli.engine import distributed
+
+        distributed.finish()
     return 0
 
 

@@ -20,7 +20,7 @@ from kdcli.config.endpoint import check_endpoint
 from kdcli.config.from_files import model_record
 from kdcli.config.tokenizers import paired_sources
 from kdcli.data import DatasetInfo, DataSource
-from kdcli.engine.distributed import launched_by_torchrun
+from kdcli.engine.ranks import launched_by_torchrun
 from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
 from kdcli.knowledge.format import stored_topk

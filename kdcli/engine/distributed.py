@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +37,7 @@ from torch import nn
 from kdcli.data import Batch, Loader
 from kdcli.engine.infer import outputs, predict
 from kdcli.engine.precision import FP32, Precision
+from kdcli.engine.ranks import launched_by_torchrun
 
 # A rank waits in a collective while rank 0 waits for another job's cache lock, and that job
 # may be training a teacher for hours: the default 30 minutes would be too short.
@@ -46,21 +45,6 @@ COLLECTIVE_TIMEOUT = timedelta(hours=24)
 
 STRATEGIES = ("ddp", "fsdp")
 """`distributed.strategy`: DDP (here) or FSDP (kdcli/engine/sharding.py)."""
-
-
-def env_world_size() -> int:
-    """How many processes torchrun started (1 without torchrun), before the group exists."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def launched_by_torchrun() -> bool:
-    """True in a process that torchrun (or another launcher) started as one of several."""
-    return env_world_size() > 1
-
-
-def env_rank() -> int:
-    """This process's rank from the environment, usable before the process group exists."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def active() -> bool:
@@ -81,28 +65,6 @@ def is_main() -> bool:
 
 
 # ---- start and end --------------------------------------------------------------------------
-
-
-@contextmanager
-def rank_scratch() -> Iterator[list[str]]:
-    """Hydra overrides that keep ranks other than 0 out of the output directories, for as
-    long as the block runs.
-
-    Every rank composes the config through Hydra, and Hydra would create a run directory
-    named by the time, which differs between processes. Rank 0 owns the real one; the other
-    ranks get a scratch directory, removed when the block ends, and learn rank 0's from
-    `shared_run_dir`. The scratch comes from tempfile.mkdtemp: private (0700) and named at
-    random, where a name known in advance (/tmp/kd-rank1-<pid>) could already be a symlink
-    that someone else put there.
-    """
-    if not launched_by_torchrun() or env_rank() == 0:
-        yield []
-        return
-    scratch = Path(tempfile.mkdtemp(prefix=f"kd-rank{env_rank()}-"))
-    try:
-        yield [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null"]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def setup(device: torch.device) -> torch.device:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -65,25 +63,6 @@ def test_batch_sizes_must_split_evenly_over_the_processes(monkeypatch):
     with pytest.raises(UserError, match="must be a multiple of 3"):
         check_overrides(["teacher.batch_size=64"])
     check_overrides(["teacher.batch_size=66", "student.batch_size=66"])
-
-
-def test_other_ranks_run_hydra_in_a_private_scratch_removed_at_the_end(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
-    with distributed.rank_scratch() as overrides:
-        scratch = Path(overrides[0].removeprefix("hydra.run.dir="))
-        assert overrides == [
-            f"hydra.run.dir={scratch}",
-            f"hydra.sweep.dir={scratch}",
-            "hydra.output_subdir=null",
-        ]
-        assert scratch.is_dir() and stat.S_IMODE(scratch.stat().st_mode) == 0o700
-        assert scratch.name != f"kd-rank1-{os.getpid()}", "not a name known in advance"
-        (scratch / "train.log").write_text("what Hydra writes there")
-    assert not scratch.exists()
-    monkeypatch.setenv("RANK", "0")
-    with distributed.rank_scratch() as overrides:
-        assert overrides == [], "rank 0 writes the real run directory"
 
 
 def test_alone_every_helper_is_a_no_op():
