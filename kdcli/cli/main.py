@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from kdcli import __version__
 from kdcli.cli import cache_command, eval_command, export_command, run_dirs, serve_command
 from kdcli.cli.cache_command import add_cache_parser
+from kdcli.cli.completion import add_completion_parser
 from kdcli.cli.eval_command import add_eval_parser
 from kdcli.cli.export_command import add_export_parser
 from kdcli.cli.serve_command import add_serve_parser
@@ -161,8 +162,10 @@ def train(args: list[str]) -> int:
     if parsed.shell_completion:  # Hydra's completion script cannot call a subcommand
         return report_error(
             UserError(
-                "kd train does not support Hydra's --shell-completion (-sc); `kd list [group]` "
-                "shows every config group's options and `kd train --cfg job` every key."
+                "kd train does not support Hydra's --shell-completion (-sc): its script cannot "
+                "call a subcommand. kd's own completes kd train too: "
+                'eval "$(kd completion bash)" (or zsh); `kd list [group]` shows every config '
+                "group's options and `kd train --cfg job` every key."
             )
         )
     if parsed.experimental_rerun:  # Hydra would unpickle that file: a pickle runs any code
@@ -240,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(commands)
     add_cache_parser(commands)
     add_serve_parser(commands)
+    add_completion_parser(commands)
     return parser
 
 
@@ -325,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return report(args)
+    if args.command == "completion":
+        from kdcli.cli import completion
+
+        return completion.run(args, build_parser())
     commands = {
         "cache": cache_command,
         "eval": eval_command,
