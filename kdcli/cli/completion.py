@@ -32,6 +32,7 @@ CHOICES = {  # values of Hydra's flags
 }
 DIR_FLAGS = ("--config-path", "-cp", "--config-dir", "-cd", "--cache-dir")
 PATH_WORDS = ("checkpoint", "cache_dir", "path", "root", "dir", "file", "tokenizer")
+SHELL_OPERATORS = ("&&", "||", ";", "|", "(", "{", "then", "do")
 HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper")  # the Hydra groups a kd user picks from
 
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, kd_parser: argparse.ArgumentParser) -> int:
 def complete(line: str, kd_parser: argparse.ArgumentParser) -> Completion:
     """What may follow `line` (the command line up to the cursor, `kd` first)."""
     words, current = _split(line)
-    args = words[1:]
+    args = _after_kd(words)
     commands = _subcommands(kd_parser)
     if not args:
         if current.startswith("-"):
@@ -248,6 +249,16 @@ def _split(line: str) -> tuple[list[str], str]:
     if not line or line[-1].isspace():
         return words, ""
     return words[:-1], words[-1] if words else ""
+
+
+def _after_kd(words: list[str]) -> list[str]:
+    """The words after `kd` in the last command of the line (zsh passes the whole line:
+    `cd runs && kd report ...`)."""
+    for end in range(len(words) - 1, -1, -1):
+        if words[end] in SHELL_OPERATORS:
+            words = words[end + 1 :]
+            break
+    return words[1:]
 
 
 def _current(line: str) -> str:

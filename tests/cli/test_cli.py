@@ -72,6 +72,7 @@ def test_shell_completion_is_refused_with_what_to_use_instead(kd):
     result = kd("train", "--shell-completion", "install=bash")
     assert result.returncode == 2
     assert "kd list" in result.stderr and "Traceback" not in result.stderr
+    assert 'eval "$(kd completion bash)"' in result.stderr
 
 
 def test_multirun_flag_may_come_after_the_overrides(kd):

@@ -4,9 +4,16 @@ candidates it is given for each kind of word."""
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +52,46 @@ printf '%s\n' "${COMPREPLY[@]}"
 """
 
 
+class Terminal:
+    """A shell reading a pseudo-terminal: what is typed goes in, what it echoes comes back."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.seen = ""
+
+    def send(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def wait_for(self, text: str, timeout: float = 60) -> bool:
+        """Whether `text` appears in what the shell writes within `timeout` seconds."""
+        start = len(self.seen)
+        deadline = time.monotonic() + timeout
+        while text not in self.seen[start:] and time.monotonic() < deadline:
+            if select.select([self.fd], [], [], 0.2)[0]:
+                try:
+                    self.seen += os.read(self.fd, 65536).decode(errors="replace")
+                except OSError:
+                    break
+        return text in self.seen[start:]
+
+
+@contextmanager
+def interactive(*command: str, cwd: Path) -> Iterator[Terminal]:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the shell, on the terminal (never back into pytest)
+        try:
+            os.chdir(cwd)
+            os.execvpe(command[0], list(command), kd_environment({"PS1": "> ", "TERM": "dumb"}))
+        finally:
+            os._exit(127)
+    try:
+        yield Terminal(fd)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
 def bash_tab(line: str, cwd: Path) -> list[str]:
     """COMPREPLY after a Tab at the end of `line`, in `cwd`."""
     env = kd_environment({"KD_PYTHON": sys.executable, "BREAKS": BREAKS})
@@ -78,6 +125,48 @@ def test_bash_completes_commands_groups_keys_and_paths(tmp_path):
     }
     for line, words in expected.items():
         assert bash_tab(line, tmp_path) == words, line
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash here")
+def test_tab_in_an_interactive_bash_completes_the_line(tmp_path):
+    """The whole way: bash reading a terminal, readline's Tab, the word replaced in place."""
+    (tmp_path / "teacher.pt").write_bytes(b"")
+    with interactive("bash", "--norc", "--noprofile", "-i", cwd=tmp_path) as shell:
+        shell.send(f'kd() {{ "{sys.executable}" -m kdcli "$@"; }}; eval "$(kd completion bash)"\n')
+        for typed, completed in [
+            ("kd train loss=dk", "kd train loss=dkd "),
+            ("kd train student.ep", "kd train student.epochs="),  # no space: a value follows
+            ("kd train optimizer@student.optimizer=ad", "optimizer@student.optimizer=adamw "),
+            ("kd train teacher.checkpoint=tea", "kd train teacher.checkpoint=teacher.pt "),
+        ]:
+            shell.send(f"\x15{typed}\t")  # Ctrl-U clears the line first
+            assert shell.wait_for(completed), f"{typed!r}: {shell.seen[-300:]!r}"
+
+
+def test_the_zsh_function_hands_zsh_whole_words_and_paths(tmp_path):
+    """zsh's completion builtins stubbed (they need a terminal): what the function gives them."""
+    if shutil.which("zsh") is None:
+        pytest.skip("no zsh here")
+    driver = r"""
+    kd() { "$KD_PYTHON" -m kdcli "$@"; }
+    compdef() { print -r -- "compdef $*" }
+    compadd() { print -r -- "compadd $*" }
+    compset() { print -r -- "compset $*" }
+    _files() { print -r -- "_files $*" }
+    eval "$(kd completion zsh)"
+    BUFFER="$1"; CURSOR=${#BUFFER}
+    _kd_complete
+    """
+    env = kd_environment({"KD_PYTHON": sys.executable})
+    said = {}
+    for line in ("kd train loss=dk", "kd train stu", "kd train teacher.checkpoint=x"):
+        done = subprocess.run(
+            ["zsh", "-f", "-c", driver, "zsh", line], env=env, capture_output=True, text=True
+        )
+        said[line] = done.stdout.splitlines()
+    assert said["kd train loss=dk"] == ["compdef _kd_complete kd", "compadd -- loss=dkd"]
+    assert said["kd train stu"][1:] == ["compadd -S  -- student. student="], "no space after"
+    assert said["kd train teacher.checkpoint=x"][1:] == ["compset -P *=", "_files "]
 
 
 def candidates(line: str, shell: str = "bash") -> list[str]:
@@ -147,6 +236,7 @@ def test_paths_are_left_to_the_shell():
 def test_a_half_typed_quote_or_an_unknown_command_is_no_error():
     assert candidates("kd train 'loss=d")[0] == "words"
     assert candidates("kd nothing ") == ["words"]
+    assert candidates("cd runs && kd tr", "zsh") == ["words", "train"], "zsh passes it all"
     assert candidates("kd train loss.alpha=0.") == ["words"]
 
 
