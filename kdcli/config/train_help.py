@@ -2,7 +2,7 @@
 
 Hydra's own `--help` lists each config group's options through a config repository that it
 rebuilds (deep-copying its whole ConfigStore) for every group it looks at: on kdcli's 50-odd
-groups that costs about 0.4 s, most of the command's time. The text here is the same, from
+groups that costs about 0.3 s, half of the command's time. The text here is the same, from
 the same template (`hydra.help` in configs/train.yaml, overrides applied), with the groups read
 from the YAML files under configs/ (where every kdcli group lives; Hydra's plugins only add
 `hydra/...` groups, which the template leaves out like Hydra does).
