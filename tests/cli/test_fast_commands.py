@@ -49,6 +49,28 @@ def a_run(folder: Path) -> Path:
     return folder
 
 
+def a_search(folder: Path) -> Path:
+    """A search's sweep directory: search.json and its one trial's run."""
+    a_run(folder / "0")
+    report = json.loads((folder / "0" / "report.json").read_text())
+    report["student"]["val_top1"] = 0.88
+    (folder / "0" / "report.json").write_text(json.dumps(report))
+    trial = {"number": 0, "state": "complete", "params": {"loss.alpha": 0.5}, "value": 0.88}
+    search = {
+        "kind": "kdcli search",
+        "version": 1,
+        "study": "kd-search",
+        "direction": "maximize",
+        "objective": "val_top1",
+        "n_trials": 1,
+        "space": {"loss.alpha": {"kind": "float", "low": 0.1, "high": 0.9, "log": False}},
+        "trials": [{**trial, "run_dir": "0", "intermediate": {}}],
+        "best": 0,
+    }
+    (folder / "search.json").write_text(json.dumps(search))
+    return folder
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -73,6 +95,17 @@ def test_finding_ones_way_never_imports_torch(kd, tmp_path, args):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip(), "the command answered"
     assert json.loads(probe.read_text()) == [], f"kd {' '.join(args)} imported them"
+
+
+def test_a_searchs_report_draws_its_plots_without_torch(kd, tmp_path):
+    """Optuna and matplotlib draw a search's history beside its table (by design); torch and
+    the model libraries stay out."""
+    probe = tmp_path / "imported.json"
+    launcher = [sys.executable, "-c", PROBE, "-m"]
+    search = a_search(tmp_path / "search")
+    done = kd("report", str(search), env={"KD_PROBE_OUT": str(probe)}, launcher=launcher)
+    assert done.returncode == 0, done.stderr
+    assert not set(json.loads(probe.read_text())) & {"torch", "torchvision", "transformers"}
 
 
 def test_the_probe_sees_torch_when_a_command_imports_it(kd, tmp_path):
