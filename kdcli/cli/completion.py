@@ -63,12 +63,11 @@ def run(args: argparse.Namespace, kd_parser: argparse.ArgumentParser) -> int:
         print(SCRIPTS[args.shell], end="")
         return 0
     found = complete(args.line, kd_parser)
-    head = [found.kind, found.partial] if found.kind != "words" else ["words"]
-    words = found.words
-    if args.shell == "bash" and found.kind == "words":
-        words = [_after_break(w, _current(args.line)) for w in words]
-    if args.shell == "bash" and found.kind != "words":
-        head = [found.kind, _bash_part(found.partial)]
+    words, partial = found.words, found.partial
+    if args.shell == "bash":  # bash replaces only what follows the word's last = or :
+        cut = _break_at(_split(args.line)[1])
+        words, partial = [w[cut:] for w in words], partial[_break_at(partial) :]
+    head = [found.kind] if found.kind == "words" else [found.kind, partial]
     print("\n".join([*head, *words]))
     return 0
 
@@ -242,10 +241,14 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def _split(line: str) -> tuple[list[str], str]:
     """The finished words and the one being typed ('' after a space)."""
-    try:
-        words = shlex.split(line)
-    except ValueError:  # an open quote: the word being typed
-        words = shlex.split(line + ('"' if line.count('"') % 2 else "'"))
+    for closing in ("", '"', "'"):  # an open quote: the word being typed
+        try:
+            words = shlex.split(line + closing)
+            break
+        except ValueError:
+            continue
+    else:  # a trailing backslash, say
+        words = line.split()
     if not line or line[-1].isspace():
         return words, ""
     return words[:-1], words[-1] if words else ""
@@ -261,15 +264,6 @@ def _after_kd(words: list[str]) -> list[str]:
     return words[1:]
 
 
-def _current(line: str) -> str:
-    return _split(line)[1]
-
-
-def _after_break(word: str, current: str) -> str:
-    """What bash puts in place of the current word's tail: the part after its last break."""
-    cut = max(current.rfind(c) for c in BASH_BREAKS) + 1
-    return word[cut:]
-
-
-def _bash_part(partial: str) -> str:
-    return partial[max(partial.rfind(c) for c in BASH_BREAKS) + 1 :]
+def _break_at(word: str) -> int:
+    """Where bash's part of `word` starts: after its last COMP_WORDBREAKS character."""
+    return max(word.rfind(c) for c in BASH_BREAKS) + 1

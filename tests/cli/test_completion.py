@@ -235,6 +235,8 @@ def test_paths_are_left_to_the_shell():
 
 def test_a_half_typed_quote_or_an_unknown_command_is_no_error():
     assert candidates("kd train 'loss=d")[0] == "words"
+    assert candidates('kd train "loss=d')[0] == "words"
+    assert candidates("kd train loss\\")[0] == "words"
     assert candidates("kd nothing ") == ["words"]
     assert candidates("cd runs && kd tr", "zsh") == ["words", "train"], "zsh passes it all"
     assert candidates("kd train loss.alpha=0.") == ["words"]
