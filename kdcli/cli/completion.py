@@ -154,7 +154,7 @@ def _argparse(parser: argparse.ArgumentParser, rest: list[str], current: str) ->
 def _override(rest: list[str], current: str) -> Completion:
     """`group=option`, `key=value` or the next part of a dotted key."""
     from kdcli.config.groups import group_options
-    from kdcli.config.key_tree import config_keys, root_groups
+    from kdcli.config.key_tree import config_keys, hydra_keys, root_groups
 
     specs = [spec for spec in root_groups() if spec != "_self_"]
     groups = {spec: group_options(spec.partition("@")[0]) for spec in specs}
@@ -173,7 +173,9 @@ def _override(rest: list[str], current: str) -> Completion:
         if any(word in key.rsplit(".", 1)[-1] for word in PATH_WORDS):
             return Completion(kind="files", partial=current)
         return Completion()
-    keys = [k for k in config_keys(_choices(rest)) if not k.rsplit(".", 1)[-1].startswith("_")]
+    picked = _choices(rest)
+    every = {**config_keys(picked), **hydra_keys(picked)}
+    keys = [k for k in every if not k.rsplit(".", 1)[-1].startswith("_")]
     words = {f"{spec}=" for spec in [*groups, *HYDRA_GROUPS]}
     for key in keys:
         if key.startswith(typed):

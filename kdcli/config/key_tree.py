@@ -47,6 +47,17 @@ def config_keys(choices: Mapping[str, str] | None = None, root: Path | None = No
     return keys
 
 
+def hydra_keys(choices: Mapping[str, str], root: Path | None = None) -> dict[str, Any]:
+    """The `hydra.launcher.*` / `hydra.sweeper.*` keys of the options the line picks from
+    kdcli's own Hydra groups (hydra/sweeper=optuna: hydra.sweeper.n_trials, ...)."""
+    root = _root(root)
+    keys: dict[str, Any] = {}
+    for spec, option in choices.items():
+        if spec.startswith("hydra/") and _exists(root, spec, option):
+            keys.update(_option_keys(root, spec, option, spec.replace("/", ".")))
+    return keys
+
+
 def _picked(root: Path, train: dict[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
     """Group spec -> the option composed: the line's, else an `override` in a picked option
     (an experiment's, task=lm's, a teacher's own optimizer), else train.yaml's."""

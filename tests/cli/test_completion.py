@@ -207,6 +207,10 @@ def test_train_offers_every_group_and_key_level_by_level():
         "student.optimizer.", "student.pretrained=", "student.scheduler.",
     ]  # fmt: skip
     assert candidates("kd train +student.ep") == ["words", "+student.epochs="]
+    search = candidates("kd train -m hydra/sweeper=optuna hydra.sweeper.n_")
+    assert search == ["words", "hydra.sweeper.n_jobs=", "hydra.sweeper.n_trials="]
+    slurm = candidates("kd train hydra/launcher=slurm hydra.launcher.p")
+    assert slurm == ["words", "hydra.launcher.partition="]
     sgd = candidates("kd train student.optimizer.")
     adamw = candidates("kd train optimizer@student.optimizer=adamw student.optimizer.")
     assert "student.optimizer.momentum=" in sgd and "student.optimizer.momentum=" not in adamw
