@@ -5,6 +5,7 @@ stage's optimizer and scheduler."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from kdcli.config.checks import flat_keys
 from kdcli.config.endpoint import check_endpoint
 from kdcli.config.from_files import model_record
 from kdcli.config.tokenizers import paired_sources
-from kdcli.data import DatasetInfo, DataSource
+from kdcli.data import Dataset, DatasetInfo, DataSource, InMemoryDataset
 from kdcli.engine.ranks import launched_by_torchrun
 from kdcli.engine.state import Built, seed_everything
 from kdcli.errors import UserError, did_you_mean
@@ -36,6 +37,24 @@ from kdcli.store.checkpoint import load_model
 log = logging.getLogger(__name__)
 
 
+# (the dataset's settings, device) -> its data, decoded once per process: the points of a
+# `-m` sweep (one process) that share `dataset.*` share it (in-memory splits, never changed)
+LOADED: dict[tuple[str, str], InMemoryDataset] = {}
+
+
+def loaded(source: DataSource, cfg: DictConfig, device: torch.device) -> Dataset:
+    """`source`'s data on `device`, decoded once per process for in-memory datasets."""
+    settings = json.dumps(OmegaConf.to_container(cfg.dataset, resolve=True), sort_keys=True)
+    key = (settings, str(device))
+    if key in LOADED:
+        return LOADED[key]
+    data = source.load().to(device)
+    if type(data) is InMemoryDataset:  # (text and instruction data hold more state)
+        LOADED.clear()  # one dataset kept: a sweep over datasets holds one at a time
+        LOADED[key] = data
+    return data
+
+
 def build_seeded(cfg: DictConfig, role: str, info: DatasetInfo) -> Built:
     """`cfg[role].model`, built right after seeding every RNG with `cfg.seed`."""
     seed_everything(cfg.seed)
@@ -49,7 +68,7 @@ def build(cfg: DictConfig, device: torch.device) -> Objects:
     source: DataSource = instantiate_config(cfg.dataset, "dataset")
     source.check()
     source, teacher_source = paired_sources(source, cfg)  # two tokenizers: the text read twice
-    data = source.load().to(device)
+    data = loaded(source, cfg, device) if teacher_source is None else source.load().to(device)
     teacher_data = None if teacher_source is None else teacher_source.load().to(device)
     teacher = build_seeded(cfg, "teacher", (teacher_data or data).info)
     if isinstance(teacher.module, EndpointLM):  # the server, before any work

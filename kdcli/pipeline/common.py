@@ -54,6 +54,7 @@ class Model:
     precision: Precision = FP32  # its forward passes' (training, soft labels, online teacher)
     sparsity: float | None = None  # the fraction of zero weights (a compressed model)
     record: dict[str, Any] = field(default_factory=dict)  # how it was built (engine.state.Built)
+    weights: str = ""  # its checkpoint's SHA-256, when a cache entry records it
 
 
 @dataclass
@@ -66,8 +67,6 @@ class Context:
     cache: ArtifactCache
     device: torch.device
     run_dir: Path
-    # (id(model), precision) -> its fastest inference batch size (eval.batch_size=auto)
-    batch_sizes: dict[tuple[int, Precision], int] = field(default_factory=dict)
     # states of finished stages whose result lives only in the run directory (the student):
     # kept until the report is written, so that a kill before then loses no training
     finished: list[TrainState] = field(default_factory=list)
@@ -134,11 +133,21 @@ def model_precision(ctx: Context, module: nn.Module) -> Precision:
 
 PROBE_MIN_SAMPLES = 4096  # below this a pass is too short for the probe to pay for itself
 
+# (architecture, the data's facts, device, precision) -> the fastest inference batch size measured
+# in this process: the points of a `-m` sweep (one process) differ in weights, not in speed
+FASTEST: dict[tuple[str, str, str, Precision], int] = {}
+
+
+def architecture(module: nn.Module) -> str:
+    """What a model's inference speed depends on: its class and its tensors' shapes."""
+    shapes = [(name, tuple(t.shape)) for name, t in module.state_dict().items()]
+    return f"{type(module).__qualname__} {shapes}"
+
 
 def eval_batch_size(ctx: Context, module: nn.Module, precision: Precision) -> int:
     """`eval.batch_size` for inference passes of `module` (soft labels, evaluation); `auto`
-    measures the fastest (engine/infer.py) once per model and run, on training images, or
-    takes 256 when the training split is too small for the probe to pay."""
+    measures the fastest (engine/infer.py) once per architecture in a process (`FASTEST`), on
+    training images, or takes 256 when the training split is too small for the probe to pay."""
     setting = ctx.cfg.eval.batch_size
     if setting != "auto":
         return int(setting)
@@ -146,13 +155,13 @@ def eval_batch_size(ctx: Context, module: nn.Module, precision: Precision) -> in
         return module.batch_size * module.concurrency
     if ctx.data.num_train < PROBE_MIN_SAMPLES:
         return 256
-    key = (id(module), precision)
-    if key not in ctx.batch_sizes:
+    key = (architecture(module), repr(ctx.data.info), str(ctx.device), precision)
+    if key not in FASTEST:
         images = next(ctx.data.eval_loader("train", 32).epoch(0)).x
         size = fastest_batch_size(module, images, ctx.device, precision)
         log.info("eval batch   %d, the fastest measured for %s", size, type(module).__name__)
-        ctx.batch_sizes[key] = size
-    return ctx.batch_sizes[key]
+        FASTEST[key] = size
+    return FASTEST[key]
 
 
 def describe_model(stage_cfg: DictConfig, info: DatasetInfo) -> str:

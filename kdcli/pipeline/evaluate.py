@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypedDict
 
 import numpy as np
@@ -14,6 +15,8 @@ from kdcli.engine.infer import predict
 from kdcli.engine.measure import count_params, cpu_latency_ms, flops_per_image
 from kdcli.engine.precision import FP32
 from kdcli.pipeline.common import Context, Model, eval_batch_size
+from kdcli.pipeline.stored_eval import STORED_ROLES, read_stored, store
+from kdcli.store.evaluation import StoredEvaluation
 from kdcli.tasks import Answers, Task, teacher_kl
 from kdcli.tasks.lm import IGNORE
 
@@ -23,8 +26,10 @@ SHOWN = 5  # prompts report.md shows with every model's answer
 ModelFigures = dict[str, Any]
 """One model's figures (report.json's `teacher`, `student`, ...; `measure` makes them): name,
 the task's metrics (e.g. top1, nll, ece), params, flops, latency_ms, checkpoint_bytes,
-checkpoint, source, reused, precision; sparsity (compressed); agreement and teacher_kl (all
-but the teacher); val_<metric> (a validation split); generation_nll (text)."""
+checkpoint, source, reused, precision; evaluation_reused (its logits and costs read from the
+cache, kdcli/pipeline/stored_eval.py) and evaluation_seconds; sparsity (compressed); agreement
+and teacher_kl (all but the teacher); val_<metric> (a validation split); generation_nll
+(text)."""
 
 
 class GainImages(TypedDict):
@@ -54,21 +59,28 @@ def measure(
     test_logits: torch.Tensor,
     cfg: DictConfig,
     size_of: ModelFigures | None = None,
+    costs: dict[str, float] | None = None,
 ) -> ModelFigures:
     """The report's figures for one model. `size_of`: the figures of the model it was
     compressed from, whose parameters and FLOPs it keeps (pruning zeroes weights, int8 narrows
-    them; neither removes any); its own share of zero weights is then reported too."""
+    them; neither removes any); its own share of zero weights is then reported too. `costs`:
+    its parameters, FLOPs and latency as stored with its cached evaluation."""
+    module = model.module
+    size = costs or size_of
     figures = {
         "name": model.name,
         **task.metrics(test_logits, data.labels("test")),
-        "params": size_of["params"] if size_of else count_params(model.module),
+        "params": size["params"] if size else count_params(module),
     }
     if model.sparsity is not None:
         figures["sparsity"] = model.sparsity
+    latency = costs["latency_ms"] if costs else None
     return {
         **figures,
-        "flops": size_of["flops"] if size_of else flops_per_image(model.module, data.info),
-        "latency_ms": cpu_latency_ms(model.module, data.info, runs=cfg.eval.latency_runs),
+        "flops": size["flops"] if size else flops_per_image(module, data.info),
+        "latency_ms": cpu_latency_ms(module, data.info, cfg.eval.latency_runs)
+        if latency is None
+        else latency,
         "checkpoint_bytes": model.checkpoint.stat().st_size,
         "checkpoint": str(model.checkpoint),
         "source": model.source,
@@ -94,18 +106,36 @@ def evaluate_stage(
 
     With a validation split (`dataset.val_fraction > 0`) each model's `val_<metric>` is
     reported too, so sweeps can be compared on validation and the test split kept for the end.
+
+    The teacher's and the baseline's outputs and costs are read from the cache when stored
+    there by an earlier run, else stored for later runs (kdcli/pipeline/stored_eval.py).
     """
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
-    logits = _outputs(ctx, models, known)
-    results = {
-        role: measure(m, ctx.data_of(role), task, logits[role]["test"], cfg)
-        for role, m in models.items()
-        if role != "compressed"
-    }
+    stored = _stored(ctx, models)
+    known = {role: dict(outputs) for role, outputs in (known or {}).items()}
+    for role, evaluation in stored.items():
+        known[role] = {**evaluation.logits, **known.get(role, {})}
+    seconds: dict[str, float] = dict.fromkeys(models, 0.0)
+    logits = _outputs(ctx, models, known, seconds)
+    results = {}
+    for role, m in models.items():
+        if role != "compressed":
+            started = time.perf_counter()
+            costs = stored[role].figures if role in stored else None
+            results[role] = measure(
+                m, ctx.data_of(role), task, logits[role]["test"], cfg, None, costs
+            )
+            seconds[role] += time.perf_counter() - started
+            results[role]["evaluation_reused"] = role in stored
     if "compressed" in models:
         results["compressed"] = measure(
             models["compressed"], data, task, logits["compressed"]["test"], cfg, results["student"]
         )
+    for role in STORED_ROLES:
+        if role in models and role not in stored:
+            store(ctx, models[role], logits[role], results[role])
+    for role, spent in seconds.items():
+        results[role]["evaluation_seconds"] = spent
     if "val" in data.splits:
         for role, m in models.items():
             headline = task.headline(m.module, logits[role]["val"], ctx.data_of(role), "val")
@@ -138,14 +168,27 @@ def evaluate_stage(
     return results, summary, {role: split["test"] for role, split in logits.items()}
 
 
+def _stored(ctx: Context, models: dict[str, Model]) -> dict[str, StoredEvaluation]:
+    """The stored evaluations of the run's cached models (role -> evaluation)."""
+    splits = eval_splits(ctx.data)
+    found = {
+        role: read_stored(ctx, models[role], splits) for role in STORED_ROLES if role in models
+    }
+    return {role: evaluation for role, evaluation in found.items() if evaluation is not None}
+
+
 def _outputs(
-    ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None
+    ctx: Context,
+    models: dict[str, Model],
+    known: dict[str, dict[str, torch.Tensor]],
+    seconds: dict[str, float],
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Every model's outputs on every evaluation split (role -> split -> logits), computing
-    those not `known`."""
+    those not `known` (the time each model's passes take added to `seconds`)."""
     logits: dict[str, dict[str, torch.Tensor]] = {}
     for role, m in models.items():
-        logits[role] = dict((known or {}).get(role, {}))
+        started = time.perf_counter()
+        logits[role] = dict(known.get(role, {}))
         # an int8 model runs on the CPU only
         data = ctx.data_of(role)
         where, split_data = (CPU, data.to(CPU)) if role == "compressed" else (ctx.device, data)
@@ -153,6 +196,7 @@ def _outputs(
             if split not in logits[role]:
                 loader = split_data.eval_loader(split, eval_batch_size(ctx, m.module, FP32))
                 logits[role][split] = predict(m.module, loader, where).to(ctx.device)
+        seconds[role] += time.perf_counter() - started
     return logits
 
 

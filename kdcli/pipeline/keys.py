@@ -16,6 +16,10 @@ the artifact and runs with other settings never do:
     student      (its resumable training state) its model and training settings, loss,
                  dataset, seed, soft_labels settings, the teacher's key and tokenizer,
                  precision
+    evaluation   (a cached teacher's or baseline's outputs and costs) the model's key and its
+                 weights' SHA-256, the dataset (its evaluation splits: val_fraction,
+                 split_seed, files), the task, eval.batch_size, eval.latency_runs, the
+                 device that predicts, the machine that times latency, the torch version
 
 A dataset enters by its settings (`dataset.*`), files by their path: a dataset file changed
 in place keeps its keys (`kd cache rm` drops what was built from it). tests/pipeline/test_keys.py
@@ -155,4 +159,21 @@ def student_key(cfg: DictConfig, *, teacher: str, precision: Precision) -> str:
         teacher=teacher,
         teacher_tokenizer=tokenizer_identity(cfg),
         precision=precision.name,
+    )
+
+
+def evaluation_key(cfg: DictConfig, *, model: str, weights: str, device: str, machine: str) -> str:
+    """A cached model's stored evaluation (its logits on the evaluation splits, parameters,
+    FLOPs, latency): the model with key `model` whose weights hash to `weights`, predicting on
+    `device` (e.g. "cuda NVIDIA H200") and timed on `machine` (kdcli.pipeline.stored_eval)."""
+    return _key(
+        "evaluation",
+        model=model,
+        weights=weights,
+        dataset=to_container(cfg.dataset),
+        task=to_container(cfg.task),
+        batch_size=str(cfg.eval.batch_size),
+        latency_runs=int(cfg.eval.latency_runs),
+        device=device,
+        machine=machine,
     )

@@ -96,6 +96,7 @@ ROWS: tuple[Row, ...] = (
     ("CPU latency, batch 1", "latency_ms", lambda v: f"{v:.3f} ms"),
     ("checkpoint size", "checkpoint_bytes", lambda v: f"{v / 2**20:.2f} MiB"),
     ("computed or reused", "reused", lambda v: "reused" if v else "computed"),
+    ("evaluation", "evaluation_reused", lambda v: "reused (cache)" if v else "computed"),
     ("precision (training)", "precision", str),
 )
 

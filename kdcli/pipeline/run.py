@@ -21,11 +21,12 @@ from kdcli.pipeline import report as report_io
 from kdcli.pipeline.common import Context, StageReport, made_by
 from kdcli.pipeline.compress import compress_stage
 from kdcli.pipeline.distill import baseline_stage, student_stage
-from kdcli.pipeline.evaluate import evaluate_stage
+from kdcli.pipeline.evaluate import eval_splits, evaluate_stage
 from kdcli.pipeline.objects import Objects
 from kdcli.pipeline.plots import write_plots
 from kdcli.pipeline.report import Report, build_report, final_figures, hyperparameters
 from kdcli.pipeline.soft_labels import SoftLabelSummary, teacher_knowledge
+from kdcli.pipeline.stored_eval import read_stored
 from kdcli.pipeline.teacher import check_teacher, teacher_stage
 from kdcli.store.cache import ArtifactCache
 
@@ -73,7 +74,8 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
     teacher, teacher_time = teacher_stage(teacher_ctx, built.teacher, built.training["teacher"])
     stages: dict[str, StageReport] = {"teacher": teacher_time}
     started = time.perf_counter()
-    teacher_logits = check_teacher(teacher_ctx, teacher)  # stops here below teacher.min_top1
+    stored = read_stored(teacher_ctx, teacher, eval_splits(teacher_ctx.data))
+    teacher_logits = check_teacher(teacher_ctx, teacher, stored)  # stops below teacher.min_top1
     teacher_eval_seconds = time.perf_counter() - started
     knowledge: KnowledgeSource | None = None
     soft_report: SoftLabelSummary = {"mode": "none", "reused": False}
@@ -101,6 +103,7 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
     started = time.perf_counter()
     results, summary, test_logits = evaluate_stage(ctx, models, {"teacher": teacher_logits})
     seconds = time.perf_counter() - started + teacher_eval_seconds
+    results["teacher"]["evaluation_seconds"] += teacher_eval_seconds
     stages["evaluate"] = StageReport(seconds, None, reused=False)
 
     plots = []

@@ -40,6 +40,7 @@ from kdcli.pipeline.evaluate import eval_splits
 from kdcli.pipeline.keys import checkpoint_key, endpoint_key, teacher_key
 from kdcli.store.atomic import write_json_atomic
 from kdcli.store.checkpoint import load_model, save_model
+from kdcli.store.evaluation import StoredEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,16 @@ def train_or_reuse(
     log_stage(label, entry, stage)
     source = "cache" if entry.reused else "trained"
     path = entry.file("model.pt")
+    weights = str(entry.manifest["files"].get("model.pt", ""))
     trained = Model(
-        stage_cfg.name, model.to(device), path, key, source, precision, record=built.record
+        stage_cfg.name,
+        model.to(device),
+        path,
+        key,
+        source,
+        precision,
+        record=built.record,
+        weights=weights,
     )
     return trained, stage
 
@@ -139,16 +148,22 @@ def served_teacher(ctx: Context, module: EndpointLM) -> tuple[Model, StageReport
 SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
-def check_teacher(ctx: Context, teacher: Model) -> dict[str, torch.Tensor]:
+def check_teacher(
+    ctx: Context, teacher: Model, stored: StoredEvaluation | None = None
+) -> dict[str, torch.Tensor]:
     """The teacher's outputs on each evaluation split, right after its stage (the evaluate
-    stage reuses them). Stops the run, before any soft labels are computed, when the teacher's
-    headline metric falls short of `teacher.min_top1`."""
+    stage reuses them), or its `stored` ones (kdcli/pipeline/stored_eval.py). Stops the run,
+    before any soft labels are computed, when the teacher's headline metric falls short of
+    `teacher.min_top1`."""
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
-    size = eval_batch_size(ctx, teacher.module, FP32)  # evaluation runs in fp32
-    logits = {
-        split: predict(teacher.module, data.eval_loader(split, size), ctx.device)
-        for split in eval_splits(data)
-    }
+    if stored is not None:
+        logits = stored.logits
+    else:
+        size = eval_batch_size(ctx, teacher.module, FP32)  # evaluation runs in fp32
+        logits = {
+            split: predict(teacher.module, data.eval_loader(split, size), ctx.device)
+            for split in eval_splits(data)
+        }
     minimum = cfg.teacher.min_top1
     split = "val" if "val" in data.splits else "test"
     score = task.headline(teacher.module, logits[split], data, split)

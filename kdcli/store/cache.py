@@ -217,6 +217,16 @@ class ArtifactCache:
             if descriptor is not None:
                 self._in_use[path] = descriptor
 
+    def get(self, kind: str, name: str, key: str) -> Entry | None:
+        """The complete entry for `key`, or None; never builds (its use lock is taken)."""
+        path = self.entry_path(kind, name, key)
+        self.hold(kind, name, key)
+        manifest = read_verified(path)
+        if manifest is None:
+            return None
+        mark_used(path)
+        return Entry(path, manifest, reused=True)
+
     def get_or_make(
         self,
         kind: str,
