@@ -61,7 +61,7 @@ def read_evaluation(directory: Path, shapes: dict[str, tuple[int, ...]]) -> Stor
     (split -> shape) and every figure; else None (logged: it is computed again)."""
     try:
         return _read(directory, shapes)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
         log.warning("stored evaluation %s is unusable (%s); computing it again", directory, error)
         return None
 

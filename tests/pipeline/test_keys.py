@@ -225,3 +225,40 @@ def test_equal_settings_give_equal_keys_of_sixteen_hex_digits(weights):
         again = compose("train", overrides=[f"teacher.checkpoint={weights['copy']}"])
     assert keys_of(again, Facts()) == first
     assert all(len(key) == 16 and set(key) <= set("0123456789abcdef") for key in first.values())
+
+
+# the stored evaluation of a cached teacher (kdcli/pipeline/stored_eval.py): (a change, whether
+# it changes the key); what the evaluation splits hold, and how the figures are measured
+EVALUATION_ROWS = [
+    ("dataset.val_fraction=0.1", True),
+    ("dataset.split_seed=1", True),
+    ("dataset.test_fraction=0.3", True),
+    ("dataset=mnist", True),
+    ("eval.latency_runs=5", True),
+    ("eval.batch_size=64", True),
+    ("task=lm", True),
+    ("teacher.epochs=3", True),  # through the teacher's own key
+    ("loss.alpha=0.5", False),  # a sweep over the loss reads one stored evaluation
+    ("student.epochs=3", False),
+    ("teacher.min_top1=0.9", False),
+    ("plots=false", False),
+    ("cache_dir=/elsewhere", False),
+]
+MEASURED = {"weights": "abc", "device": "cpu", "machine": "x86_64, 2 cpus, 1 threads"}
+
+
+def evaluation_key(cfg: DictConfig, **changed: str) -> str:
+    model = keys.teacher_key(cfg, FP32)
+    return keys.evaluation_key(cfg, model=model, **{**MEASURED, **changed})
+
+
+@pytest.mark.parametrize("change, changes", EVALUATION_ROWS, ids=[r[0] for r in EVALUATION_ROWS])
+def test_the_stored_evaluation_is_keyed_by_its_splits_and_measurements(change, changes, weights):
+    before = evaluation_key(composed([], weights))
+    assert (evaluation_key(composed([change], weights)) != before) == changes
+
+
+@pytest.mark.parametrize("fact", ["weights", "device", "machine"])
+def test_the_stored_evaluation_is_keyed_by_the_weights_device_and_machine(fact, weights):
+    cfg = composed([], weights)
+    assert evaluation_key(cfg, **{fact: "another"}) != evaluation_key(cfg)
