@@ -1,12 +1,12 @@
 """Benchmark: what a sweep point costs beyond its own distillation, once the cache is filled.
 
     OMP_NUM_THREADS=1 python scripts/bench_sweep.py             # CIFAR-shaped: ~3 min on a CPU
-    python scripts/bench_sweep.py --train 100 --test 50 --epochs 1 --set teacher=mlp student=mlp
+    python scripts/bench_sweep.py --train 100 --test 50 --epochs 1 --teacher smallcnn --student mlp
 
 CIFAR-10 files (random images in the on-disk layout) go into a temporary directory; a
-resnet32x4 teacher and a resnet8x4 student (batch 64, `--epochs` each) run once with
-`loss.alpha=0.1`, which fills the cache (teacher, soft labels, baseline and their
-evaluations); then one 4-point `kd train -m loss.alpha=...` sweep runs, timed as a whole
+resnet32x4 teacher and a resnet8x4 student (`--teacher`, `--student`; batch 64, `--epochs`
+each) run once with `loss.alpha=0.1`, which fills the cache (teacher, soft labels, baseline
+and their evaluations); then one 4-point `kd train -m loss.alpha=...` sweep runs, timed as a whole
 command. Printed: each point's distill and evaluate stages (report.json `stages`, seconds),
 beside the student's own share of the evaluation (its test pass and measurements), and the
 sweep's wall over the sum of its distill stages (goal: at most 1.5).
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000, help="training images")
     parser.add_argument("--test", type=int, default=1000, help="test images")
     parser.add_argument("--epochs", type=int, default=2, help="teacher and student epochs")
+    parser.add_argument("--teacher", default="resnet32x4")
+    parser.add_argument("--student", default="resnet8x4")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
     args = parser.parse_args()
 
@@ -79,8 +81,8 @@ def main() -> None:
         common = [
             "dataset=cifar10",
             f"dataset.root={root / 'data'}",
-            "teacher=resnet32x4",
-            "student=resnet8x4",
+            f"teacher={args.teacher}",
+            f"student={args.student}",
             f"teacher.epochs={args.epochs}",
             f"student.epochs={args.epochs}",
             "teacher.batch_size=64",

@@ -40,6 +40,18 @@ def test_entry_is_built_once_then_reused(tmp_path):
     assert second.manifest["note"] == "test" and "data.bin" in second.manifest["files"]
 
 
+def test_get_returns_a_complete_entry_and_never_builds(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    assert cache.get("things", "x", "k1") is None
+    assert not cache.entry_path("things", "x", "k1").exists()
+    cache.get_or_make("things", "x", "k1", write_file(b"abc"))
+    entry = cache.get("things", "x", "k1")
+    assert entry is not None and entry.reused
+    assert entry.file("data.bin").read_bytes() == b"abc"
+    entry.file("data.bin").write_bytes(b"abd")  # fails its checksum: as if absent
+    assert cache.get("things", "x", "k1") is None
+
+
 def test_a_failed_build_leaves_no_entry(tmp_path):
     cache = ArtifactCache(tmp_path)
 
