@@ -69,7 +69,9 @@ def read_stored(ctx: Context, model: Model, splits: list[str]) -> StoredEvaluati
     if entry is None:
         return None
     classes = ctx.data.info.num_classes
-    shapes = {split: (len(ctx.data.labels(split)), classes) for split in splits}
+    shapes: dict[str, tuple[int, ...]] = {
+        split: (len(ctx.data.labels(split)), classes) for split in splits
+    }
     stored = read_evaluation(entry.path, shapes)
     if stored is not None:
         stored.logits = {split: v.to(ctx.device) for split, v in stored.logits.items()}
