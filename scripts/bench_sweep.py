@@ -72,11 +72,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="teacher and student epochs")
     parser.add_argument("--teacher", default="resnet32x4")
     parser.add_argument("--student", default="resnet8x4")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this new directory and keep it (data, cache, runs)"
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kd-bench-sweep-") as scratch:
-        root = Path(scratch)
+        root = args.keep.resolve() if args.keep else Path(scratch)
         write_cifar10(root / "data", args.train, args.test)
         common = [
             "dataset=cifar10",

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -114,6 +115,16 @@ def config_choice(group: str, node: DictConfig) -> str:
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices[group])
     return str(node._target_).rsplit(".", 1)[-1]
+
+
+def draws_plots(setting: Any) -> bool:
+    """`plots`: true, false, or auto: true in a single run, false in a point of a `-m` sweep
+    (Hydra's multirun), whose PNGs cost a second or more each and `kd report --plot` replaces."""
+    if str(setting) != "auto":
+        return bool(setting)
+    if not HydraConfig.initialized():
+        return True
+    return HydraConfig.get().mode != RunMode.MULTIRUN
 
 
 def made_by(run_dir: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ from kdcli.engine.loop import KnowledgeSource
 from kdcli.errors import RunError
 from kdcli.knowledge.align import CrossTokenizerKnowledge
 from kdcli.pipeline import report as report_io
-from kdcli.pipeline.common import Context, StageReport, made_by
+from kdcli.pipeline.common import Context, StageReport, draws_plots, made_by
 from kdcli.pipeline.compress import compress_stage
 from kdcli.pipeline.distill import baseline_stage, student_stage
 from kdcli.pipeline.evaluate import eval_splits, evaluate_stage
@@ -107,7 +107,7 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
     stages["evaluate"] = StageReport(seconds, None, reused=False)
 
     plots = []
-    if cfg.plots:
+    if draws_plots(cfg.plots):
         if ctx.teacher_data is not None:  # the teacher's tokens are not the test labels'
             test_logits.pop("teacher")
         plots = write_plots(
