@@ -73,14 +73,15 @@ def main() -> None:
     parser.add_argument("--teacher", default="resnet32x4")
     parser.add_argument("--student", default="resnet8x4")
     parser.add_argument(
-        "--keep", type=Path, help="work in this new directory and keep it (data, cache, runs)"
+        "--keep", type=Path, help="work in this directory and keep it (data, cache, runs)"
     )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kd-bench-sweep-") as scratch:
         root = args.keep.resolve() if args.keep else Path(scratch)
-        write_cifar10(root / "data", args.train, args.test)
+        if not (root / "data").exists():  # (--keep: made by an earlier run)
+            write_cifar10(root / "data", args.train, args.test)
         common = [
             "dataset=cifar10",
             f"dataset.root={root / 'data'}",
@@ -94,8 +95,9 @@ def main() -> None:
             *args.set,
         ]
         fill = kd_train(root / "fill", [*common, f"loss.alpha={ALPHAS[0]}"])
-        sweep = kd_train(root / "sweep", ["-m", *common, f"loss.alpha={','.join(ALPHAS)}"])
-        reports = [json.loads(p.read_text()) for p in (root / "sweep").glob("**/report.json")]
+        sweep_dir = root / time.strftime("sweep-%H%M%S")
+        sweep = kd_train(sweep_dir, ["-m", *common, f"loss.alpha={','.join(ALPHAS)}"])
+        reports = [json.loads(p.read_text()) for p in sweep_dir.glob("**/report.json")]
     if len(reports) != len(ALPHAS):
         sys.exit(f"the sweep wrote {len(reports)} reports, not {len(ALPHAS)}")
     reports.sort(key=lambda r: r["loss"]["alpha"])

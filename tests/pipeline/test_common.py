@@ -1,5 +1,6 @@
 """What the stages share (kdcli/pipeline/common.py): the evaluation batch-size probe runs once
-per architecture in a process, so the points of a `-m` sweep do not each measure it."""
+per architecture in a process, so the points of a `-m` sweep do not each measure it; plots
+are drawn by default in single runs."""
 
 from __future__ import annotations
 
@@ -60,3 +61,8 @@ def test_a_set_batch_size_or_a_small_split_never_probes(probes):
     ctx.data = InMemoryDataset(INFO, ctx.data.train.subset(torch.arange(10)), ctx.data.test, None)
     assert common.eval_batch_size(ctx, model(2), FP32) == 256
     assert probes == []
+
+
+def test_plots_are_drawn_when_asked_and_by_default_outside_a_sweep():
+    assert common.draws_plots(True) and not common.draws_plots(False)
+    assert common.draws_plots("auto")  # no Hydra multirun here

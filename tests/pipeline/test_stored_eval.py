@@ -15,6 +15,7 @@ from kd_settings import TINY
 from kdcli.store.evaluation import logits_file
 
 SETTINGS = [*TINY, "dataset.val_fraction=0.2"]
+SWEEP = [s if s != "plots=false" else "plots=auto" for s in SETTINGS]  # none in sweep points
 STORED = ("teacher", "baseline")
 # figures a run measures anew or that name its own files: everything else must be equal
 RUN_OWN = {"evaluation_seconds", "evaluation_reused", "reused", "source", "checkpoint"}
@@ -34,7 +35,7 @@ def runs(tmp_path_factory):
     single = run_kd("train", *SETTINGS, "loss.alpha=0.7", cwd=cwd / "single")
     assert single.returncode == 0, single.stderr
     cache = f"cache_dir={cwd / 'single' / 'outputs' / 'cache'}"
-    sweep = run_kd("train", "-m", *SETTINGS, cache, "loss.alpha=0.3,0.7", cwd=cwd / "sweep")
+    sweep = run_kd("train", "-m", *SWEEP, cache, "loss.alpha=0.3,0.7", cwd=cwd / "sweep")
     assert sweep.returncode == 0, sweep.stderr
     points = [json.loads((r / "report.json").read_text()) for r in sweep.runs()]
     return single, sorted(points, key=lambda r: r["loss"]["alpha"])
@@ -48,6 +49,7 @@ def test_a_later_run_reads_the_stored_evaluation_of_the_teacher_and_baseline(run
         assert [point[role]["evaluation_reused"] for role in STORED] == [True, True]
         assert point["student"]["evaluation_reused"] is False
         assert point["teacher"]["source"] == "cache"
+        assert point["plots"] == []  # plots=auto draws none in a sweep point
     report_md = (single.runs()[0] / "report.md").read_text()
     assert "| evaluation | computed | computed | computed |" in report_md
 
