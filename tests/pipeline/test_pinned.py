@@ -83,6 +83,9 @@ REPORT_SHAPE = {
             ("source", "str"),
             ("reused", "bool"),
             ("precision", "str"),
+            # added on purpose: whether its evaluation was read from the cache, and its time
+            ("evaluation_reused", "bool"),
+            ("evaluation_seconds", "float"),
         )
     },
     "student.agreement": "float",
@@ -91,8 +94,8 @@ REPORT_SHAPE = {
     "baseline.teacher_kl": "float",
 }
 
-# The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose five
-# times: teachers train with warm-up then cosine by default (new teacher key), soft labels are
+# The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose six
+# times (the sixth: the teacher's and baseline's stored evaluations, `evaluations/`): teachers train with warm-up then cosine by default (new teacher key), soft labels are
 # stored shifted by their row maximum (soft-label format 2 in the key), every key became
 # named settings, all always present (kdcli/pipeline/keys.py, KEY_VERSION 2), the
 # student's batches per optimizer step and LoRA settings entered the baseline's key, and the
@@ -124,4 +127,6 @@ def test_report_keys_and_cache_fingerprints_stay_the_same(kd, tiny, tmp_path):
     entries = sorted(
         str(p.relative_to(cache)) for p in cache.glob("*/*") if (p / "manifest.json").is_file()
     )
-    assert entries == CACHE_ENTRIES
+    evaluations = [e.rsplit("-", 1)[0] for e in entries if e.startswith("evaluations/")]
+    assert evaluations == ["evaluations/mlp", "evaluations/smallcnn"]  # keyed by the machine too
+    assert [e for e in entries if not e.startswith("evaluations/")] == CACHE_ENTRIES
