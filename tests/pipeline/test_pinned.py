@@ -95,11 +95,12 @@ REPORT_SHAPE = {
 }
 
 # The cache entries of the tiny run: <kind>/<name>-<fingerprint>. Changed on purpose six
-# times (the sixth: the teacher's and baseline's stored evaluations, `evaluations/`): teachers train with warm-up then cosine by default (new teacher key), soft labels are
+# times: teachers train with warm-up then cosine by default (new teacher key), soft labels are
 # stored shifted by their row maximum (soft-label format 2 in the key), every key became
 # named settings, all always present (kdcli/pipeline/keys.py, KEY_VERSION 2), the
-# student's batches per optimizer step and LoRA settings entered the baseline's key, and the
-# teacher's own tokenizer (`teacher.tokenizer`, null here) entered every trained key.
+# student's batches per optimizer step and LoRA settings entered the baseline's key, the
+# teacher's own tokenizer (`teacher.tokenizer`, null here) entered every trained key, and
+# the teacher's and baseline's evaluations are stored (`evaluations/`, checked by name).
 CACHE_ENTRIES = [
     "baselines/mlp-1c51c172d8fb1cce",
     "soft_labels/smallcnn-311ff20a797a7a05",
