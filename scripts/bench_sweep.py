@@ -104,7 +104,8 @@ def main() -> None:
         sys.exit(f"the sweep wrote {len(reports)} reports, not {len(ALPHAS)}")
     reports.sort(key=lambda r: r["loss"]["alpha"])
 
-    print(f"kd train -m {' '.join(common[2:])} loss.alpha={','.join(ALPHAS)}")
+    shown = [o for o in common if not o.startswith(("dataset.root=", "cache_dir="))]
+    print(f"kd train -m {' '.join(shown)} loss.alpha={','.join(ALPHAS)}")
     print(f"({args.train} training and {args.test} test images; cache filled in {fill:.1f} s)")
     print("| alpha | distill s | evaluate s | student's evaluation s | teacher's + baseline's s |")
     print("|---|---:|---:|---:|---:|")
