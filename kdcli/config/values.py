@@ -145,6 +145,9 @@ BY_KEY: dict[str, Rule] = {
     "student.accumulate": rule_of(whole(1), "4"),
     "eval.batch_size": rule_of(choice("auto", otherwise=whole(1)), "256"),
     "eval.latency_runs": rule_of(whole(1), "50"),
+    "plots": rule_of(
+        choice("auto", otherwise=(lambda v: isinstance(v, bool), "true or false")), "auto"
+    ),
     "checkpoint.every_s": rule_of(number(0), "300"),
     "distributed.strategy": rule_of(choice(*STRATEGIES), "fsdp"),
     "compress.amount": rule_of(number(0, 1), "0.5"),

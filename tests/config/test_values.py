@@ -55,6 +55,7 @@ def test_a_bad_value_names_the_key_the_value_and_what_is_accepted(role, override
         ("dataset.test_fraction=0", "dataset.test_fraction=0 must be a number in (0, 1)"),
         ("eval.batch_size=0", "eval.batch_size=0 must be auto or a whole number >= 1"),
         ("eval.latency_runs=0", "eval.latency_runs=0 must be a whole number >= 1"),
+        ("plots=maybe", "plots='maybe' must be auto or true or false"),
         ("soft_labels.max_gb=0", "soft_labels.max_gb=0 must be a number > 0"),
         ("soft_labels.max_gb=abc", "soft_labels.max_gb='abc' must be a number > 0"),
         ("soft_labels.topk=0", "soft_labels.topk=0 must be null or a whole number >= 1"),
