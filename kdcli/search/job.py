@@ -106,6 +106,9 @@ class TrialLog(JsonlLog):
     def close(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
         self.inner.close(hparams, final)
 
+    def stop(self, error: BaseException) -> None:  # pruned or failed: the tracker's run ends
+        self.inner.stop(error)
+
 
 def watch(objects: Objects, trial_link: TrialLink) -> Objects:
     """The run's objects with the logger wrapped by TrialLog."""

@@ -89,3 +89,18 @@ def test_a_job_reaches_its_trial_through_the_storage_and_is_pruned(tmp_path):
     with pytest.raises(Pruned):
         log.row({"stage": "student", "epoch": 1, "val_top1": 0.1})
     assert study.trials[trial.number].intermediate_values == {1: 0.1}
+
+
+def test_a_stopped_run_reaches_the_inner_logger(tmp_path):
+    """A pruned or failed trial's tracker (e.g. MLflow) ends its run: stop() is passed on."""
+
+    class Inner(JsonlLog):
+        stopped: list = []
+
+        def stop(self, error):
+            self.stopped.append(error)
+
+    inner = Inner(tmp_path)
+    log = TrialLog(inner, TrialLink("s", None, tmp_path, 1, "median"))
+    log.stop(Pruned(2))
+    assert [str(e) for e in inner.stopped] == ["pruned after epoch 2"]
