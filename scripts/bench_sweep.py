@@ -1,6 +1,6 @@
 """Benchmark: what a sweep point costs beyond its own distillation, once the cache is filled.
 
-    OMP_NUM_THREADS=1 python scripts/bench_sweep.py     # CIFAR-shaped: ~8 min on a 2-core CPU
+    OMP_NUM_THREADS=1 python scripts/bench_sweep.py     # CIFAR-shaped: ~3.5 min on a 2-core CPU
     python scripts/bench_sweep.py --train 100 --test 50 --epochs 1 --teacher smallcnn --student mlp
 
 CIFAR-10 files (random images in the on-disk layout) go into a temporary directory; a
