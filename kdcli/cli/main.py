@@ -78,6 +78,10 @@ def _train_job(cfg: DictConfig) -> Any:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     trial = search_job.link(HydraConfig.get())  # None unless a search's trial
+    if trial is not None:  # the pre-flight checked each searched value, not every combination
+        combination = search_job.refused(cfg)
+        if combination is not None:
+            return combination
     try:
         device = distributed.setup(resolve_device(cfg.device))
         if cfg.deterministic:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from kdcli.cli.sweep_runs import FLAG, LIST, NUMBER, OBJECT, TEXT, Kind
 from kdcli.errors import UserError
 from kdcli.store.plain import read_json
+
+EPOCH = re.compile(r"[0-9]{1,9}")  # an epoch number as search.json writes it
 
 SEARCH = "search.json"
 KIND, VERSION = "kdcli search", 1
@@ -162,7 +165,7 @@ def _trial(folder: Path, at: int, node: Any, space: dict[str, Param]) -> Trial:
     steps = _get(node, "intermediate", OBJECT, where, optional=True) or {}
     intermediate = {}
     for step, figure in steps.items():
-        if not step.isdigit() or not FINITE[0](figure):
+        if not EPOCH.fullmatch(step) or not FINITE[0](figure):
             raise _Bad(f"{where}.intermediate.{step}", figure, "epoch -> a finite number")
         intermediate[int(step)] = figure
     number = _get(node, "number", INTEGER, where)

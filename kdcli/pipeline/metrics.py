@@ -23,6 +23,11 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+class StoppedOnPurpose(Exception):
+    """A run stopped on purpose before its end, not failed (e.g. a search's pruned trial):
+    a tracker marks its run KILLED, not FAILED."""
+
+
 class JsonlLog:
     """`metrics.jsonl`: one JSON object a line, appended and flushed as each epoch ends."""
 

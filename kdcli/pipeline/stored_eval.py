@@ -35,11 +35,23 @@ def device_kind(device: torch.device) -> str:
     return device.type
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; platform.processor() is empty there)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_kind() -> str:
-    """What the CPU latency was timed on, with how many threads, under which torch."""
-    cpu = platform.processor() or platform.machine()
+    """What the CPU latency was timed on (model, the cores this process may use, threads),
+    under which torch: a cache shared by several nodes keeps one latency per kind of node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = torch.get_num_threads()
-    return f"{cpu}, {os.cpu_count()} cpus, {threads} threads, torch {torch.__version__}"
+    return f"{cpu_model()}, {cores} cpus, {threads} threads, torch {torch.__version__}"
 
 
 def storable(ctx: Context, model: Model) -> bool:

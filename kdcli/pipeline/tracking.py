@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from kdcli import __version__
 from kdcli.engine.interrupt import Interrupted
 from kdcli.errors import RunError, UserError
-from kdcli.pipeline.metrics import JsonlLog
+from kdcli.pipeline.metrics import JsonlLog, StoppedOnPurpose
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,10 @@ class MlflowLog(JsonlLog):
         try:
             if config.is_file():
                 self._params(flatten(OmegaConf.to_container(OmegaConf.load(config))))
-        except Exception as error:  # not yet the run's logger: run.py would not `stop` it
+        except (Interrupted, KeyboardInterrupt) as error:  # not yet the run's logger: run.py
+            self.stop(error)  # would not `stop` it
+            raise
+        except Exception as error:
             self._end("FAILED")
             raise RunError(
                 f"logger=mlflow: {self._where()} refused the parameters: {error}"
@@ -280,8 +283,8 @@ class MlflowLog(JsonlLog):
             self.client.log_artifacts(self.run_id, str(self.directory / "plots"), "plots")
 
     def stop(self, error: BaseException) -> None:
-        """The run failed (FAILED) or a signal stopped it (KILLED)."""
-        stopped = isinstance(error, (Interrupted, KeyboardInterrupt))
+        """The run failed (FAILED), or a signal or a pruner stopped it (KILLED)."""
+        stopped = isinstance(error, (Interrupted, KeyboardInterrupt, StoppedOnPurpose))
         self._end("KILLED" if stopped else "FAILED")
 
     def _end(self, status: str) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from kdcli.config.search_space import SWEEPER
-from kdcli.errors import RunError
-from kdcli.pipeline.metrics import JsonlLog
+from kdcli.errors import RunError, UserError
+from kdcli.pipeline.metrics import JsonlLog, StoppedOnPurpose
 from kdcli.pipeline.objects import Objects
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ STUDENT = "student"  # the stage whose validation figure is the objective
 Outcome = dict[str, Any]
 
 
-class Pruned(Exception):
+class Pruned(StoppedOnPurpose):
     """The pruner stopped the trial after `epoch`."""
 
     def __init__(self, epoch: int) -> None:
@@ -114,6 +114,20 @@ def watch(objects: Objects, trial_link: TrialLink) -> Objects:
     """The run's objects with the logger wrapped by TrialLog."""
     make = objects.logger
     return replace(objects, logger=lambda run_dir: TrialLog(make(run_dir), trial_link))
+
+
+def refused(cfg: Any) -> Outcome | None:
+    """The trial's config checked as the pre-flight checks a run's: the pre-flight composed
+    each searched value once, not every combination the sampler may draw (e.g.
+    compress.epochs above student.epochs). A combination the checks refuse fails the trial,
+    with the check's message as its reason, and the search goes on."""
+    from kdcli.config.checks import check_config
+
+    try:
+        check_config(cfg)
+    except UserError as error:
+        return failed(error)
+    return None
 
 
 def complete(report: Any) -> Outcome:

@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from kdcli.config.build import first_line, instantiate_config
 from kdcli.config.search_space import Space
 from kdcli.errors import UserError
+from kdcli.search.space import distributions
 
 DEFAULT_PARENT = Path("outputs/search")
 STORAGE_FILE = "study.db"
@@ -176,3 +177,32 @@ def finished_count(study: optuna.Study) -> int:
     trials = study.get_trials(deepcopy=False)
     replaced = retried(trials)
     return sum(t.state in FINISHED and t.number not in replaced for t in trials)
+
+
+FIXED = "fixed_overrides"  # study user attribute: the overrides every trial of it shares
+
+
+def check_same_search(study: optuna.Study, space: Space, sweep_dir: Path) -> None:
+    """A study continued under its name must be the same search: the same space (Optuna would
+    refuse a key's other kind deep in a trial, or mix trials of two ranges) and the same fixed
+    overrides (trials of other settings would be compared as one). The first run records the
+    fixed overrides in the study."""
+    wanted = distributions(space)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.distributions and trial.distributions != wanted:
+            keys = set(wanted) | set(trial.distributions)
+            changed = sorted(k for k in keys if wanted.get(k) != trial.distributions.get(k))
+            raise _another_search(study, sweep_dir, f"its space differs in {', '.join(changed)}")
+    recorded = study.user_attrs.get(FIXED)
+    if recorded is None:
+        study.set_user_attr(FIXED, list(space.fixed))
+    elif list(recorded) != list(space.fixed):
+        raise _another_search(study, sweep_dir, f"its trials shared {' '.join(recorded) or '-'}")
+
+
+def _another_search(study: optuna.Study, sweep_dir: Path, why: str) -> UserError:
+    return UserError(
+        f"study {study.study_name} in {sweep_dir} holds another search ({why}). Run the command "
+        "that began it to continue it, or start a new study with hydra.sweeper.study_name=NAME "
+        "(or hydra.sweep.dir=DIR)."
+    )

@@ -40,6 +40,7 @@ from kdcli.search.record import REASON, record, write_record
 from kdcli.search.space import distributions, trial_overrides
 from kdcli.search.study import (
     Settings,
+    check_same_search,
     default_sweep_dir,
     finished_count,
     open_study,
@@ -83,6 +84,21 @@ def job_overrides(space: Space, trial: optuna.Trial) -> list[str]:
         f"hydra.sweep.subdir={trial.number}",
         f"++hydra.job.env_set.{TRIAL_ENV}={trial._trial_id}",  # Optuna keeps the id private
     ]
+
+
+def tell_all(
+    study: optuna.Study, trials: Sequence[optuna.Trial], results: Sequence[JobReturn]
+) -> None:
+    """Tell every trial of a batch, then raise the first crash among them (so that the
+    batch-mates that finished are kept)."""
+    crash: Exception | None = None
+    for trial, result in zip(trials, results, strict=True):
+        try:
+            tell(study, trial, result)
+        except Exception as error:
+            crash = crash or error
+    if crash is not None:
+        raise crash
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> None:
@@ -166,6 +182,7 @@ def _search(
             shutil.rmtree(made, ignore_errors=True)
         raise
     objective = objective_name(config)
+    check_same_search(study, space, sweep_dir)
     for number in retry_interrupted(study):
         log.info("search: trial %d was interrupted; it runs again (from its saved state)", number)
     log.info("search: study %s in %s", name, sweep_dir)
@@ -179,8 +196,7 @@ def _search(
         batch = [job_overrides(space, trial) for trial in trials]
         try:
             results = launch(launcher, batch, trials, study)
-            for trial, result in zip(trials, results, strict=True):
-                tell(study, trial, result)
+            tell_all(study, trials, results)
         finally:
             write_record(sweep_dir, record(study, space, objective, settings.n_trials))
         returns.append(results)

@@ -77,9 +77,12 @@ def _read(directory: Path, shapes: dict[str, tuple[int, ...]]) -> StoredEvaluati
             raise ValueError(f"{name} holds a {type(value).__name__}")
     logits = {}
     for split, shape in shapes.items():
-        array = np.load(directory / logits_file(split), allow_pickle=False)
-        if array.dtype != np.float32 or array.shape != tuple(shape):
-            raise ValueError(f"{split} logits are {array.dtype} {array.shape}, not {shape}")
+        # mapped, not read: a header may claim any shape, checked before the copy
+        mapped = np.load(directory / logits_file(split), mmap_mode="r", allow_pickle=False)
+        if mapped.dtype != np.float32 or mapped.shape != tuple(shape):
+            raise ValueError(f"{split} logits are {mapped.dtype} {mapped.shape}, not {shape}")
+        array = np.array(mapped)
+        del mapped
         if not np.isfinite(array).all():
             raise ValueError(f"{split} logits hold NaN or inf")
         logits[split] = torch.from_numpy(array)

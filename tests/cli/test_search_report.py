@@ -314,6 +314,8 @@ TRIAL_BAD = [
     ("params", {"student.epochs": 2.5}, "student.epochs is 2.5, not a whole number"),
     ("params", {"loss": "ce"}, 'trials[0].params.loss is "ce", not one of ["kd", "dkd"]'),
     ("intermediate", {"x": 1}, "trials[0].intermediate.x is 1, not epoch -> a finite number"),
+    ("intermediate", {"\u00b2": 1}, "not epoch -> a finite number"),  # isdigit() yet not int()
+    ("intermediate", {"9" * 5000: 1}, "not epoch -> a finite number"),  # past int()'s limit
     ("reason", 3, "trials[0].reason is 3, not text"),
 ]
 

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from kdcli.cli.sweep_runs import find_reports  # noqa: E402
 from kdcli.engine.interrupt import Interrupted  # noqa: E402
 from kdcli.pipeline import tracking  # noqa: E402
+from kdcli.pipeline.metrics import StoppedOnPurpose  # noqa: E402
 from kdcli.pipeline.tracking import MlflowLog, Place, flatten  # noqa: E402
 
 ROW = {"stage": "student", "epoch": 1, "step": 22, "loss": 1.5, "train_top1": 0.5, "lr": 0.1}
@@ -88,7 +89,7 @@ def test_a_run_holds_params_per_epoch_metrics_final_figures_artifacts_and_tags(
 @pytest.mark.parametrize(
     ("error", "status"),
     [(RuntimeError("loss is NaN"), "FAILED"), (Interrupted(signal.SIGTERM), "KILLED"),
-     (KeyboardInterrupt(), "KILLED")],
+     (KeyboardInterrupt(), "KILLED"), (StoppedOnPurpose("pruned after epoch 2"), "KILLED")],
 )  # fmt: skip
 def test_a_run_that_stops_early_ends_failed_or_killed(store, tmp_path, error, status):
     experiment = f"stopped {status} {type(error).__name__}"

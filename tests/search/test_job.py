@@ -104,3 +104,19 @@ def test_a_stopped_run_reaches_the_inner_logger(tmp_path):
     log = TrialLog(inner, TrialLink("s", None, tmp_path, 1, "median"))
     log.stop(Pruned(2))
     assert [str(e) for e in inner.stopped] == ["pruned after epoch 2"]
+
+
+def test_a_combination_the_checks_refuse_fails_the_trial(tmp_path, monkeypatch):
+    """The pre-flight composes each searched value once; a combination of two (here
+    compress.epochs above student.epochs) is checked in the trial's job and fails it."""
+    from kdcli.config.checks import check_overrides
+    from kdcli.search.job import refused
+
+    monkeypatch.chdir(tmp_path)
+    prune = ["compress=prune"]
+    [bad] = check_overrides([*prune, "student.epochs=2", "compress.epochs=3"], values=False)
+    outcome = refused(bad)
+    assert outcome is not None and outcome["state"] == "failed"
+    assert "compress.epochs=3" in outcome["reason"]
+    [good] = check_overrides([*prune, "student.epochs=3", "compress.epochs=2"], values=False)
+    assert refused(good) is None

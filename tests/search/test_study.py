@@ -12,6 +12,7 @@ from kdcli.search.record import record
 from kdcli.search.study import (
     RETRY_OF,
     Settings,
+    check_same_search,
     finished_count,
     open_storage,
     open_study,
@@ -85,3 +86,19 @@ def test_no_pruner_means_none_and_median_means_the_median_pruner():
     assert isinstance(pruner(node), optuna.pruners.MedianPruner)
     with pytest.raises(UserError, match="Optuna's own"):
         pruner(OmegaConf.create({"_target_": "os.system"}))
+
+
+def test_a_study_continued_under_its_name_must_be_the_same_search(tmp_path):
+    study = open_study(settings(), "s", tmp_path)
+    check_same_search(study, SPACE, tmp_path)  # the first run records the fixed overrides
+    study.tell(study.ask(DISTRIBUTIONS), 0.5)
+    again = open_study(settings(), "s", tmp_path)
+    check_same_search(again, SPACE, tmp_path)  # the same command: fine
+    narrower = Space({"loss.alpha": Axis("loss.alpha", "float", 0.4, 0.5)}, SPACE.fixed)
+    choices = Space({"loss.alpha": Axis("loss.alpha", "categorical", choices=(0.2, 0.5))}, [])
+    other_fixed = Space(SPACE.axes, ["teacher.epochs=2"])
+    for other, words in [(narrower, "differs in loss.alpha"), (choices, "differs in loss.alpha"),
+                         (other_fixed, "shared teacher.epochs=1")]:  # fmt: skip
+        with pytest.raises(UserError, match=words) as refused:
+            check_same_search(again, other, tmp_path)
+        assert "hydra.sweeper.study_name" in str(refused.value)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kd_command import command_line, kd_environment
 from kd_settings import TINY
+from optuna.trial import TrialState
 
 SEARCH = ["train", "-m", "hydra/sweeper=optuna", *TINY, "baseline=false",
           "loss.alpha=interval(0.1,0.9)", "loss.temperature=interval(1.0,8.0)"]  # fmt: skip
@@ -103,3 +104,24 @@ def test_failed_trials_do_not_end_the_search(kd, tmp_path):
     found = record(tmp_path)
     assert [t["state"] for t in found["trials"]] == ["failed", "failed"]
     assert all("nan" in t["reason"] for t in found["trials"]) and found["best"] is None
+
+
+def test_a_crashed_job_is_raised_after_its_batch_mates_are_told():
+    """One crash in a batch: the trials that finished are told (kept), then the crash."""
+    import optuna
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from kdcli.search.sweep import tell_all
+
+    study = optuna.create_study(direction="maximize")
+    trials = [study.ask() for _ in range(3)]
+    crashed = JobReturn(status=JobStatus.FAILED, _return_value=IndexError("boom"))
+    results = [
+        JobReturn(status=JobStatus.COMPLETED, _return_value={"state": "complete", "value": 0.5}),
+        crashed,
+        JobReturn(status=JobStatus.COMPLETED, _return_value={"state": "complete", "value": 0.7}),
+    ]
+    with pytest.raises(IndexError, match="boom"):
+        tell_all(study, trials, results)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]

@@ -83,3 +83,14 @@ def test_a_damaged_evaluation_reads_as_absent(stored, damage, caplog):
     damage(directory)
     assert read_evaluation(directory, SHAPES) is None
     assert "computing it again" in caplog.text
+
+
+def test_a_header_claiming_a_huge_array_is_read_as_absent_without_allocating_it(stored):
+    """A logits file whose header claims 10^12 rows is refused from its header (mapped, not
+    read), not met as a MemoryError."""
+    directory, _ = stored
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+    header["shape"] = (10**12, 3)
+    with open(directory / logits_file("test"), "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+    assert read_evaluation(directory, SHAPES) is None
