@@ -57,6 +57,7 @@ class Trial:
     run_dir: Path  # inside the sweep directory
     intermediate: dict[int, float]  # epoch -> validation figure
     reason: str | None = None  # why a failed trial failed, in one line
+    retry_of: int | None = None  # the trial a kill interrupted, whose values this one ran again
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def _trial(folder: Path, at: int, node: Any, space: dict[str, Param]) -> Trial:
     number = _get(node, "number", INTEGER, where)
     path = _run_dir(folder, str(number) if run_dir is None else run_dir, where)
     reason = _get(node, "reason", TEXT, where, optional=True)
-    return Trial(number, state, params, value, path, intermediate, reason)
+    retry_of = _get(node, "retry_of", INTEGER, where, optional=True)
+    return Trial(number, state, params, value, path, intermediate, reason, retry_of)
 
 
 def _search(path: Path, data: Any) -> Search:

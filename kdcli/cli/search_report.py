@@ -162,6 +162,10 @@ def counts(search: Search) -> str:
     running = search.count("running")
     if running:
         line += f"; {running} running (the search is still running, or was cut short)"
+    retries = [t for t in search.trials if t.retry_of is not None]
+    if retries:
+        pairs = ", ".join(f"{t.retry_of} -> {t.number}" for t in retries)
+        line += f"; {len(retries)} interrupted by a kill and run again ({pairs})"
     return line
 
 

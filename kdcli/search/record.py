@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kdcli.config.search_space import Space
-from kdcli.search.study import retried
+from kdcli.search.study import RETRY_OF, retried
 from kdcli.store.atomic import write_json_atomic
 
 RECORD_FILE = "search.json"
@@ -43,6 +43,8 @@ def trial_entry(trial: FrozenTrial) -> dict[str, Any]:
     }
     if trial.state == TrialState.FAIL and REASON in trial.user_attrs:
         entry[REASON] = trial.user_attrs[REASON]
+    if RETRY_OF in trial.user_attrs:  # it ran again the values of a trial a kill interrupted
+        entry[RETRY_OF] = int(trial.user_attrs[RETRY_OF])
     return entry
 
 

@@ -112,6 +112,16 @@ def sweep(tmp_path) -> Path:
     return make_search(tmp_path / "sweep")
 
 
+def test_a_trial_run_again_after_a_kill_is_named(sweep, capsys):
+    path = sweep / "search.json"
+    search = json.loads(path.read_text())
+    search["trials"][-1]["retry_of"] = 9  # its values were those of trial 9, killed
+    path.write_text(json.dumps(search))
+    assert main(["report", str(sweep)]) == 0
+    last = search["trials"][-1]["number"]
+    assert f"1 interrupted by a kill and run again (9 -> {last})" in capsys.readouterr().out
+
+
 def test_the_best_trial_is_named_with_its_test_figure_once(sweep, capsys):
     assert main(["report", str(sweep)]) == 0
     out = capsys.readouterr().out
@@ -317,6 +327,7 @@ TRIAL_BAD = [
     ("intermediate", {"\u00b2": 1}, "not epoch -> a finite number"),  # isdigit() yet not int()
     ("intermediate", {"9" * 5000: 1}, "not epoch -> a finite number"),  # past int()'s limit
     ("reason", 3, "trials[0].reason is 3, not text"),
+    ("retry_of", "3", 'trials[0].retry_of is "3", not a whole number'),
 ]
 
 

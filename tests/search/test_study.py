@@ -60,6 +60,8 @@ def test_a_killed_searchs_running_trials_are_failed_and_asked_again(tmp_path):
     numbers = [t["number"] for t in written["trials"]]
     assert killed[0].number not in numbers and killed[1].number not in numbers
     assert written["best"] == retry.number
+    [entry] = [t for t in written["trials"] if t["number"] == retry.number]
+    assert entry[RETRY_OF] == killed[0].number  # kd report names the trial run again
 
 
 def test_a_resumed_seeded_sampler_does_not_draw_its_first_points_again(tmp_path):
