@@ -3,12 +3,15 @@
 A `UserError` is bad input (config, files, data): exit 2, a short message, no traceback.
 A `RunError` is a failure while running (NaN loss, out of memory): exit 1.
 `did_you_mean` is the close-match hint that bad-input messages share; `shorten` cuts what a
-message quotes from the input (a key, a value, a path) to a readable length.
+message quotes from the input (a key, a value, a path) to a readable length; `report_error`
+prints one as kd shows it (the command line, and a search's sweeper inside Hydra).
 """
 
 import difflib
 import errno
+import os
 import re
+import sys
 from pathlib import Path
 
 
@@ -22,6 +25,21 @@ class RunError(Exception):
     """A failure while running that is not the input's fault."""
 
     exit_code = 1
+
+
+def debugging() -> bool:
+    """Tracebacks wanted: `--debug` (KD_DEBUG=1) or HYDRA_FULL_ERROR=1."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("KD_DEBUG") == "1"
+
+
+def report_error(error: UserError | RunError) -> int:
+    """Print one short paragraph on stderr (a traceback only when debugging); return the code.
+    What the message quotes from the input is cut to a readable length (`shorten`)."""
+    if debugging():
+        raise error
+    kind = "error" if isinstance(error, UserError) else "failed"
+    print(f"kd: {kind}: {shorten(str(error))}", file=sys.stderr)
+    return error.exit_code
 
 
 # a full disk, a full quota, or a file size limit (ulimit -f): no room to write

@@ -26,26 +26,12 @@ from kdcli.cli.serve_command import add_serve_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
-from kdcli.errors import RunError, UserError, name_too_long, out_of_space, shorten
+from kdcli.errors import RunError, UserError, name_too_long, out_of_space, report_error
 from kdcli.store.cache import vanished
 
 DEBUG_FLAG = "--debug"
 MULTIRUN_FLAGS = ("-m", "--multirun")  # anywhere on `kd train`'s command line
 resolvers.register()  # before Hydra reads the configs, also in a job that submitit unpickles
-
-
-def _debugging() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("KD_DEBUG") == "1"
-
-
-def report_error(error: UserError | RunError) -> int:
-    """Print one short paragraph on stderr (a traceback only when debugging); return the code.
-    What the message quotes from the input is cut to a readable length (errors.shorten)."""
-    if _debugging():
-        raise error
-    kind = "error" if isinstance(error, UserError) else "failed"
-    print(f"kd: {kind}: {shorten(str(error))}", file=sys.stderr)
-    return error.exit_code
 
 
 def report_interrupt(stop: Interrupted) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kdcli.config.build import first_line
 from kdcli.config.search_space import SWEEPER
 from kdcli.errors import RunError, UserError
 from kdcli.pipeline.metrics import JsonlLog, StoppedOnPurpose
@@ -140,7 +141,7 @@ def complete(report: Any) -> Outcome:
 
 
 def failed(error: BaseException) -> Outcome:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = first_line(error)
     log.error("trial failed: %s", reason)
     return {"state": "failed", "reason": reason}
 

@@ -11,7 +11,6 @@ input (exit 2) stops it, and so does a signal (the same command resumes it, stud
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from kdcli.config.search_space import (
     space_of,
     with_validation,
 )
-from kdcli.errors import UserError, shorten
+from kdcli.errors import UserError, report_error, shorten
 from kdcli.search.job import TRIAL_ENV
 from kdcli.search.record import REASON, record, write_record
 from kdcli.search.space import distributions, trial_overrides
@@ -151,10 +150,7 @@ def run_search(
     try:
         return _search(Settings.read(settings), arguments, hydra_context, task_function, config)
     except UserError as error:
-        if os.environ.get("KD_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"kd: error: {shorten(str(error))}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        sys.exit(report_error(error))
 
 
 def _search(
