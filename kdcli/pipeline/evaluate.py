@@ -96,13 +96,18 @@ def eval_splits(data: Dataset) -> list[str]:
 
 
 def evaluate_stage(
-    ctx: Context, models: dict[str, Model], known: dict[str, dict[str, torch.Tensor]] | None = None
+    ctx: Context,
+    models: dict[str, Model],
+    known: dict[str, dict[str, torch.Tensor]] | None = None,
+    looked_up: dict[str, StoredEvaluation | None] | None = None,
 ) -> tuple[dict[str, ModelFigures], EvaluationSummary, dict[str, torch.Tensor]]:
     """Stage 4: every model's figures on the test split, with agreement with the teacher and
     KL(teacher || model); the run's summary: the KD gain's interval and p-value (student vs
     baseline on the same test images) and, for text, each model's continuation of one test
     prompt (`samples`); and each model's test logits (for the plots).
-    `known`: outputs already computed (role -> split -> logits), e.g. the teacher's.
+    `known`: outputs already computed (role -> split -> logits), e.g. the teacher's;
+    `looked_up`: stored evaluations already read from the cache (None: none stored), e.g. the
+    teacher's, which are not read again.
 
     With a validation split (`dataset.val_fraction > 0`) each model's `val_<metric>` is
     reported too, so sweeps can be compared on validation and the test split kept for the end.
@@ -111,7 +116,7 @@ def evaluate_stage(
     there by an earlier run, else stored for later runs (kdcli/pipeline/stored_eval.py).
     """
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
-    stored = _stored(ctx, models)
+    stored = _stored(ctx, models, looked_up or {})
     known = {role: dict(outputs) for role, outputs in (known or {}).items()}
     for role, evaluation in stored.items():
         known[role] = {**evaluation.logits, **known.get(role, {})}
@@ -168,12 +173,16 @@ def evaluate_stage(
     return results, summary, {role: split["test"] for role, split in logits.items()}
 
 
-def _stored(ctx: Context, models: dict[str, Model]) -> dict[str, StoredEvaluation]:
-    """The stored evaluations of the run's cached models (role -> evaluation)."""
+def _stored(
+    ctx: Context, models: dict[str, Model], looked_up: dict[str, StoredEvaluation | None]
+) -> dict[str, StoredEvaluation]:
+    """The stored evaluations of the run's cached models (role -> evaluation): those
+    `looked_up` already, and the others read from the cache."""
     splits = eval_splits(ctx.data)
-    found = {
-        role: read_stored(ctx, models[role], splits) for role in STORED_ROLES if role in models
-    }
+    found = dict(looked_up)
+    for role in STORED_ROLES:
+        if role in models and role not in found:
+            found[role] = read_stored(ctx, models[role], splits)
     return {role: evaluation for role, evaluation in found.items() if evaluation is not None}
 
 

@@ -101,7 +101,9 @@ def _stages(ctx: Context, built: Objects) -> Report | None:
         return None
 
     started = time.perf_counter()
-    results, summary, test_logits = evaluate_stage(ctx, models, {"teacher": teacher_logits})
+    results, summary, test_logits = evaluate_stage(
+        ctx, models, {"teacher": teacher_logits}, {"teacher": stored}
+    )
     seconds = time.perf_counter() - started + teacher_eval_seconds
     results["teacher"]["evaluation_seconds"] += teacher_eval_seconds
     stages["evaluate"] = StageReport(seconds, None, reused=False)
