@@ -100,9 +100,9 @@ from kdcli.pipeline import run
 
 evaluate = run.evaluate_stage
 
-def evaluate_without_the_entry(ctx, models, known=None):
+def evaluate_without_the_entry(ctx, models, *given):
     shutil.rmtree(models["teacher"].checkpoint.parent)
-    return evaluate(ctx, models, known)
+    return evaluate(ctx, models, *given)
 
 run.evaluate_stage = evaluate_without_the_entry
 sys.exit(main(sys.argv[1:]))
