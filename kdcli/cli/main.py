@@ -26,6 +26,7 @@ from kdcli.cli.serve_command import add_serve_parser
 from kdcli.config import resolvers
 from kdcli.config.paths import config_dir
 from kdcli.engine.interrupt import Interrupted, handle_signals, pass_on
+from kdcli.engine.ranks import env_rank
 from kdcli.errors import RunError, UserError, name_too_long, out_of_space, report_error
 from kdcli.store.cache import vanished
 
@@ -35,15 +36,17 @@ resolvers.register()  # before Hydra reads the configs, also in a job that submi
 
 
 def report_interrupt(stop: Interrupted) -> int:
-    """One line on stderr: what stopped the run, what was saved, how to go on; the exit code."""
+    """One line on stderr: what stopped the run, what was saved, how to go on; the exit code.
+    Under torchrun rank 0 says it (it writes the state; the other ranks stop at its step)."""
     if stop.saved is not None:
         done = f"saved the state of {stop.position} in {stop.saved}"
     else:
         done = "every finished stage is in the cache"
-    print(
-        f"kd: stopped by {stop.name}; {done}. Run the same command again to continue.",
-        file=sys.stderr,
-    )
+    if env_rank() == 0:
+        print(
+            f"kd: stopped by {stop.name}; {done}. Run the same command again to continue.",
+            file=sys.stderr,
+        )
     pass_on(stop.signum)  # e.g. submitit's handler, which requeues the job
     return stop.exit_code
 

@@ -195,6 +195,16 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(vote.item())
 
 
+def signal_on_any_rank(signum: int | None, device: torch.device) -> int | None:
+    """The signal noted on any rank (alone: `signum`), so that all ranks stop at the same
+    step although a signal reaches each at its own moment. Every rank must call it."""
+    if not active():
+        return signum
+    vote = torch.tensor([signum or 0], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return int(vote.item()) or None
+
+
 def average_gradients(module: nn.Module) -> None:
     """Average over ranks the gradients of parameters that DDP does not own (a feature loss's
     adapters live in the loss, not the model). Alone this does nothing."""

@@ -339,17 +339,17 @@ class Training:
         self.save_or_stop(Position(epoch + 1, 0, shown.to_save()))
 
     def save_due(self) -> bool:
-        """Whether to save within the epoch now: `every_s` has passed or a signal came in
-        (under FSDP, on any rank: the ranks gather the state together)."""
+        """Whether to save within the epoch now: `every_s` has passed or a signal came in,
+        on any rank (the ranks stop together; under FSDP they gather the state together)."""
         due = self.state.due() or pending() is not None
-        return distributed.any_rank(due, self.job.device) if self.sharded else due
+        return distributed.any_rank(due, self.job.device)
 
     def save_or_stop(self, position: Position) -> None:
         """Save the state at `position` (rank 0 writes; under FSDP every rank gathers it),
         then stop when a signal came in meanwhile."""
         if self.saving or self.sharded:
             self.state.save(self.parts, position, write=self.saving)
-        signum = pending()
+        signum = distributed.signal_on_any_rank(pending(), self.job.device)
         if signum is not None:
             saved = self.state.path if self.saving else None
             raise Interrupted(signum, saved, f"{self.job.label}, {position.describe()}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -44,15 +45,26 @@ def student_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def stop_when_saved(process, cache: Path) -> str:
-    """SIGTERM to torchrun (as a preempted job gets) once the student's state is saved; torchrun
-    passes it to both processes. Returns the stderr."""
+    """SIGTERM to rank 1's process alone once the student's state is saved: a signal reaches
+    each rank at its own moment (torchrun passes one on to each in turn), and here rank 0 gets
+    none at all, so the ranks must agree to stop at one step. Returns the stderr."""
     deadline = time.monotonic() + 300
     while not list(cache.glob("students/*.state.pt")):
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline, "no training state appeared"
         time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
+    os.kill(worker_of_rank(process.pid, 1), signal.SIGTERM)
     return process.communicate(timeout=120)[1]
+
+
+def worker_of_rank(torchrun_pid: int, rank: int) -> int:
+    """The process id of torchrun's worker with RANK=`rank` (Linux: read from /proc)."""
+    children = Path(f"/proc/{torchrun_pid}/task/{torchrun_pid}/children").read_text().split()
+    for child in children:
+        environment = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environment:
+            return int(child)
+    raise AssertionError(f"no worker of rank {rank} among torchrun's children {children}")
 
 
 def test_fsdp_student_takes_ddp_steps_and_a_stopped_run_resumes(tmp_path):
@@ -69,6 +81,10 @@ def test_fsdp_student_takes_ddp_steps_and_a_stopped_run_resumes(tmp_path):
     stderr = stop_when_saved(first, tmp_path / "cache")
     assert first.returncode != 0, stderr
     assert "saved the state of student" in stderr, stderr
+    # both ranks stopped at the same step: neither was left waiting on the other's collective
+    # (torchrun's own traceback, as its workers exit 143, is not kd's)
+    assert "Error executing job" not in stderr and "Connection closed" not in stderr, stderr
+    assert stderr.count("kd: stopped by SIGTERM") == 1, "rank 0 says so, once"
     fsdp = run_kd(*RUN, cache, FSDP, cwd=tmp_path / "second", env=ONE_THREAD, launcher=torchrun(2))
     assert fsdp.returncode == 0, fsdp.stderr
     report = fsdp.report()
