@@ -90,16 +90,14 @@ def _train_job(cfg: DictConfig) -> Any:
     except search_job.Pruned as stop:
         return search_job.pruned(stop)
     except (UserError, RunError) as error:
-        if trial is not None and isinstance(error, RunError):
-            return search_job.failed(error)
-        sys.exit(report_error(error))
+        return _stopped(error, trial is not None)
     except Interrupted as stop:
         sys.exit(report_interrupt(stop))
     except OSError as error:  # a full disk, a name too long, a cache entry deleted by hand
         known = out_of_space(error, None) or name_too_long(error) or vanished(error, cfg.cache_dir)
         if known is None:
             raise
-        sys.exit(report_error(known))
+        sys.exit(report_error(known))  # a search stops too (its trials run again on a rerun)
     except torch.OutOfMemoryError:
         if trial is not None:
             return search_job.failed(RunError("out of memory"))
@@ -114,6 +112,20 @@ def _train_job(cfg: DictConfig) -> Any:
     if report is None:
         return None  # not rank 0
     return search_job.complete(report) if trial is not None else report["student"][report["metric"]]
+
+
+def _stopped(error: UserError | RunError, in_search: bool) -> Any:
+    """Exit with kd's message and code; a search's trial prints the message and returns its
+    outcome instead, so that the sweeper tells the study every trial of the batch first (a
+    RunError fails the trial and the search goes on; bad input stops the search)."""
+    from kdcli.search import job as search_job
+
+    if not in_search:
+        sys.exit(report_error(error))
+    if isinstance(error, RunError):
+        return search_job.failed(error)
+    report_error(error)
+    return search_job.bad_input(error)
 
 
 def _discard(run_dir: Path) -> None:

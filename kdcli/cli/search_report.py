@@ -165,7 +165,7 @@ def counts(search: Search) -> str:
     retries = [t for t in search.trials if t.retry_of is not None]
     if retries:
         pairs = ", ".join(f"{t.retry_of} -> {t.number}" for t in retries)
-        line += f"; {len(retries)} interrupted by a kill and run again ({pairs})"
+        line += f"; {len(retries)} stopped by a kill or bad input and run again ({pairs})"
     return line
 
 

@@ -9,6 +9,8 @@ directory in the job's Hydra config and puts the trial's id in `hydra.job.env_se
     {"state": "complete", "value": student's val_<metric>, "objective": "val_<metric>"}
     {"state": "failed", "reason": one line}       a RunError (NaN loss, out of memory, ...)
     {"state": "pruned", "epoch": E}               the pruner stopped it after epoch E
+    {"state": "bad input", "reason": one line}    kd's exit 2: the search stops after the
+                                                  batch, and the trial runs again on a rerun
 
 The objective is the student's headline metric on the validation split, never on test.
 Per-epoch validation figures of the student reach the trial through a wrapper of the run's
@@ -144,6 +146,12 @@ def failed(error: BaseException) -> Outcome:
     reason = first_line(error)
     log.error("trial failed: %s", reason)
     return {"state": "failed", "reason": reason}
+
+
+def bad_input(error: UserError) -> Outcome:
+    """Bad input that only the job could see (a missing file): kd's message is printed, and
+    the sweeper stops the search once the batch is told."""
+    return {"state": "bad input", "reason": first_line(error)}
 
 
 def pruned(stop: Pruned) -> Outcome:

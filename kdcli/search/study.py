@@ -35,6 +35,7 @@ DEFAULT_PARENT = Path("outputs/search")
 STORAGE_FILE = "study.db"
 JOURNAL = "journal://"  # journal:///abs/path or journal://relative/path: Optuna's journal file
 RETRY_OF = "retry_of"  # user attribute: the number of the interrupted trial this one retries
+STOPPED_BY_BAD_INPUT = "bad_input"  # user attribute: bad input stopped this trial's job
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -170,6 +171,19 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number})
     return [t.number for t in stale]
+
+
+def retry_bad_input(study: optuna.Study) -> list[int]:
+    """Enqueue again the parameters of the trials that bad input stopped (the last run ended
+    on it; the input may be mended now) and that no later trial retries yet; their numbers."""
+    trials = study.get_trials(deepcopy=False)
+    replaced = retried(trials)
+    stopped = [
+        t for t in trials if t.user_attrs.get(STOPPED_BY_BAD_INPUT) and t.number not in replaced
+    ]
+    for trial in stopped:
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number})
+    return [t.number for t in stopped]
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -5,7 +5,8 @@ study holds n_trials finished trials.
 Each trial's job runs in `<sweep dir>/<trial number>` (hydra.sweep.subdir is set per job), so
 a resumed search never writes into a finished trial's directory. A trial that fails while
 running (a RunError: NaN loss, out of memory) is told as failed and the search goes on; bad
-input (exit 2) stops it, and so does a signal (the same command resumes it, study.py).
+input (kd's exit 2) stops it once the batch is told, and so does a signal; the same command
+resumes it, running such trials again (study.py).
 """
 
 from __future__ import annotations
@@ -38,17 +39,19 @@ from kdcli.search.job import TRIAL_ENV
 from kdcli.search.record import REASON, record, write_record
 from kdcli.search.space import distributions, trial_overrides
 from kdcli.search.study import (
+    STOPPED_BY_BAD_INPUT,
     Settings,
     check_same_search,
     default_sweep_dir,
     finished_count,
     open_study,
+    retry_bad_input,
     retry_interrupted,
     study_name,
 )
 
 log = logging.getLogger("kdcli.search")
-BAD_INPUT = 2  # kd's exit code for bad input (a trial's config failed its checks)
+EXIT_BAD_INPUT = 2  # kd's exit code for bad input
 
 
 def quoted(text: str) -> str:
@@ -87,21 +90,31 @@ def job_overrides(space: Space, trial: optuna.Trial) -> list[str]:
 
 def tell_all(
     study: optuna.Study, trials: Sequence[optuna.Trial], results: Sequence[JobReturn]
-) -> None:
+) -> bool:
     """Tell every trial of a batch, then raise the first crash among them (so that the
-    batch-mates that finished are kept)."""
+    batch-mates that finished are kept). Whether a trial's job met bad input."""
     crash: Exception | None = None
+    bad_input = False
     for trial, result in zip(trials, results, strict=True):
         try:
-            tell(study, trial, result)
+            bad_input |= tell(study, trial, result)
         except Exception as error:
             crash = crash or error
     if crash is not None:
         raise crash
+    return bad_input
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> None:
-    """Tell the study what the trial's job returned, and log one line for it."""
+def told_bad_input(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Fail a trial that bad input stopped; a rerun of the command runs its values again."""
+    trial.set_user_attr(REASON, reason)
+    trial.set_user_attr(STOPPED_BY_BAD_INPUT, True)
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> bool:
+    """Tell the study what the trial's job returned, and log one line for it; whether the job
+    met bad input."""
     params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
     try:
         outcome = result.return_value
@@ -111,6 +124,10 @@ def tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> None:
         log.error("trial %d (%s): crashed", trial.number, params)
         raise
     state = outcome.get("state") if isinstance(outcome, dict) else None
+    if state == "bad input":
+        told_bad_input(study, trial, f"bad input: {outcome.get('reason', '')}")
+        log.error("trial %d: %s -> bad input: %s", trial.number, params, outcome.get("reason"))
+        return True
     if state == "complete":
         study.tell(trial, outcome["value"])
         log.info("trial %d: %s -> %.4f", trial.number, params, outcome["value"])
@@ -122,19 +139,20 @@ def tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> None:
         trial.set_user_attr(REASON, reason)
         study.tell(trial, state=TrialState.FAIL)
         log.info("trial %d: %s -> failed: %s", trial.number, params, reason)
+    return False
 
 
 def launch(launcher: Any, batch: list[list[str]], trials: Sequence[optuna.Trial],
            study: optuna.Study) -> Sequence[JobReturn]:  # fmt: skip
-    """Run one batch; when a job exits for bad input, its trials are told as failed first (a
-    signal leaves them running: the same command retries them)."""
+    """Run one batch. A job that exits for bad input before it could return its outcome
+    takes the batch with it: its trials are told as stopped by bad input (a signal leaves
+    them running); the same command runs them again."""
     try:
         return launcher.launch(batch, initial_job_idx=trials[0].number)
     except SystemExit as stop:
-        if stop.code == BAD_INPUT:
+        if stop.code == EXIT_BAD_INPUT:
             for trial in trials:
-                trial.set_user_attr(REASON, "bad input (the message above)")
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                told_bad_input(study, trial, "bad input (the message above)")
         raise
 
 
@@ -181,6 +199,8 @@ def _search(
     check_same_search(study, space, sweep_dir)
     for number in retry_interrupted(study):
         log.info("search: trial %d was interrupted; it runs again (from its saved state)", number)
+    for number in retry_bad_input(study):
+        log.info("search: trial %d met bad input last time; it runs again", number)
     log.info("search: study %s in %s", name, sweep_dir)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     launcher = Plugins.instance().instantiate_launcher(
@@ -192,9 +212,15 @@ def _search(
         batch = [job_overrides(space, trial) for trial in trials]
         try:
             results = launch(launcher, batch, trials, study)
-            tell_all(study, trials, results)
+            bad_input = tell_all(study, trials, results)
         finally:
             write_record(sweep_dir, record(study, space, objective, settings.n_trials))
+        if bad_input:
+            log.error(
+                "search: stopped on bad input (above); the finished trials are kept, and the "
+                "stopped ones run again when the same command runs after the fix"
+            )
+            sys.exit(EXIT_BAD_INPUT)
         returns.append(results)
     summary = record(study, space, objective, settings.n_trials)
     path = write_record(sweep_dir, summary)

@@ -11,12 +11,14 @@ from kdcli.errors import UserError
 from kdcli.search.record import record
 from kdcli.search.study import (
     RETRY_OF,
+    STOPPED_BY_BAD_INPUT,
     Settings,
     check_same_search,
     finished_count,
     open_storage,
     open_study,
     pruner,
+    retry_bad_input,
     retry_interrupted,
     study_name,
 )
@@ -62,6 +64,23 @@ def test_a_killed_searchs_running_trials_are_failed_and_asked_again(tmp_path):
     assert written["best"] == retry.number
     [entry] = [t for t in written["trials"] if t["number"] == retry.number]
     assert entry[RETRY_OF] == killed[0].number  # kd report names the trial run again
+
+
+def test_a_trial_that_bad_input_stopped_runs_again_once_on_the_next_run(tmp_path):
+    study = open_study(settings(), "s", tmp_path)
+    study.tell(study.ask(DISTRIBUTIONS), 0.5)
+    stopped = study.ask(DISTRIBUTIONS)
+    stopped.set_user_attr(STOPPED_BY_BAD_INPUT, True)  # as the sweeper tells it
+    study.tell(stopped, state=TrialState.FAIL)
+
+    again = open_study(settings(), "s", tmp_path)  # the same command, after the fix
+    assert retry_bad_input(again) == [stopped.number]
+    assert retry_bad_input(again) == [], "enqueued once, however often the command runs"
+    retry = again.ask(DISTRIBUTIONS)
+    assert retry.params == stopped.params and retry.user_attrs[RETRY_OF] == stopped.number
+    again.tell(retry, 0.6)
+    assert finished_count(again) == 2, "the retry stands for the stopped trial"
+    assert retry_bad_input(again) == []
 
 
 def test_a_resumed_seeded_sampler_does_not_draw_its_first_points_again(tmp_path):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from kd_command import command_line, kd_environment
 from kd_settings import TINY
 from optuna.trial import TrialState
@@ -104,6 +105,52 @@ def test_failed_trials_do_not_end_the_search(kd, tmp_path):
     found = record(tmp_path)
     assert [t["state"] for t in found["trials"]] == ["failed", "failed"]
     assert all("nan" in t["reason"] for t in found["trials"]) and found["best"] is None
+
+
+def test_bad_input_in_a_batch_is_told_with_its_batch_mates_and_said():
+    """A job that met bad input: every trial of its batch is told (the finished ones kept),
+    the stopped one as failed with its reason and marked to run again."""
+    import optuna
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from kdcli.search.study import STOPPED_BY_BAD_INPUT
+    from kdcli.search.sweep import tell_all
+
+    study = optuna.create_study(direction="maximize")
+    trials = [study.ask() for _ in range(2)]
+    outcomes = [{"state": "complete", "value": 0.5}, {"state": "bad input", "reason": "x.pt?"}]
+    results = [JobReturn(status=JobStatus.COMPLETED, _return_value=o) for o in outcomes]
+    assert tell_all(study, trials, results) is True
+    finished, stopped = study.get_trials()
+    assert finished.state == TrialState.COMPLETE and finished.value == 0.5
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs[STOPPED_BY_BAD_INPUT]
+    assert stopped.user_attrs["reason"] == "bad input: x.pt?"
+    assert tell_all(study, [study.ask()], results[:1]) is False
+
+
+@pytest.mark.e2e
+def test_bad_input_in_a_trial_stops_the_search_and_the_fixed_command_runs_it_again(kd, tmp_path):
+    from kdcli.models.smallcnn import SmallCNN
+
+    # a teacher checkpoint of another width: the pre-flight sees the file, the job reads it
+    checkpoint = tmp_path / "teacher.pt"
+    torch.save(SmallCNN(10, 1, 8, width=16).state_dict(), checkpoint)
+    args = [*SEARCH, "hydra.sweeper.n_trials=2", f"teacher.checkpoint={checkpoint}"]
+    stopped = kd(*args, env=ONE_THREAD)
+    assert stopped.returncode == 2, stopped.stderr
+    assert "does not match" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert "search: stopped on bad input" in stopped.stdout  # Hydra's log
+    [trial] = record(tmp_path)["trials"]
+    assert trial["state"] == "failed" and trial["reason"].startswith("bad input: ")
+
+    torch.save(SmallCNN(10, 1, 8, width=8).state_dict(), checkpoint)  # the fix
+    again = kd(*args, env=ONE_THREAD)  # the same command
+    assert again.returncode == 0, again.stderr
+    assert f"trial {trial['number']} met bad input last time; it runs again" in again.stdout
+    trials = record(tmp_path)["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete"]
+    [retry] = [t for t in trials if t.get("retry_of") == trial["number"]]
+    assert retry["params"] == trial["params"]
 
 
 def test_a_crashed_job_is_raised_after_its_batch_mates_are_told():
