@@ -1,6 +1,7 @@
 """Pre-flight checks of the `logger` config group: an optional package a logger needs is
-installed, and logger=mlflow's tracking URI is one MLflow can open and, for a local store, a
-place kd can write. Nothing here imports the packages themselves (they are slow to import)."""
+installed, logger=mlflow's tracking URI is one MLflow can open and, for a local store, a
+place kd can write, and logger=wandb's keys are ones W&B takes. Nothing here imports the
+packages themselves (they are slow to import)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def check_logger(cfg: DictConfig) -> None:
         )
     if target.endswith("MlflowLog"):
         check_mlflow(cfg.logger)
+    if target.endswith("WandbLog"):
+        check_wandb(cfg.logger)
 
 
 def _missing(packages: tuple[str, ...]) -> list[str]:
@@ -79,6 +82,42 @@ def check_mlflow(logger: DictConfig) -> None:
             f"logger.tracking_uri={uri}: MLflow has no tracking store for {scheme}:// (it knows "
             f"{known} and local folders); e.g. logger.tracking_uri={EXAMPLE}."
         )
+
+
+WANDB_MODES = ("offline", "online")
+
+
+def check_wandb(logger: DictConfig) -> None:
+    """wandb is installed; the mode is offline or online; the names are text; the folder W&B
+    writes in can be written."""
+    if _missing(("wandb",)):
+        raise UserError(
+            "logger=wandb needs the wandb package, which is not installed: `pip install "
+            "kdcli[wandb]` (or `pip install wandb`), or use logger=jsonl, csv, tensorboard "
+            "or mlflow."
+        )
+    mode = logger.get("mode")
+    if mode not in WANDB_MODES:
+        raise UserError(
+            f"logger.mode={mode!r} must be offline (the run's files under logger.dir, sent "
+            "later by `wandb sync`) or online (needs `wandb login`)."
+        )
+    for key in ("project", "entity", "group"):
+        value = logger.get(key)
+        if value is None and key != "project":
+            continue  # entity: the login's; group: the sweep directory
+        named = isinstance(value, str) and value.strip() != ""
+        if not named or (key != "group" and "/" in value):
+            raise UserError(
+                f"logger.{key}={value!r} must be a name (without '/' in project and entity), "
+                f"e.g. logger.{key}=kdcli" + ("." if key == "project" else ", or null.")
+            )
+    if not isinstance(logger.get("artifacts", True), bool):
+        raise UserError(f"logger.artifacts={logger.get('artifacts')!r} must be true or false.")
+    folder = logger.get("dir")
+    if not isinstance(folder, str) or not folder.strip():
+        raise UserError(f"logger.dir={folder!r} must be a folder, e.g. logger.dir=outputs.")
+    check_writable_dir("logger.dir", folder, "outputs")
 
 
 def _check_sqlite(uri: str) -> None:

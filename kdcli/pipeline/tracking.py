@@ -102,7 +102,12 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     return {NOT_A_KEY.sub("_", prefix[:-1])[:250]: text}
 
 
-def _git_commit(directory: Path) -> str | None:
+def is_number(value: Any) -> bool:
+    """A figure a tracker takes (a report leaves a figure it lacks as None; no booleans)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def git_commit(directory: Path) -> str | None:
     """The commit checked out where kd runs, if that is a git work tree (a few ms)."""
     if shutil.which("git") is None:
         return None
@@ -130,13 +135,13 @@ def _tags(place: Place) -> dict[str, str]:
     if place.sweep_dir is not None:
         tags["kdcli.sweep_dir"] = str(place.sweep_dir)
         tags["kdcli.job_num"] = str(place.job_num)
-    commit = _git_commit(place.cwd)
+    commit = git_commit(place.cwd)
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
 
 
-def _experiment_name(place: Place) -> str:
+def experiment_name(place: Place) -> str:
     """A sweep's directory (relative to where kd runs, when it is below it), or "kd train"."""
     if place.sweep_dir is None:
         return SINGLE_RUNS
@@ -146,7 +151,7 @@ def _experiment_name(place: Place) -> str:
         return str(place.sweep_dir)
 
 
-def _run_name(place: Place) -> str:
+def run_name(place: Place) -> str:
     """The run directory below the sweep's (its job number), or below where kd runs."""
     for base in (place.sweep_dir, place.cwd.resolve()):
         if base is not None and base in place.run_dir.parents:
@@ -174,13 +179,11 @@ class MlflowLog(JsonlLog):
         self.artifacts = artifacts
         place = job_place(self.directory)
         self.uri = local_uri(str(tracking_uri), place.cwd)
-        name = str(experiment) if experiment is not None else _experiment_name(place)
+        name = str(experiment) if experiment is not None else experiment_name(place)
         try:
             self.client = MlflowClient(self.uri)
             experiment_id = self._experiment(name)
-            run = self.client.create_run(
-                experiment_id, tags=_tags(place), run_name=_run_name(place)
-            )
+            run = self.client.create_run(experiment_id, tags=_tags(place), run_name=run_name(place))
         except UserError:
             raise
         except Exception as error:  # whatever the store refuses: the run has not begun
@@ -242,8 +245,7 @@ class MlflowLog(JsonlLog):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)]  # fmt: skip
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items() if is_number(v)]
         for start in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
 

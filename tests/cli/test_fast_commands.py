@@ -14,7 +14,16 @@ import pytest
 
 # torch alone costs 2-3 s; each of the others 0.4 s or more (mlflow 1.4 s), where the goal is
 # 0.5 s in all: a command that needs one imports it inside the function that uses it
-HEAVY = ("torch", "torchvision", "transformers", "optuna", "mlflow", "sqlalchemy", "matplotlib")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "optuna",
+    "mlflow",
+    "sqlalchemy",
+    "matplotlib",
+    "wandb",
+)
 
 # A launcher for run_kd (`python -c PROBE -m kdcli ARGS`): runs kd as `python -m kdcli` does,
 # and on the way out, exit code or not, writes which heavy modules were imported.

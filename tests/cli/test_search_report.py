@@ -119,7 +119,8 @@ def test_a_trial_run_again_after_a_kill_is_named(sweep, capsys):
     path.write_text(json.dumps(search))
     assert main(["report", str(sweep)]) == 0
     last = search["trials"][-1]["number"]
-    assert f"1 stopped by a kill or bad input and run again (9 -> {last})" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"1 stopped by a kill or bad input and run again (9 -> {last})" in out
 
 
 def test_the_best_trial_is_named_with_its_test_figure_once(sweep, capsys):

@@ -87,3 +87,33 @@ def test_a_bad_tracking_uri_exits_2_from_the_command(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert "logger.tracking_uri=bogus://x" in err and "Traceback" not in err
     assert not (tmp_path / "outputs").exists()
+
+
+def test_logger_wandb_without_wandb_exits_2_before_anything_runs(monkeypatch, tmp_path, capsys):
+    without(monkeypatch, "wandb")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "logger=wandb"]) == 2
+    assert "logger=wandb needs the wandb package" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["logger.mode=cloud", "logger.project=''", "logger.project=a/b", "logger.entity=a/b",
+     "logger.group=''", "logger.artifacts=maybe", "logger.dir=null"],
+)  # fmt: skip
+def test_logger_wandbs_mistyped_keys_are_refused(monkeypatch, override):
+    if importlib.util.find_spec("wandb") is None:
+        pytest.skip("wandb absent")
+    with pytest.raises(UserError, match=override.split("=")[0]):
+        check_overrides(["logger=wandb", override])
+
+
+def test_logger_wandbs_folder_must_be_writable(tmp_path):
+    if importlib.util.find_spec("wandb") is None:
+        pytest.skip("wandb absent")
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    with pytest.raises(UserError, match=r"^logger.dir="):
+        check_overrides(["logger=wandb", f"logger.dir={file}"])
+    check_overrides(["logger=wandb", "logger.mode=online", "logger.group=outputs/multirun/x"])
