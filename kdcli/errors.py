@@ -27,6 +27,12 @@ class RunError(Exception):
     exit_code = 1
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message in one line (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def debugging() -> bool:
     """Tracebacks wanted: `--debug` (KD_DEBUG=1) or HYDRA_FULL_ERROR=1."""
     return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("KD_DEBUG") == "1"

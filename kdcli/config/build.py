@@ -8,16 +8,11 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from kdcli.config.endpoint import model_node
-from kdcli.errors import UserError
+from kdcli.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from kdcli.engine.loop import Recipe
     from kdcli.models.lora import Lora
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def instantiate_config(node: DictConfig, key: str, **kwargs: Any) -> Any:

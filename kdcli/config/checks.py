@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kdcli.config import resolvers, search_space
-from kdcli.config.build import first_line, training_recipe
+from kdcli.config.build import training_recipe
 from kdcli.config.device import check_device, check_shardable, resolve_device
 from kdcli.config.endpoint import check_endpoint_config
 from kdcli.config.groups import group_options, is_group
@@ -35,7 +35,7 @@ from kdcli.config.tokenizers import check_tokenizers
 from kdcli.config.values import check_values, unresolvable
 from kdcli.config.writable import check_writable_dir
 from kdcli.engine.precision import CHOICES as PRECISIONS
-from kdcli.errors import UserError, did_you_mean
+from kdcli.errors import UserError, did_you_mean, first_line
 from kdcli.knowledge.mode import soft_label_mode
 from kdcli.pipeline.soft_labels import on_policy
 

@@ -18,7 +18,6 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kdcli.config.build import first_line
 from kdcli.config.specs import (
     ANY_NUMBER,
     SEED,
@@ -35,7 +34,7 @@ from kdcli.config.specs import (
 )
 from kdcli.data.drills import KINDS as DRILL_KINDS
 from kdcli.engine.distributed import STRATEGIES
-from kdcli.errors import UserError, did_you_mean
+from kdcli.errors import UserError, did_you_mean, first_line
 
 SECTIONS = (
     "teacher.optimizer",

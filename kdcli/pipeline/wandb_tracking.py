@@ -28,9 +28,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from kdcli import __version__
-from kdcli.config.build import first_line
 from kdcli.engine.interrupt import Interrupted
-from kdcli.errors import RunError
+from kdcli.errors import RunError, first_line
 from kdcli.pipeline.metrics import JsonlLog, StoppedOnPurpose
 from kdcli.pipeline.tracking import (
     ARTIFACTS,

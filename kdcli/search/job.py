@@ -24,9 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kdcli.config.build import first_line
 from kdcli.config.search_space import SWEEPER
-from kdcli.errors import RunError, UserError
+from kdcli.errors import RunError, UserError, first_line
 from kdcli.pipeline.metrics import JsonlLog, StoppedOnPurpose
 from kdcli.pipeline.objects import Objects
 

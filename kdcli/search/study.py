@@ -26,9 +26,9 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from kdcli.config.build import first_line, instantiate_config
+from kdcli.config.build import instantiate_config
 from kdcli.config.search_space import Space
-from kdcli.errors import UserError
+from kdcli.errors import UserError, first_line
 from kdcli.search.space import distributions
 
 DEFAULT_PARENT = Path("outputs/search")
