@@ -114,10 +114,31 @@ def check_wandb(logger: DictConfig) -> None:
             )
     if not isinstance(logger.get("artifacts", True), bool):
         raise UserError(f"logger.artifacts={logger.get('artifacts')!r} must be true or false.")
+    if mode == "online" and not _wandb_login_found():
+        raise UserError(
+            "logger.mode=online needs a W&B login, and none was found (WANDB_API_KEY, or "
+            "~/.netrc after `wandb login`): run `wandb login` first, or use logger.mode=offline "
+            "and `wandb sync outputs/wandb/offline-run-*` later."
+        )
     folder = logger.get("dir")
     if not isinstance(folder, str) or not folder.strip():
         raise UserError(f"logger.dir={folder!r} must be a folder, e.g. logger.dir=outputs.")
     check_writable_dir("logger.dir", folder, "outputs")
+
+
+def _wandb_login_found() -> bool:
+    """An API key where W&B looks for one (so that an online run never stops to ask for it
+    at a prompt): WANDB_API_KEY, or the netrc entry `wandb login` writes for the host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    try:
+        return netrc.netrc(path).authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def _check_sqlite(uri: str) -> None:

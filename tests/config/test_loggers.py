@@ -116,4 +116,20 @@ def test_logger_wandbs_folder_must_be_writable(tmp_path):
     file.write_text("not a folder")
     with pytest.raises(UserError, match=r"^logger.dir="):
         check_overrides(["logger=wandb", f"logger.dir={file}"])
-    check_overrides(["logger=wandb", "logger.mode=online", "logger.group=outputs/multirun/x"])
+    check_overrides(["logger=wandb", "logger.group=outputs/multirun/x"])
+
+
+def test_logger_wandb_online_needs_a_login_it_can_find(tmp_path, monkeypatch):
+    if importlib.util.find_spec("wandb") is None:
+        pytest.skip("wandb absent")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(UserError, match=r"logger.mode=online needs a W&B login.*wandb login"):
+        check_overrides(["logger=wandb", "logger.mode=online"])
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password k3y\n")
+    (tmp_path / "netrc").chmod(0o600)
+    check_overrides(["logger=wandb", "logger.mode=online"])  # as `wandb login` leaves it
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "k3y")
+    check_overrides(["logger=wandb", "logger.mode=online"])
