@@ -5,10 +5,11 @@ Offline (`logger.mode=offline`, the default) nothing leaves the machine: W&B wri
 under `outputs/wandb/offline-run-*`, and `wandb sync outputs/wandb/offline-run-*` uploads it
 later. `logger.mode=online` sends it at once (needs `wandb login` and a network).
 
-A run records the resolved config (flattened to dotted keys as logger=mlflow's parameters,
-URI passwords masked), every number of every per-epoch row as `<stage>/<field>` against its
-own step metric `<stage>/step` (the teacher's and the student's epochs each count from 0),
-the report's final figures in the run's summary as `final/<name>`, and report.json,
+A run records the resolved config (flattened to dotted keys, values kept as numbers, lists and
+text, so that W&B can plot a setting against a figure; URI passwords masked), every number of
+every per-epoch row as `<stage>/<field>` against its own step metric `<stage>/step` (the
+teacher's and the student's epochs each count from 0), the report's final figures in the
+run's summary as `final/<name>`, and report.json,
 report.md, the student checkpoint and plots/ as one artifact of type `kd-run`. A sweep is one
 group (named after its directory) with one run per point; a single run is in no group. The
 run ends with exit code 0, or 1 when the pipeline raises (run.py calls `stop`; the summary's
@@ -34,10 +35,10 @@ from kdcli.pipeline.metrics import JsonlLog, StoppedOnPurpose
 from kdcli.pipeline.tracking import (
     ARTIFACTS,
     experiment_name,
-    flatten,
     git_commit,
     is_number,
     job_place,
+    masked,
     run_name,
 )
 
@@ -70,7 +71,7 @@ class WandbLog(JsonlLog):
         root = Path(dir) if Path(dir).is_absolute() else place.cwd / dir
         root.mkdir(parents=True, exist_ok=True)
         config = self.directory / "config.yaml"  # the resolved job config run.py has written
-        params = flatten(OmegaConf.to_container(OmegaConf.load(config))) if config.is_file() else {}
+        params = plain(OmegaConf.to_container(OmegaConf.load(config))) if config.is_file() else {}
         tags: dict[str, Any] = {"kdcli.version": __version__, "kdcli.run_dir": str(place.run_dir)}
         if place.sweep_dir is not None:
             tags.update({"kdcli.sweep_dir": str(place.sweep_dir), "kdcli.job_num": place.job_num})
@@ -128,7 +129,7 @@ class WandbLog(JsonlLog):
     def close(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
         """The final figures and the artifacts; then the run finishes (exit code 0)."""
         try:
-            self.run.config.update(flatten(hparams), allow_val_change=True)
+            self.run.config.update(plain(hparams), allow_val_change=True)
             self.run.summary.update({f"final/{k}": v for k, v in final.items() if is_number(v)})
             if self.artifacts:
                 self._log_artifacts()
@@ -165,3 +166,14 @@ class WandbLog(JsonlLog):
             self.run.finish(exit_code=1)
         except Exception as problem:  # the run's own error is the one to report
             log.warning("logger=wandb: could not end the run: %s", problem)
+
+
+def plain(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A config as W&B's config: dotted keys, the values as they are (numbers stay numbers),
+    a URI's password in any text masked."""
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(plain(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: masked(tree) if isinstance(tree, str) else tree}

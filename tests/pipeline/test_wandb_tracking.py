@@ -127,7 +127,7 @@ def test_a_run_holds_config_per_epoch_metrics_final_figures_and_an_artifact(
 
     [run] = runs_under(tmp_path / "outputs")
     config = run["config"]
-    assert config["loss.alpha"] == "0.3" and config["student.hidden"] == "[32, 16]"
+    assert config["loss.alpha"] == 0.3 and config["student.hidden"] == [32, 16], "typed values"
     assert config["uri"] == "postgresql://kd:***@db/x", "a URI's password is masked"
     assert config["loss"] == "kd" and config["kdcli.run_dir"] == str(directory.resolve())
     student = [row for row in run["history"] if "student/loss" in row]
@@ -184,7 +184,7 @@ def test_a_two_point_sweep_is_one_group_with_a_finished_run_per_point(kd, tmp_pa
     assert len(run_dirs) == 2
     sweep = run_dirs[0].parent.resolve()
     runs = runs_under(tmp_path / "outputs")
-    assert sorted(r["config"]["loss.alpha"] for r in runs) == ["0.3", "0.7"]
+    assert sorted(r["config"]["loss.alpha"] for r in runs) == [0.3, 0.7]
     for run in runs:
         assert run["group"] == str(sweep.relative_to(tmp_path.resolve()))
         assert run["exit_code"] == 0 and "final/student_top1" in run["summary"]
