@@ -185,24 +185,26 @@ def sum_over_ranks(*values: torch.Tensor | int) -> list[torch.Tensor | int]:
     return list(stacked.unbind())
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether `flag` is true on any rank (alone: `flag`), so that all ranks take a decision
-    that each takes alone (save now: a timer, a signal) together. Every rank must call it."""
+def highest_over_ranks(value: int, device: torch.device) -> int:
+    """The highest of every rank's `value` (alone: `value`), so that all ranks take a decision
+    that each takes alone (save now: a timer; stop: a signal, which reaches each rank at its
+    own moment) together. Every rank must call it."""
     if not active():
-        return flag
-    vote = torch.tensor([int(flag)], device=device)
+        return value
+    vote = torch.tensor([value], device=device)
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return bool(vote.item())
+    return int(vote.item())
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true on any rank. Every rank must call it."""
+    return bool(highest_over_ranks(int(flag), device))
 
 
 def signal_on_any_rank(signum: int | None, device: torch.device) -> int | None:
-    """The signal noted on any rank (alone: `signum`), so that all ranks stop at the same
-    step although a signal reaches each at its own moment. Every rank must call it."""
-    if not active():
-        return signum
-    vote = torch.tensor([signum or 0], device=device)
-    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return int(vote.item()) or None
+    """The signal noted on any rank (the highest number, when ranks noted different ones),
+    so that all ranks stop at the same step. Every rank must call it."""
+    return highest_over_ranks(signum or 0, device) or None
 
 
 def average_gradients(module: nn.Module) -> None:
