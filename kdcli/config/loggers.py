@@ -37,6 +37,12 @@ def check_logger(cfg: DictConfig) -> None:
         check_wandb(cfg.logger)
 
 
+def _check_artifacts(logger: DictConfig) -> None:
+    """logger.artifacts (mlflow, wandb): true or false."""
+    if not isinstance(logger.get("artifacts", True), bool):
+        raise UserError(f"logger.artifacts={logger.get('artifacts')!r} must be true or false.")
+
+
 def _missing(packages: tuple[str, ...]) -> list[str]:
     return [name for name in packages if importlib.util.find_spec(name) is None]
 
@@ -58,8 +64,7 @@ def check_mlflow(logger: DictConfig) -> None:
             f"logger.experiment={experiment!r} must be a name, or null (the sweep directory's "
             "name for a sweep, 'kd train' for a single run)."
         )
-    if not isinstance(logger.get("artifacts", True), bool):
-        raise UserError(f"logger.artifacts={logger.get('artifacts')!r} must be true or false.")
+    _check_artifacts(logger)
     scheme = urlparse(uri).scheme.split("+")[0].lower()
     if len(scheme) == 1:  # a Windows drive letter: a path
         scheme = ""
@@ -112,8 +117,7 @@ def check_wandb(logger: DictConfig) -> None:
                 f"logger.{key}={value!r} must be a name (without '/' in project and entity), "
                 f"e.g. logger.{key}=kdcli" + ("." if key == "project" else ", or null.")
             )
-    if not isinstance(logger.get("artifacts", True), bool):
-        raise UserError(f"logger.artifacts={logger.get('artifacts')!r} must be true or false.")
+    _check_artifacts(logger)
     if mode == "online" and not _wandb_login_found():
         raise UserError(
             "logger.mode=online needs a W&B login, and none was found (WANDB_API_KEY, or "
