@@ -86,20 +86,28 @@ def masked(text: str) -> str:
     return PASSWORD.sub(r"\1***@", text)
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
-    """A config as MLflow parameters: dotted keys, YAML-like values (lists as JSON), each
-    key made of the characters MLflow allows, each value cut to MLflow's length limit and
-    a URI's password masked (a store's parameters are for everyone who reads the store)."""
+def dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A config as dotted keys (`loss.alpha`) and its values as they are, the password of a
+    URI in any text masked (a tracker's records are for everyone who reads them)."""
     if isinstance(tree, dict):
-        flat: dict[str, str] = {}
+        flat: dict[str, Any] = {}
         for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
+            flat.update(dotted(value, f"{prefix}{key}."))
         return flat
-    text = tree if isinstance(tree, str) else json.dumps(tree, default=str)
-    text = masked(text)
-    if len(text) > LONGEST_VALUE:
-        text = text[: LONGEST_VALUE - 3] + "..."
-    return {NOT_A_KEY.sub("_", prefix[:-1])[:250]: text}
+    return {prefix[:-1]: masked(tree) if isinstance(tree, str) else tree}
+
+
+def flatten(tree: Any) -> dict[str, str]:
+    """A config as MLflow parameters: `dotted`, with YAML-like values (lists as JSON; a
+    password in them masked too), each key made of the characters MLflow allows and each
+    value cut to MLflow's length limit."""
+    params = {}
+    for key, value in dotted(tree).items():
+        text = masked(value if isinstance(value, str) else json.dumps(value, default=str))
+        if len(text) > LONGEST_VALUE:
+            text = text[: LONGEST_VALUE - 3] + "..."
+        params[NOT_A_KEY.sub("_", key)[:250]] = text
+    return params
 
 
 def is_number(value: Any) -> bool:

@@ -34,11 +34,11 @@ from kdcli.errors import RunError, first_line
 from kdcli.pipeline.metrics import JsonlLog, StoppedOnPurpose
 from kdcli.pipeline.tracking import (
     ARTIFACTS,
+    dotted,
     experiment_name,
     git_commit,
     is_number,
     job_place,
-    masked,
     run_name,
 )
 
@@ -71,7 +71,7 @@ class WandbLog(JsonlLog):
         root = Path(dir) if Path(dir).is_absolute() else place.cwd / dir
         root.mkdir(parents=True, exist_ok=True)
         config = self.directory / "config.yaml"  # the resolved job config run.py has written
-        params = plain(OmegaConf.to_container(OmegaConf.load(config))) if config.is_file() else {}
+        params = dotted(OmegaConf.to_container(OmegaConf.load(config))) if config.is_file() else {}
         tags: dict[str, Any] = {"kdcli.version": __version__, "kdcli.run_dir": str(place.run_dir)}
         if place.sweep_dir is not None:
             tags.update({"kdcli.sweep_dir": str(place.sweep_dir), "kdcli.job_num": place.job_num})
@@ -129,7 +129,7 @@ class WandbLog(JsonlLog):
     def close(self, hparams: dict[str, Any], final: dict[str, float]) -> None:
         """The final figures and the artifacts; then the run finishes (exit code 0)."""
         try:
-            self.run.config.update(plain(hparams), allow_val_change=True)
+            self.run.config.update(dotted(hparams), allow_val_change=True)
             self.run.summary.update({f"final/{k}": v for k, v in final.items() if is_number(v)})
             if self.artifacts:
                 self._log_artifacts()
@@ -166,14 +166,3 @@ class WandbLog(JsonlLog):
             self.run.finish(exit_code=1)
         except Exception as problem:  # the run's own error is the one to report
             log.warning("logger=wandb: could not end the run: %s", problem)
-
-
-def plain(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A config as W&B's config: dotted keys, the values as they are (numbers stay numbers),
-    a URI's password in any text masked."""
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(plain(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: masked(tree) if isinstance(tree, str) else tree}
