@@ -57,7 +57,7 @@ class Trial:
     run_dir: Path  # inside the sweep directory
     intermediate: dict[int, float]  # epoch -> validation figure
     reason: str | None = None  # why a failed trial failed, in one line
-    retry_of: int | None = None  # the trial a kill interrupted, whose values this one ran again
+    retry_of: int | None = None  # the stopped trial whose values this one ran again
 
 
 @dataclass(frozen=True)

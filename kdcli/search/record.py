@@ -9,8 +9,8 @@ Written atomically after every batch of trials and when the search ends. Version
 
 `state` is complete, pruned, failed or running; `run_dir` is relative to the sweep directory
 (named by the trial's number); `intermediate` maps an epoch to the student's validation figure
-reported to the trial; a failed trial also has its one-line `reason`. An interrupted trial that
-a later one retries (study.py) is left out: the retry stands for it.
+reported to the trial; a failed trial also has its one-line `reason`. A stopped trial (a kill,
+bad input) that a later one retries (study.py) is left out: the retry stands for it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def trial_entry(trial: FrozenTrial) -> dict[str, Any]:
     }
     if trial.state == TrialState.FAIL and REASON in trial.user_attrs:
         entry[REASON] = trial.user_attrs[REASON]
-    if RETRY_OF in trial.user_attrs:  # it ran again the values of a trial a kill interrupted
+    if RETRY_OF in trial.user_attrs:  # it ran again a stopped trial's values (a kill, bad input)
         entry[RETRY_OF] = int(trial.user_attrs[RETRY_OF])
     return entry
 

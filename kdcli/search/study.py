@@ -34,7 +34,7 @@ from kdcli.search.space import distributions
 DEFAULT_PARENT = Path("outputs/search")
 STORAGE_FILE = "study.db"
 JOURNAL = "journal://"  # journal:///abs/path or journal://relative/path: Optuna's journal file
-RETRY_OF = "retry_of"  # user attribute: the number of the interrupted trial this one retries
+RETRY_OF = "retry_of"  # user attribute: the stopped trial (a kill, bad input) this one retries
 STOPPED_BY_BAD_INPUT = "bad_input"  # user attribute: bad input stopped this trial's job
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -159,7 +159,7 @@ def open_study(settings: Settings, name: str, sweep_dir: Path) -> optuna.Study:
 
 
 def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of the interrupted trials that a later trial retries."""
+    """Numbers of the stopped trials (killed, or stopped by bad input) a later trial retries."""
     return {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs}
 
 
@@ -187,7 +187,7 @@ def retry_bad_input(study: optuna.Study) -> list[int]:
 
 
 def finished_count(study: optuna.Study) -> int:
-    """Trials that count toward n_trials: finished, less the interrupted ones retried."""
+    """Trials that count toward n_trials: finished, less the stopped ones retried."""
     trials = study.get_trials(deepcopy=False)
     replaced = retried(trials)
     return sum(t.state in FINISHED and t.number not in replaced for t in trials)
